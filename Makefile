@@ -1,0 +1,39 @@
+# Everyday targets. `make run` starts the local stack; `make test` runs the whole suite.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 7860
+SD_DATA_DIR ?= ./local-data
+export HF_HUB_OFFLINE := 1
+export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
+
+.PHONY: install run test lint format validate-template clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	SD_DATA_DIR=$(SD_DATA_DIR) PORT=$(PORT) $(BIN)/python -m sdcore.local.stack
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+validate-template: install
+	bash scripts/validate-template.sh
+
+clean:
+	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""The control function: consumes the task queue (SQS, partial batch failures) and routes each
+task to its checkpoint's inference function within the caps; a schedule event runs the reaper."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from sdcore.composition import get_services
+from sdcore.usecases.control import dispatch_task, reap_lost
+
+logger = Logger(service="control")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> str:
+    task_id = json.loads(record.body)["taskId"]
+    outcome = dispatch_task(get_services(), task_id)
+    logger.info("dispatch", extra={"taskId": task_id, "outcome": outcome.value})
+    return outcome.value
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("source") == "aws.events":  # the schedule: end tasks whose worker was lost
+        return {"reaped": reap_lost(get_services())}
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,1 @@
+"""Shared package of the serverless Stable Diffusion API: models, ports, use cases, adapters."""

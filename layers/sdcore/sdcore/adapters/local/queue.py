@@ -1,0 +1,86 @@
+"""A durable message queue in SQLite with SQS semantics: visibility timeouts, receive counts,
+delays and a dead-letter queue."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sdcore.adapters.local.db import Database
+from sdcore.ports import Message, Queue
+
+
+class SqliteQueue(Queue):
+    def __init__(
+        self,
+        db: Database,
+        name: str,
+        max_receives: int = 5,
+        dead_letter: str | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.name = name
+        self.max_receives = max_receives
+        self.dead_letter = dead_letter if dead_letter is not None else f"{name}:dlq"
+        self.now = now
+
+    def send(self, body: dict[str, Any], delay_s: float = 0) -> str:
+        message_id = uuid.uuid4().hex
+        now = self.now()
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO messages (id, queue, body, visible_at, sent_at) VALUES (?,?,?,?,?)",
+                (message_id, self.name, json.dumps(body), now + delay_s, now),
+            )
+        return message_id
+
+    def receive(self, max_messages: int = 10, visibility_s: float = 30) -> list[Message]:
+        now = self.now()
+        out: list[Message] = []
+        with self.db.write() as conn:
+            rows = conn.execute(
+                "SELECT id, body, receive_count FROM messages WHERE queue=? AND visible_at<=?"
+                " ORDER BY visible_at LIMIT ?",
+                (self.name, now, max_messages),
+            ).fetchall()
+            for message_id, body, count in rows:
+                if count >= self.max_receives:
+                    # SQS's redrive: a message received max_receives times moves to the DLQ
+                    conn.execute(
+                        "UPDATE messages SET queue=?, visible_at=?, receipt=NULL WHERE id=?",
+                        (self.dead_letter, now, message_id),
+                    )
+                    continue
+                receipt = f"{message_id}:{uuid.uuid4().hex}"
+                conn.execute(
+                    "UPDATE messages SET visible_at=?, receipt=?, receive_count=? WHERE id=?",
+                    (now + visibility_s, receipt, count + 1, message_id),
+                )
+                out.append(
+                    Message(
+                        message_id=message_id,
+                        receipt=receipt,
+                        body=json.loads(body),
+                        receive_count=count + 1,
+                    )
+                )
+        return out
+
+    def delete(self, receipt: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM messages WHERE receipt=?", (receipt,))
+
+    def change_visibility(self, receipt: str, visibility_s: float) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE messages SET visible_at=? WHERE receipt=?",
+                (self.now() + visibility_s, receipt),
+            )
+
+    def depth(self) -> int:
+        row = self.db.conn().execute("SELECT COUNT(*) FROM messages WHERE queue=?", (self.name,))
+        return int(row.fetchone()[0])

@@ -1,0 +1,214 @@
+"""SQLite adapters of the table ports, with DynamoDB's state rules (conditional transitions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdcore.adapters.local.db import Database
+from sdcore.domain.models import (
+    FunctionRecord,
+    Lease,
+    Model,
+    ModelStatus,
+    Task,
+    TaskStatus,
+)
+from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
+from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore
+
+
+class SqliteTaskStore(TaskStore):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, task: Task) -> None:
+        with self.db.write() as conn:
+            exists = conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task.task_id,)).fetchone()
+            if exists:
+                raise ConflictError(f"task {task.task_id} exists")
+            conn.execute(
+                "INSERT INTO tasks (task_id, status, created_at, data) VALUES (?,?,?,?)",
+                (task.task_id, task.status.value, task.created_at, task.model_dump_json()),
+            )
+
+    def get(self, task_id: str) -> Task:
+        row = (
+            self.db.conn().execute("SELECT data FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"task {task_id} not found")
+        return Task.model_validate_json(row[0])
+
+    def _update(self, conn: Any, task: Task) -> None:
+        conn.execute(
+            "UPDATE tasks SET status=?, data=? WHERE task_id=?",
+            (task.status.value, task.model_dump_json(), task.task_id),
+        )
+
+    def transition(
+        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
+    ) -> Task:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT data FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"task {task_id} not found")
+            task = Task.model_validate_json(row[0])
+            if task.status not in from_:
+                raise StaleWriteError(f"task {task_id} is {task.status.value}")
+            task = task.model_copy(update={**fields, "status": to})
+            self._update(conn, task)
+            return task
+
+    def update_running(self, task_id: str, **fields: Any) -> bool:
+        with self.db.write() as conn:
+            row = conn.execute(
+                "SELECT data FROM tasks WHERE task_id=? AND status=?",
+                (task_id, TaskStatus.RUNNING.value),
+            ).fetchone()
+            if row is None:
+                return False
+            self._update(conn, Task.model_validate_json(row[0]).model_copy(update=fields))
+            return True
+
+    def request_cancel(self, task_id: str) -> Task:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT data FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"task {task_id} not found")
+            task = Task.model_validate_json(row[0])
+            if not task.status.terminal and not task.cancel_requested:
+                task = task.model_copy(update={"cancel_requested": True})
+                self._update(conn, task)
+            return task
+
+    def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
+        rows = self.db.conn().execute(
+            "SELECT data FROM tasks WHERE status=? ORDER BY created_at LIMIT ?",
+            (status.value, limit),
+        )
+        return [Task.model_validate_json(r[0]) for r in rows]
+
+
+class SqliteModelStore(ModelStore):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, model: Model) -> None:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT status FROM models WHERE name=?", (model.name,)).fetchone()
+            if row is not None and row[0] != ModelStatus.DELETED.value:
+                raise ConflictError(f"model {model.name} exists")
+            conn.execute(
+                "INSERT OR REPLACE INTO models (name, status, data) VALUES (?,?,?)",
+                (model.name, model.status.value, model.model_dump_json()),
+            )
+
+    def get(self, name: str) -> Model:
+        row = self.db.conn().execute("SELECT data FROM models WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"model {name} not found")
+        model = Model.model_validate_json(row[0])
+        if model.status is ModelStatus.DELETED:
+            raise NotFoundError(f"model {name} not found")
+        return model
+
+    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT data FROM models WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"model {name} not found")
+            model = Model.model_validate_json(row[0])
+            if expected is not None and model.status not in expected:
+                raise StaleWriteError(f"model {name} is {model.status.value}")
+            model = model.model_copy(update=fields)
+            conn.execute(
+                "UPDATE models SET status=?, data=? WHERE name=?",
+                (model.status.value, model.model_dump_json(), name),
+            )
+            return model
+
+    def list(self) -> list[Model]:
+        rows = self.db.conn().execute(
+            "SELECT data FROM models WHERE status != ? ORDER BY name", (ModelStatus.DELETED.value,)
+        )
+        return [Model.model_validate_json(r[0]) for r in rows]
+
+
+class SqliteFunctionStore(FunctionStore):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, record: FunctionRecord) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO functions (name, data) VALUES (?,?)",
+                (record.name, record.model_dump_json()),
+            )
+
+    def get(self, name: str) -> FunctionRecord:
+        row = self.db.conn().execute("SELECT data FROM functions WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"function {name} not found")
+        return FunctionRecord.model_validate_json(row[0])
+
+    def list(self) -> list[FunctionRecord]:
+        rows = self.db.conn().execute("SELECT data FROM functions ORDER BY name")
+        return [FunctionRecord.model_validate_json(r[0]) for r in rows]
+
+    def delete(self, name: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM functions WHERE name=?", (name,))
+
+
+class SqliteSlotStore(SlotStore):
+    """Slots are rows; a slot is free when absent or its lease has expired."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def acquire(
+        self, task_id: str, model: str, now: float, lease_s: float, global_cap: int, model_cap: int
+    ) -> Lease | None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM slots WHERE expires_at <= ?", (now,))
+            held = conn.execute("SELECT slot_id FROM slots WHERE task_id=?", (task_id,)).fetchall()
+            if held:  # a redelivered message for a task that already holds its slots
+                return None
+            total = conn.execute("SELECT COUNT(*) FROM slots WHERE slot_id LIKE 'g#%'").fetchone()[
+                0
+            ]
+            mine = conn.execute(
+                "SELECT COUNT(*) FROM slots WHERE slot_id LIKE 'm#%' AND model=?", (model,)
+            ).fetchone()[0]
+            if total >= global_cap or mine >= model_cap:
+                return None
+            slots = [f"g#{task_id}", f"m#{task_id}"]
+            expires = now + lease_s
+            conn.executemany(
+                "INSERT INTO slots (slot_id, task_id, model, expires_at) VALUES (?,?,?,?)",
+                [(s, task_id, model, expires) for s in slots],
+            )
+            return Lease(task_id=task_id, model=model, slots=slots, expires_at=expires)
+
+    def renew(self, lease: Lease, expires_at: float) -> bool:
+        with self.db.write() as conn:
+            cur = conn.execute(
+                "UPDATE slots SET expires_at=? WHERE task_id=?", (expires_at, lease.task_id)
+            )
+            return cur.rowcount > 0
+
+    def release(self, lease: Lease) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM slots WHERE task_id=?", (lease.task_id,))
+
+    def active(self, now: float) -> list[Lease]:
+        rows = self.db.conn().execute(
+            "SELECT task_id, model, slot_id, expires_at FROM slots WHERE expires_at > ?", (now,)
+        )
+        leases: dict[str, Lease] = {}
+        for task_id, model, slot_id, expires_at in rows:
+            lease = leases.setdefault(
+                task_id, Lease(task_id=task_id, model=model, slots=[], expires_at=expires_at)
+            )
+            lease.slots.append(slot_id)
+        return list(leases.values())

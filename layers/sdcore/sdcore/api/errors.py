@@ -1,0 +1,73 @@
+"""Domain errors to HTTP, mapped once for every HTTP function."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+from sdcore.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    OverCapError,
+    StaleWriteError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps(body),
+        headers=headers,
+    )
+
+
+def _validation(detail: list[dict[str, Any]]) -> Response:
+    return json_response(422, {"error": "validation_error", "detail": detail})
+
+
+def register_error_handlers(app: APIGatewayRestResolver) -> None:
+    # Registering a handler for Exception would also catch request validation errors, so those
+    # get one of their own: 422 with the location of each bad field and a readable message.
+    @app.exception_handler(RequestValidationError)
+    def _request_invalid(exc: RequestValidationError) -> Response:
+        detail = [
+            {"loc": list(e["loc"]), "msg": e.get("msg", ""), "type": e["type"]}
+            for e in exc.errors()
+        ]
+        return _validation(detail)
+
+    @app.exception_handler(InvalidInputError)
+    def _invalid(exc: InvalidInputError) -> Response:
+        loc = ["body", *exc.field.replace("]", "").replace("[", ".").split(".")]
+        loc = [int(p) if p.isdigit() else p for p in loc]
+        return _validation([{"loc": loc, "msg": exc.message, "type": "value_error"}])
+
+    @app.exception_handler(NotFoundError)
+    def _not_found(exc: NotFoundError) -> Response:
+        return json_response(404, {"error": "not_found", "message": str(exc)})
+
+    @app.exception_handler([ConflictError, StaleWriteError])
+    def _conflict(exc: Exception) -> Response:
+        return json_response(409, {"error": "conflict", "message": str(exc)})
+
+    @app.exception_handler(OverCapError)
+    def _over_cap(exc: OverCapError) -> Response:
+        return json_response(429, {"error": "too_many_requests", "message": str(exc)})
+
+    @app.exception_handler(ServiceError)
+    def _service(exc: ServiceError) -> Response:
+        return json_response(exc.status_code, {"error": "error", "message": exc.msg})
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s", app.current_event.path)
+        return json_response(500, {"error": "internal_error", "message": "internal error"})

@@ -1,0 +1,187 @@
+"""Wire models: the webui's field names at the API edge, mapped once to domain names."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sdcore.domain.models import GenerationParams, ModelType, Task, TaskKind
+from sdcore.errors import InvalidInputError
+from sdcore.samplers import DEFAULT_SAMPLER, SAMPLERS, UPSCALERS
+from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
+
+_DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
+
+
+def decode_image(field: str, value: str) -> ImageInput:
+    """An image given as plain base64, a data URL, or the key of a stored object."""
+    if value.startswith(INPUT_PREFIXES):
+        return ImageInput(field=field, key=value)
+    raw = _DATA_URL.sub("", value.strip(), count=1)
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(field, "not base64, a data URL, or an object key") from None
+    if not data:
+        raise InvalidInputError(field, "empty image")
+    return ImageInput(field=field, data=data)
+
+
+class _Body(BaseModel):
+    # webui clients send many fields we don't use (styles, restore_faces...): accept and ignore
+    model_config = ConfigDict(extra="ignore")
+
+    stable_diffusion_model: str | None = Field(None, description="checkpoint name")
+    sd_vae: str | None = Field(None, description="VAE name ('Automatic'/'None' = the model's)")
+
+    @field_validator("sd_vae")
+    @classmethod
+    def _vae(cls, value: str | None) -> str | None:
+        return None if value in (None, "", "Automatic", "None") else value
+
+
+class _GenerationBody(_Body):
+    prompt: str = Field("", max_length=20_000)
+    negative_prompt: str = Field("", max_length=20_000)
+    seed: int = Field(-1, ge=-1, le=2**32 - 1)
+    steps: int = Field(20, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0, le=30)
+    width: int | None = Field(None, ge=8, le=2048, multiple_of=8)
+    height: int | None = Field(None, ge=8, le=2048, multiple_of=8)
+    sampler_name: str | None = None
+    sampler_index: str | None = Field(None, description="older webui spelling of sampler_name")
+    batch_size: int = Field(1, ge=1, le=8)
+    n_iter: int = Field(1, ge=1, le=16)
+
+    @field_validator("sampler_name", "sampler_index")
+    @classmethod
+    def _sampler(cls, value: str | None) -> str | None:
+        if value is not None and value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; valid: {', '.join(SAMPLERS)}")
+        return value
+
+    def _common(self, kind: TaskKind) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.cfg_scale,
+            "width": self.width,
+            "height": self.height,
+            "sampler": self.sampler_name or self.sampler_index or DEFAULT_SAMPLER,
+            "batch_size": self.batch_size,
+            "batches": self.n_iter,
+            "vae": self.sd_vae,
+        }
+
+
+class Txt2ImgBody(_GenerationBody):
+    def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
+        return GenerationParams(**self._common(TaskKind.TXT2IMG)), [], None
+
+
+class Img2ImgBody(_GenerationBody):
+    init_images: list[str] = Field(..., min_length=1, max_length=8)
+    mask: str | None = None
+    denoising_strength: float = Field(0.75, ge=0, le=1)
+    mask_blur: int = Field(4, ge=0, le=64)
+    inpainting_mask_invert: int = Field(0, ge=0, le=1)
+
+    def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
+        params = GenerationParams(
+            **self._common(TaskKind.IMG2IMG),
+            denoising_strength=self.denoising_strength,
+            mask_blur=self.mask_blur,
+            inpainting_mask_invert=bool(self.inpainting_mask_invert),
+        )
+        images = [decode_image(f"init_images[{i}]", v) for i, v in enumerate(self.init_images)]
+        mask = decode_image("mask", self.mask) if self.mask else None
+        return params, images, mask
+
+
+class ExtrasBody(_Body):
+    image: str = Field(..., min_length=1)
+    resize_mode: int = Field(0, ge=0, le=1, description="0: by upscaling_resize, 1: to w x h")
+    upscaling_resize: float = Field(2.0, gt=0, le=8)
+    upscaling_resize_w: int | None = Field(None, ge=1, le=8192)
+    upscaling_resize_h: int | None = Field(None, ge=1, le=8192)
+    upscaler_1: str = "Lanczos"
+
+    @field_validator("upscaler_1")
+    @classmethod
+    def _upscaler(cls, value: str) -> str:
+        if value not in UPSCALERS:
+            raise ValueError(f"unknown upscaler {value!r}; valid: {', '.join(UPSCALERS)}")
+        return value
+
+    def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
+        by_size = self.resize_mode == 1
+        if by_size and not (self.upscaling_resize_w and self.upscaling_resize_h):
+            raise InvalidInputError("upscaling_resize_w", "resize_mode 1 needs width and height")
+        params = GenerationParams(
+            kind=TaskKind.EXTRAS,
+            upscale_factor=self.upscaling_resize,
+            upscale_width=self.upscaling_resize_w if by_size else None,
+            upscale_height=self.upscaling_resize_h if by_size else None,
+            upscaler=self.upscaler_1,
+        )
+        return params, [decode_image("image", self.image)], None
+
+
+def wire_parameters(task: Task) -> dict[str, Any]:
+    """The request's parameters in webui words, as the task recorded them."""
+    p = task.params
+    if p.kind is TaskKind.EXTRAS:
+        return {
+            "stable_diffusion_model": task.model,
+            "upscaling_resize": p.upscale_factor,
+            "upscaling_resize_w": p.upscale_width,
+            "upscaling_resize_h": p.upscale_height,
+            "upscaler_1": p.upscaler,
+        }
+    out: dict[str, Any] = {
+        "stable_diffusion_model": task.model,
+        "sd_vae": p.vae,
+        "prompt": p.prompt,
+        "negative_prompt": p.negative_prompt,
+        "seed": p.seed,
+        "steps": p.steps,
+        "cfg_scale": p.guidance,
+        "width": p.width,
+        "height": p.height,
+        "sampler_name": p.sampler,
+        "batch_size": p.batch_size,
+        "n_iter": p.batches,
+    }
+    if p.kind is TaskKind.IMG2IMG:
+        out.update(
+            denoising_strength=p.denoising_strength,
+            init_images=p.init_images,
+            mask=p.mask,
+            mask_blur=p.mask_blur,
+            inpainting_mask_invert=int(p.inpainting_mask_invert),
+        )
+    return out
+
+
+class ModelUploadBody(BaseModel):
+    name: str = Field(..., min_length=1, max_length=128)
+    type: ModelType = ModelType.CHECKPOINT
+    size: int = Field(..., gt=0, le=64 * 1024**3)
+    sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
+    config: str = Field("sd15", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class PartBody(BaseModel):
+    partNumber: int = Field(..., ge=1, le=10_000)  # noqa: N815 (wire name)
+    etag: str = Field(..., min_length=1, max_length=256)
+
+
+class CompleteBody(BaseModel):
+    parts: list[PartBody] = Field(..., min_length=1, max_length=10_000)

@@ -1,0 +1,87 @@
+"""The composition root: builds every adapter from settings, once per execution environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sdcore.clock import Clock, IdFactory
+from sdcore.services import Services
+from sdcore.settings import Settings, get_settings
+
+
+def build_services(
+    settings: Settings, clock: Clock | None = None, ids: IdFactory | None = None
+) -> Services:
+    clock = clock or Clock()
+    ids = ids or IdFactory()
+    if settings.backend == "aws":
+        return _build_aws(settings, clock, ids)
+    return _build_local(settings, clock, ids)
+
+
+def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
+    from sdcore.adapters.local.blobs import FileBlobStore
+    from sdcore.adapters.local.db import Database
+    from sdcore.adapters.local.fleet import ProcessWorkerFleet
+    from sdcore.adapters.local.queue import SqliteQueue
+    from sdcore.adapters.local.stores import (
+        SqliteFunctionStore,
+        SqliteModelStore,
+        SqliteSlotStore,
+        SqliteTaskStore,
+    )
+
+    db = Database(settings.data_dir / "state.db")
+    functions = SqliteFunctionStore(db)
+    return Services(
+        settings=settings,
+        tasks=SqliteTaskStore(db),
+        models=SqliteModelStore(db),
+        functions=functions,
+        slots=SqliteSlotStore(db),
+        queue=SqliteQueue(db, "tasks", now=clock.now),
+        blobs=FileBlobStore(settings.data_dir, settings.base_url, now=clock.now),
+        fleet=ProcessWorkerFleet(db, functions, settings, clock),
+        clock=clock,
+        ids=ids,
+    )
+
+
+def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
+    import boto3
+
+    from sdcore.adapters.aws.dynamodb import (
+        DynamoDBFunctionStore,
+        DynamoDBModelStore,
+        DynamoDBSlotStore,
+        DynamoDBTaskStore,
+    )
+    from sdcore.adapters.aws.lambda_fleet import LambdaWorkerFleet
+    from sdcore.adapters.aws.s3 import S3BlobStore
+    from sdcore.adapters.aws.sqs import SqsQueue
+
+    dynamodb = boto3.client("dynamodb")
+    functions = DynamoDBFunctionStore(dynamodb, settings.functions_table)
+    return Services(
+        settings=settings,
+        tasks=DynamoDBTaskStore(dynamodb, settings.tasks_table),
+        models=DynamoDBModelStore(dynamodb, settings.models_table),
+        functions=functions,
+        slots=DynamoDBSlotStore(dynamodb, settings.slots_table),
+        queue=SqsQueue(boto3.client("sqs"), settings.queue_url),
+        blobs=S3BlobStore(boto3.client("s3"), settings.bucket),
+        fleet=LambdaWorkerFleet(boto3.client("lambda"), functions, settings),
+        clock=clock,
+        ids=ids,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_services() -> Services:
+    return build_services(get_settings())
+
+
+def reset() -> None:
+    """Forget the cached services and settings (tests change the environment between cases)."""
+    get_services.cache_clear()
+    get_settings.cache_clear()

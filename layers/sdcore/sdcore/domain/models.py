@@ -1,0 +1,150 @@
+"""Domain records: tasks, models, inference functions, slot leases."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class TaskKind(StrEnum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    EXTRAS = "extras"
+
+
+class GenerationParams(BaseModel):
+    """What to generate, in domain words. Images are object keys, never pixels."""
+
+    kind: TaskKind
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = -1
+    steps: int = 20
+    guidance: float = 7.0
+    width: int | None = None
+    height: int | None = None
+    sampler: str = "Euler"
+    batch_size: int = 1
+    batches: int = 1
+    denoising_strength: float = 0.75
+    init_images: list[str] = Field(default_factory=list)
+    mask: str | None = None
+    mask_blur: int = 4
+    inpainting_mask_invert: bool = False
+    upscale_factor: float = 2.0
+    upscale_width: int | None = None
+    upscale_height: int | None = None
+    upscaler: str = "Lanczos"
+    vae: str | None = None
+
+    @property
+    def image_count(self) -> int:
+        return 1 if self.kind is TaskKind.EXTRAS else self.batch_size * self.batches
+
+
+class Task(BaseModel):
+    task_id: str
+    kind: TaskKind
+    model: str
+    status: TaskStatus = TaskStatus.QUEUED
+    params: GenerationParams
+    images: list[str] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    progress: float = 0.0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    job_no: int = 0
+    job_count: int = 0
+    eta_s: float | None = None
+    cancel_requested: bool = False
+    keep: bool = True
+    attempts: int = 0
+    expires_at: int | None = None
+
+
+class ModelType(StrEnum):
+    CHECKPOINT = "checkpoint"
+    VAE = "vae"
+    LORA = "lora"
+    EMBEDDING = "embedding"
+    UPSCALER = "upscaler"
+    CONTROLNET = "controlnet"
+
+
+class ModelStatus(StrEnum):
+    REGISTERING = "registering"
+    LOADING = "loading"
+    LOADED = "loaded"
+    UNLOADED = "unloaded"
+    DELETED = "deleted"
+
+
+READY = frozenset({ModelStatus.LOADING, ModelStatus.LOADED, ModelStatus.UNLOADED})
+
+
+class ModelFormat(StrEnum):
+    SAFETENSORS = "safetensors"
+    DIFFUSERS = "diffusers"
+
+
+class Model(BaseModel):
+    name: str
+    type: ModelType = ModelType.CHECKPOINT
+    status: ModelStatus = ModelStatus.REGISTERING
+    sha256: str
+    size: int
+    key: str
+    format: ModelFormat | None = None
+    config: str = "sd15"
+    error: str | None = None
+    upload_id: str | None = None
+    part_size: int = 0
+    registered_at: float
+    modified_at: float
+
+    @property
+    def usable(self) -> bool:
+        return self.status in READY and self.error is None
+
+
+class FunctionRecord(BaseModel):
+    """One inference function: it serves exactly one checkpoint."""
+
+    name: str
+    model: str
+    status: str = "pending"  # pending | active | failed | stopped
+    resources: dict[str, Any] = Field(default_factory=dict)
+    pid: int | None = None
+    created_at: float
+    last_used: float | None = None
+
+
+class Lease(BaseModel):
+    """Slots held by one running task; they come back on release or when the lease expires."""
+
+    task_id: str
+    model: str
+    slots: list[str]
+    expires_at: float

@@ -1,0 +1,32 @@
+"""Domain errors. Each maps to one HTTP status in `sdcore.api.errors`."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a use case raises on purpose."""
+
+
+class NotFoundError(DomainError):
+    """The task, model or object does not exist (404)."""
+
+
+class ConflictError(DomainError):
+    """The thing exists but is in a state that forbids the operation (409)."""
+
+
+class InvalidInputError(DomainError):
+    """Input passed schema validation but is still unusable (422). `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class OverCapError(DomainError):
+    """A cap or quota is reached (429)."""
+
+
+class StaleWriteError(DomainError):
+    """A conditional write lost: the record was not in the expected state."""

@@ -1,0 +1,1 @@
+"""The local stack: the same functions, run on one machine with the embedded backend."""

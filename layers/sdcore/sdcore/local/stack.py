@@ -1,0 +1,177 @@
+"""`make run`: the whole product on one machine. The HTTP front door (proxy and admin functions),
+the control loop (control function over the SQLite queue), and one worker process per
+checkpoint (inference function). State lives in SD_DATA_DIR and survives restarts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("sdcore.stack")
+
+
+def _sqs_event(messages: list[Any], queue_name: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt,
+                "body": json.dumps(m.body),
+                "attributes": {"ApproximateReceiveCount": str(m.receive_count)},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:local:000000000000:{queue_name}",
+                "awsRegion": "local",
+            }
+            for m in messages
+        ]
+    }
+
+
+class ControlLoop(threading.Thread):
+    """Feeds the task queue to the control function as SQS batches, deleting what succeeded
+    (the event source mapping's job on AWS), and runs the reaper on a schedule."""
+
+    def __init__(self, svc: Any, reap_every_s: float = 5.0) -> None:
+        super().__init__(name="control", daemon=True)
+        self.svc = svc
+        self.reap_every_s = reap_every_s
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        from control_function.app import lambda_handler
+
+        from sdcore.local.context import LocalContext
+
+        queue = self.svc.queue
+        next_reap = 0.0
+        while not self.stop_event.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_reap:
+                    next_reap = now + self.reap_every_s
+                    lambda_handler({"source": "aws.events"}, LocalContext("control"))
+                    self.svc.fleet.revive()
+                messages = queue.receive(10, visibility_s=60)
+                if not messages:
+                    self.stop_event.wait(0.02)
+                    continue
+                result = lambda_handler(_sqs_event(messages, "tasks"), LocalContext("control"))
+                failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+                for message in messages:
+                    if message.message_id not in failed:
+                        queue.delete(message.receipt)
+            except Exception:
+                log.exception("control loop error")
+                self.stop_event.wait(1)
+
+
+def register_demo(base_url: str, name: str, data_dir: Path) -> None:
+    """Register the demo checkpoint through the ordinary admin upload path."""
+    from sdcore.client import upload_model
+    from sdcore.demo.tiny import save_single_file
+
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        path = save_single_file(Path(tmp) / f"{name}.safetensors")
+        upload_model(base_url, path, name, "checkpoint", config="tiny-sd")
+
+
+def configure_env(args: argparse.Namespace) -> None:
+    data_dir = Path(os.environ.get("SD_DATA_DIR", "./local-data")).resolve()
+    os.environ["SD_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("SD_MODEL_CACHE_DIR", str(data_dir / "cache"))
+    os.environ.setdefault("SD_BACKEND", "local")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    if args.port is not None:
+        os.environ["PORT"] = str(args.port)
+    repo = Path(__file__).resolve().parents[3]
+    extra = [repo / "layers" / "sdcore"] + [
+        repo / "functions" / f for f in ("proxy", "admin", "control", "inference")
+    ]
+    for path in reversed(extra):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(p) for p in extra]
+        + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    )
+
+
+class Stack:
+    def __init__(self) -> None:
+        from sdcore.composition import get_services
+        from sdcore.local.server import LocalServer
+
+        self.svc = get_services()
+        settings = self.svc.settings
+        self.server = LocalServer(
+            settings.host, settings.port, self.svc.blobs, settings.http_workers
+        )
+        self.http = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self.control = ControlLoop(self.svc)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self.http.start()
+        self.control.start()
+
+    def stop(self) -> None:
+        self.control.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.control.join(timeout=10)
+        self.svc.fleet.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the local stack")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--no-demo", action="store_true", help="don't register the demo model")
+    args = parser.parse_args(argv)
+    configure_env(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    from sdcore.errors import NotFoundError
+
+    stack = Stack()
+    stack.start()
+    settings = stack.svc.settings
+    if not args.no_demo:
+        try:
+            stack.svc.models.get(settings.default_model)
+        except NotFoundError:
+            log.info(
+                "registering the demo checkpoint %r (tiny, random weights)", settings.default_model
+            )
+            register_demo(stack.base_url, settings.default_model, settings.data_dir)
+    print(f"Local stack on {stack.base_url}  (data in {settings.data_dir})", flush=True)
+    print(
+        f"  try: curl -s -X POST {stack.base_url}/txt2img -H 'Content-Type: application/json' "
+        '-d \'{"prompt": "a red circle on a white background"}\'',
+        flush=True,
+    )
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    print("stopping", flush=True)
+    stack.stop()
+
+
+if __name__ == "__main__":
+    main()

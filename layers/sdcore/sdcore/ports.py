@@ -1,0 +1,234 @@
+"""Ports: what the use cases need from the outside world. Each has an AWS and a local adapter."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from sdcore.domain.models import FunctionRecord, Lease, Model, ModelStatus, Task, TaskStatus
+
+
+class TaskStore(ABC):
+    @abstractmethod
+    def create(self, task: Task) -> None:
+        """Store a new task.
+
+        Raises
+        ------
+        ConflictError
+            A task with that id exists.
+        """
+
+    @abstractmethod
+    def get(self, task_id: str) -> Task:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def transition(
+        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
+    ) -> Task:
+        """Move a task from one of `from_` to `to`, setting `fields`, atomically.
+
+        Raises
+        ------
+        NotFoundError
+            No such task.
+        StaleWriteError
+            The task was not in one of `from_` (someone else moved it first).
+        """
+
+    @abstractmethod
+    def update_running(self, task_id: str, **fields: Any) -> bool:
+        """Set progress/heartbeat fields only while the task is running; False otherwise."""
+
+    @abstractmethod
+    def request_cancel(self, task_id: str) -> Task:
+        """Flag the task for cancellation. Raises NotFoundError."""
+
+    @abstractmethod
+    def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
+        """Tasks in `status`, oldest first."""
+
+
+class ModelStore(ABC):
+    @abstractmethod
+    def create(self, model: Model) -> None:
+        """Register a new model; a deleted one of the same name may be replaced.
+
+        Raises
+        ------
+        ConflictError
+            A model with that name exists and is not deleted.
+        """
+
+    @abstractmethod
+    def get(self, name: str) -> Model:
+        """Raises NotFoundError (also for deleted models)."""
+
+    @abstractmethod
+    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
+        """Set `fields`; if `expected` is given the model must be in one of those statuses.
+
+        Raises
+        ------
+        NotFoundError, StaleWriteError
+        """
+
+    @abstractmethod
+    def list(self) -> list[Model]:
+        """Every model not deleted, by name."""
+
+
+class FunctionStore(ABC):
+    @abstractmethod
+    def put(self, record: FunctionRecord) -> None: ...
+
+    @abstractmethod
+    def get(self, name: str) -> FunctionRecord:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def list(self) -> list[FunctionRecord]: ...
+
+    @abstractmethod
+    def delete(self, name: str) -> None: ...
+
+
+class SlotStore(ABC):
+    @abstractmethod
+    def acquire(
+        self, task_id: str, model: str, now: float, lease_s: float, global_cap: int, model_cap: int
+    ) -> Lease | None:
+        """Take one global slot and one slot of `model`, atomically, or nothing (None)."""
+
+    @abstractmethod
+    def renew(self, lease: Lease, expires_at: float) -> bool:
+        """Extend a lease still held; False if it was lost."""
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None:
+        """Give the slots back (no error if already gone)."""
+
+    @abstractmethod
+    def active(self, now: float) -> list[Lease]:
+        """Leases not expired at `now`."""
+
+
+class Message(BaseModel):
+    message_id: str
+    receipt: str
+    body: dict[str, Any]
+    receive_count: int = 1
+
+
+class Queue(ABC):
+    @abstractmethod
+    def send(self, body: dict[str, Any], delay_s: float = 0) -> str:
+        """Enqueue; return the message id."""
+
+    @abstractmethod
+    def receive(self, max_messages: int = 10, visibility_s: float = 30) -> list[Message]:
+        """Messages now visible, hidden for `visibility_s` until deleted."""
+
+    @abstractmethod
+    def delete(self, receipt: str) -> None: ...
+
+    @abstractmethod
+    def change_visibility(self, receipt: str, visibility_s: float) -> None: ...
+
+
+class UploadedPart(BaseModel):
+    part_number: int
+    etag: str
+
+
+class BlobStore(ABC):
+    @abstractmethod
+    def put(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None: ...
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def iter_chunks(self, key: str, chunk_size: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        """Stream an object. Raises NotFoundError."""
+
+    @abstractmethod
+    def download(self, key: str, dest: Path) -> None:
+        """Copy an object to a local file. Raises NotFoundError."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix`; return how many."""
+
+    @abstractmethod
+    def url(self, key: str, expires_s: int) -> str:
+        """An expiring GET URL."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The object as a local file, where the store keeps it as one (no copy needed)."""
+        return None
+
+    @abstractmethod
+    def create_multipart(self, key: str) -> str:
+        """Start a multipart upload; return its id."""
+
+    @abstractmethod
+    def part_url(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
+        """An expiring URL that takes one part by HTTP PUT and answers its ETag."""
+
+    @abstractmethod
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
+        """Join the parts in order into the object.
+
+        Raises
+        ------
+        InvalidInputError
+            A part is missing or its ETag does not match what was received.
+        NotFoundError
+            No such upload.
+        """
+
+    @abstractmethod
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+
+class WorkerFleet(ABC):
+    """Inference functions, one per checkpoint, created on first use."""
+
+    @abstractmethod
+    def ensure(self, model: Model) -> FunctionRecord:
+        """The function of `model`, created if missing. It may not be active yet."""
+
+    @abstractmethod
+    def invoke(self, record: FunctionRecord, payload: dict[str, Any]) -> None:
+        """Hand one task to the function, asynchronously and durably."""
+
+    @abstractmethod
+    def delete(self, model_name: str) -> None:
+        """Remove the function of `model_name` (no error if there is none)."""
+
+    @abstractmethod
+    def list(self) -> list[FunctionRecord]: ...
+
+
+def function_name(prefix: str, model_name: str) -> str:
+    """Function names come from a hash of the model name: model names may hold any character."""
+    import hashlib
+
+    digest = hashlib.sha256(model_name.encode()).hexdigest()[:16]
+    return f"{prefix}-{digest}"

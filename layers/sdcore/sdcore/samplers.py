@@ -1,0 +1,17 @@
+"""Sampler names as the webui spells them. The engine maps each to a diffusers scheduler; this
+module stays free of torch so the API edge can validate names cheaply."""
+
+from __future__ import annotations
+
+SAMPLERS: tuple[str, ...] = (
+    "Euler",
+    "Euler a",
+    "LMS",
+    "Heun",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DDIM",
+    "UniPC",
+)
+DEFAULT_SAMPLER = "Euler"
+UPSCALERS: tuple[str, ...] = ("Lanczos", "Nearest")

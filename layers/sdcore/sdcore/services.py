@@ -1,0 +1,31 @@
+"""The dependencies every use case takes, built once by `sdcore.composition`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdcore.clock import Clock, IdFactory
+from sdcore.ports import (
+    BlobStore,
+    FunctionStore,
+    ModelStore,
+    Queue,
+    SlotStore,
+    TaskStore,
+    WorkerFleet,
+)
+from sdcore.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    tasks: TaskStore
+    models: ModelStore
+    functions: FunctionStore
+    slots: SlotStore
+    queue: Queue
+    blobs: BlobStore
+    fleet: WorkerFleet
+    clock: Clock
+    ids: IdFactory

@@ -1,0 +1,105 @@
+"""Settings, read once per execution environment from the process environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+_ENV = {
+    "backend": "SD_BACKEND",
+    "data_dir": "SD_DATA_DIR",
+    "public_url": "SD_PUBLIC_URL",
+    "host": "SD_HOST",
+    "port": "PORT",
+    "http_workers": "SD_HTTP_WORKERS",
+    "tasks_table": "SD_TASKS_TABLE",
+    "models_table": "SD_MODELS_TABLE",
+    "functions_table": "SD_FUNCTIONS_TABLE",
+    "slots_table": "SD_SLOTS_TABLE",
+    "bucket": "SD_BUCKET",
+    "queue_url": "SD_QUEUE_URL",
+    "default_model": "SD_DEFAULT_MODEL",
+    "max_concurrency": "SD_MAX_CONCURRENCY",
+    "max_per_model": "SD_MAX_PER_MODEL",
+    "sync_timeout_s": "SD_SYNC_TIMEOUT",
+    "task_ttl_days": "SD_TASK_TTL_DAYS",
+    "lease_s": "SD_LEASE_SECONDS",
+    "heartbeat_stale_s": "SD_HEARTBEAT_STALE_SECONDS",
+    "progress_interval_s": "SD_PROGRESS_INTERVAL",
+    "url_expires_s": "SD_URL_EXPIRES",
+    "requeue_delay_s": "SD_REQUEUE_DELAY",
+    "idle_s": "SD_IDLE_SECONDS",
+    "part_size": "SD_PART_SIZE",
+    "inference_image_uri": "SD_INFERENCE_IMAGE_URI",
+    "inference_role_arn": "SD_INFERENCE_ROLE_ARN",
+    "inference_memory_mb": "SD_INFERENCE_MEMORY",
+    "inference_timeout_s": "SD_INFERENCE_TIMEOUT",
+    "function_prefix": "SD_FUNCTION_PREFIX",
+    "model_name": "SD_MODEL_NAME",
+    "model_cache_dir": "SD_MODEL_CACHE_DIR",
+    "device": "SD_DEVICE",
+}
+
+
+class Settings(BaseModel):
+    """Everything configurable, with the local stack's defaults."""
+
+    backend: Literal["local", "aws"] = "local"
+    # local backend
+    data_dir: Path = Path("./local-data")
+    public_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 7860
+    http_workers: int = Field(8, ge=1)
+    # aws backend
+    tasks_table: str = "sd-tasks"
+    models_table: str = "sd-models"
+    functions_table: str = "sd-functions"
+    slots_table: str = "sd-slots"
+    bucket: str = ""
+    queue_url: str = ""
+    inference_image_uri: str = ""
+    inference_role_arn: str = ""
+    inference_memory_mb: int = 3008
+    inference_timeout_s: int = 900
+    function_prefix: str = "sd"
+    # behaviour
+    default_model: str = "demo"
+    max_concurrency: int = Field(2, ge=1)
+    max_per_model: int = Field(1, ge=1)
+    sync_timeout_s: float = Field(25.0, ge=0)
+    task_ttl_days: int = 30
+    lease_s: int = 960
+    heartbeat_stale_s: float = 60.0
+    progress_interval_s: float = 0.5
+    url_expires_s: int = 3600
+    requeue_delay_s: float = 1.0
+    idle_s: float = 300.0
+    part_size: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # an inference function serves exactly one model
+    model_name: str = ""
+    model_cache_dir: Path = Path("/tmp/sd-models")
+    device: str = "auto"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values = {field: env[name] for field, name in _ENV.items() if env.get(name, "") != ""}
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {name: str(getattr(self, field)) for field, name in _ENV.items()}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

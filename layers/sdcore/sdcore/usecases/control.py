@@ -1,0 +1,114 @@
+"""Control: route each queued task to its checkpoint's function within the caps, and end tasks
+whose worker was lost."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from sdcore.domain.models import TaskStatus
+from sdcore.errors import NotFoundError, StaleWriteError
+from sdcore.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    DISPATCHED = "dispatched"
+    WAITING = "waiting"  # over a cap, or the function is not ready: re-queued with a delay
+    ENDED = "ended"  # nothing to do: finished, cancelled, failed or already running
+
+
+def _fail(svc: Services, task_id: str, reason: str) -> None:
+    try:
+        svc.tasks.transition(
+            task_id,
+            {TaskStatus.QUEUED},
+            TaskStatus.FAILED,
+            error=reason,
+            finished_at=svc.clock.now(),
+        )
+    except StaleWriteError:
+        pass
+
+
+def dispatch_task(svc: Services, task_id: str) -> Outcome:
+    """Hand one queued task to the inference function of its checkpoint, if the caps allow.
+
+    Over a cap the task is re-queued with a delay (never dropped, never failed). Safe under
+    at-least-once delivery: only the holder of a slot lease can start the task, and the task's
+    own queued->running transition is conditional.
+    """
+    try:
+        task = svc.tasks.get(task_id)
+    except NotFoundError:
+        log.warning("message for unknown task %s dropped", task_id)
+        return Outcome.ENDED
+    if task.status is not TaskStatus.QUEUED:
+        return Outcome.ENDED
+    if task.cancel_requested:
+        try:
+            svc.tasks.transition(
+                task_id,
+                {TaskStatus.QUEUED},
+                TaskStatus.CANCELLED,
+                finished_at=svc.clock.now(),
+                error="cancelled by request",
+            )
+        except StaleWriteError:
+            pass
+        return Outcome.ENDED
+    try:
+        model = svc.models.get(task.model)
+    except NotFoundError:
+        _fail(svc, task_id, f"model {task.model} was deleted")
+        return Outcome.ENDED
+    if not model.usable:
+        _fail(svc, task_id, f"model {task.model} is not ready: {model.error or model.status.value}")
+        return Outcome.ENDED
+
+    settings = svc.settings
+    lease = svc.slots.acquire(
+        task_id,
+        task.model,
+        svc.clock.now(),
+        settings.lease_s,
+        settings.max_concurrency,
+        settings.max_per_model,
+    )
+    if lease is None:
+        svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
+        return Outcome.WAITING
+    try:
+        record = svc.fleet.ensure(model)
+        if record.status != "active":
+            svc.slots.release(lease)
+            svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
+            return Outcome.WAITING
+        svc.fleet.invoke(record, {"taskId": task_id, "lease": lease.model_dump()})
+    except BaseException:
+        svc.slots.release(lease)
+        raise
+    return Outcome.DISPATCHED
+
+
+def reap_lost(svc: Services) -> list[str]:
+    """End running tasks whose heartbeat stopped: their worker died. Returns their ids."""
+    cutoff = svc.clock.now() - svc.settings.heartbeat_stale_s
+    reaped = []
+    for task in svc.tasks.list_by_status(TaskStatus.RUNNING, limit=500):
+        beat = task.heartbeat_at or task.started_at or task.created_at
+        if beat >= cutoff:
+            continue
+        try:
+            svc.tasks.transition(
+                task.task_id,
+                {TaskStatus.RUNNING},
+                TaskStatus.FAILED,
+                error="worker lost",
+                finished_at=svc.clock.now(),
+            )
+            reaped.append(task.task_id)
+        except StaleWriteError:
+            continue
+    return reaped

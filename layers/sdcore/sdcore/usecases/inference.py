@@ -1,0 +1,194 @@
+"""Inference: run one task on the loaded checkpoint, report progress, honour cancellation,
+store the PNGs and end the task."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from typing import Any
+
+from PIL import Image
+
+from sdcore.domain.models import Lease, Task, TaskStatus
+from sdcore.errors import DomainError, NotFoundError, StaleWriteError
+from sdcore.inference.png import png_bytes
+from sdcore.inference.port import Engine, EngineInputs, StepInfo
+from sdcore.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class _Heartbeat:
+    """Keeps the task's heartbeat and slot lease fresh while it runs, off the diffusion loop."""
+
+    def __init__(self, svc: Services, task_id: str, lease: Lease | None, every_s: float) -> None:
+        self.svc, self.task_id, self.lease, self.every_s = svc, task_id, lease, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            now = self.svc.clock.now()
+            try:
+                self.svc.tasks.update_running(self.task_id, heartbeat_at=now)
+                if self.lease is not None:
+                    self.svc.slots.renew(self.lease, now + self.svc.settings.lease_s)
+            except Exception:  # a missed beat is harmless; the next one retries
+                log.exception("heartbeat of task %s failed", self.task_id)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class _Progress:
+    """The step callback: throttled progress writes and cancellation checks."""
+
+    def __init__(self, svc: Services, task_id: str) -> None:
+        self.svc = svc
+        self.task_id = task_id
+        self.interval = svc.settings.progress_interval_s
+        self.last_write = 0.0
+        self.last_check = 0.0
+        self.cancelled = False
+
+    def __call__(self, step: StepInfo) -> bool:
+        now = self.svc.clock.now()
+        last = step.step >= step.steps and step.job_no + 1 >= step.job_count
+        if now - self.last_write >= self.interval or last:
+            self.last_write = now
+            self.svc.tasks.update_running(
+                self.task_id,
+                progress=round(step.progress, 4),
+                sampling_step=step.step,
+                sampling_steps=step.steps,
+                job_no=step.job_no,
+                job_count=step.job_count,
+                eta_s=None if step.eta_s is None else round(step.eta_s, 3),
+                heartbeat_at=now,
+            )
+        if now - self.last_check >= min(self.interval, 0.2):
+            self.last_check = now
+            self.cancelled = self.svc.tasks.get(self.task_id).cancel_requested
+        return self.cancelled
+
+
+def _load_inputs(svc: Services, task: Task) -> EngineInputs:
+    def load(key: str) -> Image.Image:
+        img = Image.open(io.BytesIO(svc.blobs.get(key)))
+        img.load()
+        return img
+
+    params = task.params
+    return EngineInputs(
+        init_images=[load(k) for k in params.init_images],
+        mask=load(params.mask) if params.mask else None,
+    )
+
+
+def _end(svc: Services, task_id: str, to: TaskStatus, **fields: Any) -> None:
+    try:
+        svc.tasks.transition(
+            task_id, {TaskStatus.RUNNING}, to, finished_at=svc.clock.now(), **fields
+        )
+    except StaleWriteError:
+        log.warning("task %s was ended by someone else before it finished", task_id)
+
+
+def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -> TaskStatus:
+    """Run one dispatched task to its end. Returns the status it ended in.
+
+    A duplicate delivery of a task already running or finished changes nothing.
+    """
+    try:
+        task = svc.tasks.get(task_id)
+    except NotFoundError:
+        if lease:
+            svc.slots.release(lease)
+        return TaskStatus.FAILED
+    if task.status is TaskStatus.QUEUED and task.cancel_requested:
+        try:
+            svc.tasks.transition(
+                task_id,
+                {TaskStatus.QUEUED},
+                TaskStatus.CANCELLED,
+                finished_at=svc.clock.now(),
+                error="cancelled by request",
+            )
+        except StaleWriteError:
+            pass
+    now = svc.clock.now()
+    try:
+        task = svc.tasks.transition(
+            task_id,
+            {TaskStatus.QUEUED},
+            TaskStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=task.attempts + 1,
+        )
+    except StaleWriteError:
+        current = svc.tasks.get(task_id)
+        if current.status.terminal and lease:
+            svc.slots.release(lease)
+        return current.status
+    try:
+        with _Heartbeat(svc, task_id, lease, every_s=max(1.0, svc.settings.heartbeat_stale_s / 6)):
+            return _execute(svc, engine, task)
+    finally:
+        if lease:
+            svc.slots.release(lease)
+
+
+def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
+    progress = _Progress(svc, task.task_id)
+    try:
+        inputs = _load_inputs(svc, task)
+        result = engine.run(task.params, inputs, progress)
+        if result.interrupted or progress.cancelled:
+            _end(svc, task.task_id, TaskStatus.CANCELLED, error="cancelled by request")
+            return TaskStatus.CANCELLED
+        keys = []
+        for n, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
+            key = f"outputs/{task.task_id}/{n}.png"
+            svc.blobs.put(key, png_bytes(image, infotext), "image/png")
+            keys.append(key)
+        _end(
+            svc,
+            task.task_id,
+            TaskStatus.SUCCEEDED,
+            images=keys,
+            info=result.info,
+            progress=1.0,
+            eta_s=0.0,
+        )
+        return TaskStatus.SUCCEEDED
+    except DomainError as exc:
+        _end(svc, task.task_id, TaskStatus.FAILED, error=str(exc))
+        return TaskStatus.FAILED
+    except Exception as exc:
+        log.exception("task %s failed", task.task_id)
+        _end(svc, task.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return TaskStatus.FAILED
+
+
+def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) -> TaskStatus:
+    """End a dispatched task that cannot run here (its model failed to load)."""
+    try:
+        svc.tasks.transition(
+            task_id,
+            {TaskStatus.QUEUED},
+            TaskStatus.FAILED,
+            error=reason,
+            finished_at=svc.clock.now(),
+        )
+    except (StaleWriteError, NotFoundError):
+        pass
+    if lease:
+        svc.slots.release(lease)
+    return TaskStatus.FAILED

@@ -1,0 +1,112 @@
+"""Use cases over the real local adapters (SQLite, files) with a recording fleet and a
+scripted engine standing in for the two ports that would start processes or load torch."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sdcore.adapters.local.blobs import FileBlobStore
+from sdcore.adapters.local.db import Database
+from sdcore.adapters.local.queue import SqliteQueue
+from sdcore.adapters.local.stores import (
+    SqliteFunctionStore,
+    SqliteModelStore,
+    SqliteSlotStore,
+    SqliteTaskStore,
+)
+from sdcore.clock import Clock, IdFactory
+from sdcore.domain.models import FunctionRecord, GenerationParams, Model, ModelStatus
+from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
+from sdcore.ports import WorkerFleet, function_name
+from sdcore.services import Services
+from sdcore.settings import Settings
+
+
+class RecordingFleet(WorkerFleet):
+    def __init__(self) -> None:
+        self.invocations: list[tuple[str, dict[str, Any]]] = []
+        self.deleted: list[str] = []
+        self.status = "active"
+
+    def ensure(self, model: Model) -> FunctionRecord:
+        name = function_name("sd", model.name)
+        return FunctionRecord(name=name, model=model.name, status=self.status, created_at=0)
+
+    def invoke(self, record: FunctionRecord, payload: dict[str, Any]) -> None:
+        self.invocations.append((record.model, payload))
+
+    def delete(self, model_name: str) -> None:
+        self.deleted.append(model_name)
+
+    def list(self) -> list[FunctionRecord]:
+        return []
+
+
+class ScriptedEngine(Engine):
+    """Calls on_step for each step like a pipeline, and draws a flat image."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.steps_run = 0
+        self.on_step_hook: Any = None
+
+    def load(self) -> None:
+        pass
+
+    def run(
+        self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
+    ) -> EngineResult:
+        if self.fail:
+            raise self.fail
+        for step in range(1, params.steps + 1):
+            self.steps_run += 1
+            if self.on_step_hook:
+                self.on_step_hook(step)
+            if on_step(StepInfo(step, params.steps, 0, 1, 0.01 * step)):
+                return EngineResult([], [], {}, interrupted=True)
+        images = [Image.new("RGB", (8, 8), (255, 0, 0)) for _ in range(params.image_count)]
+        texts = [f"{params.prompt}\nSteps: {params.steps}"] * len(images)
+        return EngineResult(images, texts, {"seed": params.seed})
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Services:
+    settings = Settings(data_dir=tmp_path, max_concurrency=2, max_per_model=1, requeue_delay_s=0)
+    db = Database(tmp_path / "state.db")
+    clock = Clock()
+    services = Services(
+        settings=settings,
+        tasks=SqliteTaskStore(db),
+        models=SqliteModelStore(db),
+        functions=SqliteFunctionStore(db),
+        slots=SqliteSlotStore(db),
+        queue=SqliteQueue(db, "tasks"),
+        blobs=FileBlobStore(tmp_path, "http://127.0.0.1:1"),
+        fleet=RecordingFleet(),
+        clock=clock,
+        ids=IdFactory(),
+    )
+    for name in ("demo", "other"):
+        services.models.create(
+            Model(
+                name=name,
+                status=ModelStatus.UNLOADED,
+                sha256="0" * 64,
+                size=1,
+                key=f"models/checkpoint/{name}/x",
+                registered_at=0,
+                modified_at=0,
+            )
+        )
+    return services
+
+
+def png(color: tuple[int, int, int] = (0, 0, 255)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from sdcore.domain.models import GenerationParams, TaskKind, TaskStatus
+from sdcore.inference.png import read_parameters
+from sdcore.services import Services
+from sdcore.usecases.control import dispatch_task
+from sdcore.usecases.inference import abandon_task, run_task
+from sdcore.usecases.tasks import request_cancel, submit_task
+from tests.unit.usecases.conftest import ScriptedEngine
+
+
+def _dispatched(svc: Services, steps: int = 3, batch: int = 1):
+    params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=steps, batch_size=batch)
+    task = submit_task(svc, params, None, [])
+    dispatch_task(svc, task.task_id)
+    _, payload = svc.fleet.invocations[-1]  # type: ignore[attr-defined]
+    from sdcore.domain.models import Lease
+
+    return task.task_id, Lease.model_validate(payload["lease"])
+
+
+def test_run_stores_pngs_with_parameters_and_releases_the_slot(svc: Services) -> None:
+    task_id, lease = _dispatched(svc, batch=2)
+    assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.SUCCEEDED
+    task = svc.tasks.get(task_id)
+    assert task.images == [f"outputs/{task_id}/0.png", f"outputs/{task_id}/1.png"]
+    assert read_parameters(svc.blobs.get(task.images[0])) == "p\nSteps: 3"
+    assert task.progress == 1.0 and task.sampling_step == 3
+    assert task.started_at is not None and task.finished_at is not None
+    assert task.started_at <= task.finished_at
+    assert svc.slots.active(svc.clock.now()) == []
+
+
+def test_a_duplicate_delivery_changes_nothing(svc: Services) -> None:
+    task_id, lease = _dispatched(svc)
+    run_task(svc, ScriptedEngine(), task_id, lease)
+    finished = svc.tasks.get(task_id)
+    engine = ScriptedEngine()
+    assert run_task(svc, engine, task_id, lease) is TaskStatus.SUCCEEDED
+    assert engine.steps_run == 0
+    assert svc.tasks.get(task_id) == finished
+
+
+def test_cancel_while_running_stops_at_the_next_step(svc: Services) -> None:
+    svc.settings.progress_interval_s = 0  # check the flag at every step
+    task_id, lease = _dispatched(svc, steps=50)
+    engine = ScriptedEngine()
+    engine.on_step_hook = lambda step: step == 5 and request_cancel(svc, task_id)
+    assert run_task(svc, engine, task_id, lease) is TaskStatus.CANCELLED
+    assert engine.steps_run <= 6
+    task = svc.tasks.get(task_id)
+    assert task.status is TaskStatus.CANCELLED and task.images == []
+    assert svc.slots.active(svc.clock.now()) == []
+
+
+def test_an_engine_error_fails_the_task_with_the_reason(svc: Services) -> None:
+    task_id, lease = _dispatched(svc)
+    status = run_task(svc, ScriptedEngine(fail=RuntimeError("out of memory")), task_id, lease)
+    assert status is TaskStatus.FAILED
+    assert svc.tasks.get(task_id).error == "RuntimeError: out of memory"
+    assert svc.slots.active(svc.clock.now()) == []
+
+
+def test_abandon_fails_a_task_whose_model_cannot_load(svc: Services) -> None:
+    task_id, lease = _dispatched(svc)
+    abandon_task(svc, task_id, lease, "model failed to load: bad file")
+    task = svc.tasks.get(task_id)
+    assert task.status is TaskStatus.FAILED and "bad file" in (task.error or "")
+    assert svc.slots.active(svc.clock.now()) == []
