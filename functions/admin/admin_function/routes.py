@@ -33,7 +33,7 @@ def _model(m: Model) -> dict[str, Any]:
 
 
 @router.post("/admin/models")
-def create_upload(body: ModelUploadBody) -> Response:
+def create_upload(body: ModelUploadBody) -> Response[dict[str, Any]]:
     """Register a model and get presigned URLs for its parts."""
     plan = model_cases.start_upload(
         get_services(), body.name, body.type, body.size, body.sha256, body.config

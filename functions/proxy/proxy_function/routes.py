@@ -44,7 +44,7 @@ def _result(task: Task) -> dict[str, Any]:
     }
 
 
-def _submit(body: Txt2ImgBody | Img2ImgBody | ExtrasBody) -> Response:
+def _submit(body: Txt2ImgBody | Img2ImgBody | ExtrasBody) -> Response[dict[str, Any]]:
     request_type = (_header("Request-Type") or "sync").lower()
     if request_type not in ("sync", "async"):
         raise InvalidInputError("Request-Type", "must be 'sync' or 'async'")
@@ -68,19 +68,19 @@ def health() -> dict[str, str]:
 
 
 @router.post("/txt2img")
-def txt2img(body: Txt2ImgBody) -> Response:
+def txt2img(body: Txt2ImgBody) -> Response[dict[str, Any]]:
     """Text to image. Header Request-Type: sync (default) or async."""
     return _submit(body)
 
 
 @router.post("/img2img")
-def img2img(body: Img2ImgBody) -> Response:
+def img2img(body: Img2ImgBody) -> Response[dict[str, Any]]:
     """Image to image, or inpainting when a mask is given."""
     return _submit(body)
 
 
 @router.post("/extra_images")
-def extra_images(body: ExtrasBody) -> Response:
+def extra_images(body: ExtrasBody) -> Response[dict[str, Any]]:
     """Upscale one image by resampling."""
     return _submit(body)
 

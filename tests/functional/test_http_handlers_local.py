@@ -1,0 +1,137 @@
+"""Proxy and admin handlers called with real-shaped API Gateway events, local backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from admin_function.app import lambda_handler as admin
+from proxy_function.app import lambda_handler as proxy
+
+from sdcore.composition import get_services
+from tests.functional.events import Context, api
+
+
+def _call(handler, method: str, path: str, body=None, headers=None) -> tuple[int, object]:
+    resp = handler(api(method, path, body, headers), Context())
+    return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
+
+
+def _upload(name: str, data: bytes, sha256: str | None = None) -> tuple[int, object]:
+    """The admin multipart flow; parts are written as the local server's signed PUT does."""
+    status, plan = _call(
+        admin,
+        "POST",
+        "/admin/models",
+        {"name": name, "size": len(data), "sha256": sha256 or hashlib.sha256(data).hexdigest()},
+    )
+    assert status == 201, plan
+    blobs = get_services().blobs
+    parts = []
+    for part in plan["parts"]:
+        url = urlsplit(part["url"])
+        query = parse_qs(url.query)
+        assert blobs.verify(url.path, query["expires"][0], query["signature"][0])
+        n = part["partNumber"]
+        chunk = data[(n - 1) * plan["partSize"] : n * plan["partSize"]]
+        etag = blobs.write_part(plan["uploadId"], n, iter([chunk]))
+        parts.append({"partNumber": n, "etag": f'"{etag}"'})
+    return _call(admin, "POST", f"/admin/models/{name}/complete", {"parts": parts})
+
+
+def _safetensors(payload: bytes = b"\x00" * 16) -> bytes:
+    header = json.dumps(
+        {"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}
+    ).encode()
+    return len(header).to_bytes(8, "little") + header + payload
+
+
+def test_health(local_env: Path) -> None:
+    assert _call(proxy, "GET", "/health") == (200, {"status": "ok"})
+
+
+def test_txt2img_validation_names_the_field(local_env: Path) -> None:
+    status, body = _call(proxy, "POST", "/txt2img", {"steps": "many"})
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["body", "steps"]
+    status, body = _call(proxy, "POST", "/txt2img", {}, {"Request-Type": "later"})
+    assert status == 422
+    assert body["detail"][0]["loc"] == ["body", "Request-Type"]
+    status, body = _call(proxy, "POST", "/txt2img", {"width": 100})
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "width"]
+
+
+def test_unknown_task_is_404_and_unknown_model_404(local_env: Path) -> None:
+    assert _call(proxy, "GET", "/tasks/abc/result")[0] == 404
+    assert _call(proxy, "GET", "/tasks/abc/progress")[0] == 404
+    assert _call(proxy, "POST", "/tasks/abc/cancellation")[0] == 404
+    status, body = _call(proxy, "POST", "/txt2img", {"prompt": "x"})  # no default model yet
+    assert status == 404 and "demo" in body["message"]
+
+
+def test_upload_register_submit_and_cancel_a_queued_task(local_env: Path) -> None:
+    # Given a checkpoint uploaded through admin
+    status, model = _upload("demo", _safetensors())
+    assert status == 200, model
+    assert model["status"] == "unloaded" and model["format"] == "safetensors"
+    status, listed = _call(proxy, "GET", "/models")
+    assert [m["name"] for m in listed] == ["demo"]
+    # When a task is submitted async
+    status, body = _call(proxy, "POST", "/txt2img", {"prompt": "x"}, {"Request-Type": "async"})
+    assert status == 202 and body["status"] == "queued"
+    task_id = body["taskId"]
+    status, result = _call(proxy, "GET", f"/tasks/{task_id}/result")
+    assert result["status"] == "queued" and result["timings"]["createdAt"].endswith("Z")
+    assert result["parameters"]["prompt"] == "x"
+    # Then a sync call that outlasts the wait answers 202 with the task id
+    status, body = _call(proxy, "POST", "/txt2img", {"prompt": "y"})
+    assert status == 202 and body["status"] == "queued"
+    # And cancelling a queued task ends it for good, idempotently
+    for _ in range(2):
+        status, body = _call(proxy, "POST", f"/tasks/{task_id}/cancellation")
+        assert status == 200 and body["status"] == "cancelled"
+    status, progress = _call(proxy, "GET", f"/tasks/{task_id}/progress")
+    assert progress["state"]["interrupted"] is True
+
+
+def test_upload_with_a_wrong_sha256_leaves_the_model_unusable(local_env: Path) -> None:
+    status, body = _upload("bad", _safetensors(), sha256="ab" * 32)
+    assert status == 409 and "sha256 mismatch" in body["message"]
+    [model] = _call(admin, "GET", "/admin/models")[1]
+    assert model["status"] == "registering" and "sha256 mismatch" in model["error"]
+    status, body = _call(
+        proxy, "POST", "/txt2img", {"stable_diffusion_model": "bad"}, {"Request-Type": "async"}
+    )
+    assert status == 409 and "sha256 mismatch" in body["message"]
+    # a corrected upload under the same name is accepted
+    assert _upload("bad", _safetensors())[0] == 200
+
+
+def test_upload_of_a_file_that_is_no_model_is_refused(local_env: Path) -> None:
+    status, body = _upload("junk", b"hello world, not a model")
+    assert status == 409 and "not a .safetensors" in body["message"]
+
+
+def test_a_wrong_etag_is_a_422_and_delete_removes_the_model(local_env: Path) -> None:
+    data = _safetensors()
+    status, plan = _call(
+        admin,
+        "POST",
+        "/admin/models",
+        {"name": "m", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+    )
+    get_services().blobs.write_part(plan["uploadId"], 1, iter([data]))
+    status, body = _call(
+        admin, "POST", "/admin/models/m/complete", {"parts": [{"partNumber": 1, "etag": "x"}]}
+    )
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "parts"]
+    assert (
+        _call(admin, "POST", "/admin/models", {"name": "m", "size": 1, "sha256": "0" * 64})[0]
+        == 409
+    )
+    status, body = _call(admin, "DELETE", "/admin/models/m")
+    assert status == 200 and body["status"] == "deleted"
+    assert _call(admin, "GET", "/admin/models")[1] == []
+    assert _call(admin, "DELETE", "/admin/models/m")[0] == 404
