@@ -95,7 +95,7 @@ def configure_env(args: argparse.Namespace) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     if args.port is not None:
         os.environ["PORT"] = str(args.port)
-    repo = Path(__file__).resolve().parents[3]
+    repo = Path(__file__).resolve().parents[4]
     extra = [repo / "layers" / "sdcore"] + [
         repo / "functions" / f for f in ("proxy", "admin", "control", "inference")
     ]
