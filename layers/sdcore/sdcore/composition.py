@@ -70,7 +70,12 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         slots=DynamoDBSlotStore(dynamodb, settings.slots_table),
         queue=SqsQueue(boto3.client("sqs"), settings.queue_url),
         blobs=S3BlobStore(boto3.client("s3"), settings.bucket),
-        fleet=LambdaWorkerFleet(boto3.client("lambda"), functions, settings),
+        fleet=LambdaWorkerFleet(
+            boto3.client("lambda"),
+            functions,
+            settings,
+            image_from_function=settings.inference_function,
+        ),
         clock=clock,
         ids=ids,
     )

@@ -40,6 +40,8 @@ _ENV = {
     "inference_timeout_s": "SD_INFERENCE_TIMEOUT",
     "function_prefix": "SD_FUNCTION_PREFIX",
     "model_name": "SD_MODEL_NAME",
+    "model_key": "SD_MODEL_KEY",
+    "inference_function": "SD_INFERENCE_FUNCTION",
     "model_cache_dir": "SD_MODEL_CACHE_DIR",
     "device": "SD_DEVICE",
 }
@@ -67,6 +69,8 @@ class Settings(BaseModel):
     inference_memory_mb: int = 3008
     inference_timeout_s: int = 900
     function_prefix: str = "sd"
+    # the stack's own inference function; its image serves the per-checkpoint functions
+    inference_function: str = ""
     # behaviour
     default_model: str = "demo"
     max_concurrency: int = Field(2, ge=1)
@@ -82,6 +86,7 @@ class Settings(BaseModel):
     part_size: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
     # an inference function serves exactly one model
     model_name: str = ""
+    model_key: str = ""
     model_cache_dir: Path = Path("/tmp/sd-models")
     device: str = "auto"
 

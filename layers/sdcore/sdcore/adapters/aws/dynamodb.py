@@ -1,0 +1,556 @@
+"""DynamoDB adapters of the table ports. Every state rule is a ConditionExpression, so two writers
+racing on one record cannot both win (the local adapters get the same from SQLite transactions).
+
+Item layout: one attribute per record field, in camelCase. Floats are stored as Decimal (DynamoDB
+has no float type); free-form dicts (`Task.info`, `FunctionRecord.resources`) are stored as JSON
+strings so that they round-trip exactly (a Decimal cannot tell 7.0 from 7).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator
+from decimal import Decimal
+from functools import cache
+from typing import Any, Generic, TypeVar
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, TypeAdapter
+
+from sdcore.domain.models import (
+    TERMINAL,
+    FunctionRecord,
+    Lease,
+    Model,
+    ModelStatus,
+    Task,
+    TaskStatus,
+)
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
+from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore
+
+logger = logging.getLogger(__name__)
+
+STATUS_INDEX = "byStatus"  # tasks GSI: status HASH, createdAt RANGE (see template.yaml)
+# DynamoDB's hard limit is 400 KB per item; refuse well before it with a clear error.
+MAX_ITEM_BYTES = 350 * 1024
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_dynamo(value: Any) -> Any:
+    """Plain JSON-ish Python -> what boto3's serializer takes (floats become Decimal)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [to_dynamo(v) for v in value]
+    return value
+
+
+def from_dynamo(value: Any) -> Any:
+    """The inverse of `to_dynamo`: Decimal becomes int when integral, else float."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [from_dynamo(v) for v in value]
+    return value
+
+
+def _serialize(value: Any) -> dict[str, Any]:
+    return _serializer.serialize(to_dynamo(value))
+
+
+def _deserialize_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+@cache
+def _adapter(cls: type[BaseModel], field: str) -> TypeAdapter[Any]:
+    return TypeAdapter(cls.model_fields[field].annotation or Any)
+
+
+class _Codec(Generic[R]):
+    """Record <-> item, field by field, so partial updates use the same encoding as full puts."""
+
+    def __init__(self, cls: type[R], key_field: str, json_fields: frozenset[str] = frozenset()):
+        self.cls = cls
+        self.key_field = key_field
+        self.key_attr = _camel(key_field)
+        self.json_fields = json_fields
+        self.attr = {field: _camel(field) for field in cls.model_fields}
+        self.field = {attr: field for field, attr in self.attr.items()}
+
+    def _encode(self, field: str, value: Any) -> Any:
+        if value is None:
+            return None
+        return json.dumps(value) if field in self.json_fields else to_dynamo(value)
+
+    def item(self, record: R) -> dict[str, Any]:
+        data = record.model_dump(mode="json")
+        item = {
+            self.attr[f]: _serialize(self._encode(f, v)) for f, v in data.items() if v is not None
+        }
+        _check_size(item, self.cls.__name__.lower())
+        return item
+
+    def fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Validated, encoded attribute values of a partial update; None means remove."""
+        out: dict[str, Any] = {}
+        for field, value in fields.items():
+            if field not in self.attr:
+                raise TypeError(f"{self.cls.__name__} has no field {field!r}")
+            if field == self.key_field:
+                raise TypeError(f"{field!r} is the key and cannot change")
+            adapter = _adapter(self.cls, field)
+            plain = adapter.dump_python(adapter.validate_python(value), mode="json")
+            out[self.attr[field]] = self._encode(field, plain)
+        return out
+
+    def record(self, item: dict[str, Any]) -> R:
+        data: dict[str, Any] = {}
+        for attr, value in _deserialize_item(item).items():
+            field = self.field.get(attr)
+            if field is None:
+                continue
+            data[field] = json.loads(value) if field in self.json_fields else value
+        return self.cls.model_validate(data)
+
+    def key(self, value: str) -> dict[str, Any]:
+        return {self.key_attr: {"S": value}}
+
+
+def _check_size(item: dict[str, Any], what: str) -> None:
+    size = len(json.dumps(item, default=str).encode())
+    if size > MAX_ITEM_BYTES:
+        raise InvalidInputError(what, f"record too large ({size} bytes; the limit is 400 KB)")
+
+
+def _update_expression(
+    values: dict[str, Any],
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """SET every value that is not None, REMOVE the others (a record field left at None)."""
+    names: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    sets, removes = [], []
+    for i, (attr, value) in enumerate(values.items()):
+        names[f"#u{i}"] = attr
+        if value is None:
+            removes.append(f"#u{i}")
+        else:
+            params[f":u{i}"] = _serialize(value)
+            sets.append(f"#u{i} = :u{i}")
+    _check_size(params, "fields")
+    parts = []
+    if sets:
+        parts.append("SET " + ", ".join(sets))
+    if removes:
+        parts.append("REMOVE " + ", ".join(removes))
+    return " ".join(parts), names, params
+
+
+def _in(name: str, values: list[str], prefix: str) -> tuple[str, dict[str, Any]]:
+    placeholders = {f":{prefix}{i}": {"S": v} for i, v in enumerate(values)}
+    return f"{name} IN ({', '.join(placeholders)})", placeholders
+
+
+def _scan(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("scan").paginate(**kwargs):
+        yield from page.get("Items", [])
+
+
+class DynamoDBTaskStore(TaskStore):
+    codec: _Codec[Task] = _Codec(Task, "task_id", frozenset({"info"}))
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def create(self, task: Task) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self.codec.item(task),
+                ConditionExpression="attribute_not_exists(taskId)",
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise ConflictError(f"task {task.task_id} exists") from None
+            raise
+
+    def get(self, task_id: str) -> Task:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self.codec.key(task_id), ConsistentRead=True
+        )
+        if "Item" not in resp:
+            raise NotFoundError(f"task {task_id} not found")
+        return self.codec.record(resp["Item"])
+
+    def _conditional_update(
+        self, task_id: str, values: dict[str, Any], condition: str, params: dict[str, Any]
+    ) -> Task:
+        """Raises ClientError (ConditionalCheckFailedException carries the old item, if any)."""
+        expression, names, values_ = _update_expression(values)
+        resp = self.client.update_item(
+            TableName=self.table,
+            Key=self.codec.key(task_id),
+            UpdateExpression=expression,
+            ConditionExpression=condition,
+            ExpressionAttributeNames={**names, "#st": "status"},
+            ExpressionAttributeValues={**values_, **params},
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+        return self.codec.record(resp["Attributes"])
+
+    def transition(
+        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
+    ) -> Task:
+        if not from_:
+            raise StaleWriteError(f"task {task_id} is {self.get(task_id).status.value}")
+        values = self.codec.fields({**fields, "status": to})
+        condition, params = _in("#st", sorted(s.value for s in from_), "from")
+        try:
+            return self._conditional_update(
+                task_id, values, f"attribute_exists(taskId) AND {condition}", params
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
+            old = e.response.get("Item")
+            if not old:
+                raise NotFoundError(f"task {task_id} not found") from None
+            status = old.get("status", {}).get("S")
+            raise StaleWriteError(f"task {task_id} is {status}") from None
+
+    def update_running(self, task_id: str, **fields: Any) -> bool:
+        if not fields:
+            return self.get(task_id).status is TaskStatus.RUNNING
+        try:
+            self._conditional_update(
+                task_id,
+                self.codec.fields(fields),
+                "#st = :running",
+                {":running": {"S": TaskStatus.RUNNING.value}},
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def request_cancel(self, task_id: str) -> Task:
+        condition, params = _in("#st", sorted(s.value for s in TERMINAL), "t")
+        try:
+            return self._conditional_update(
+                task_id,
+                self.codec.fields({"cancel_requested": True}),
+                f"attribute_exists(taskId) AND NOT ({condition})",
+                params,
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
+            if not e.response.get("Item"):
+                raise NotFoundError(f"task {task_id} not found") from None
+            return self.codec.record(e.response["Item"])  # terminal: nothing to cancel
+
+    def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
+        # The index is eventually consistent: a task that just changed status may show up late.
+        out: list[Task] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#st = :s",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status.value}},
+            "ScanIndexForward": True,
+        }
+        while len(out) < limit:
+            resp = self.client.query(Limit=limit - len(out), **kwargs)
+            out.extend(self.codec.record(item) for item in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return out[:limit]
+
+
+class DynamoDBModelStore(ModelStore):
+    codec: _Codec[Model] = _Codec(Model, "name")
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def create(self, model: Model) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item=self.codec.item(model),
+                ConditionExpression="attribute_not_exists(#pk) OR #st = :deleted",
+                ExpressionAttributeNames={"#pk": "name", "#st": "status"},
+                ExpressionAttributeValues={":deleted": {"S": ModelStatus.DELETED.value}},
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise ConflictError(f"model {model.name} exists") from None
+            raise
+
+    def _get(self, name: str) -> Model | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self.codec.key(name), ConsistentRead=True
+        )
+        return self.codec.record(resp["Item"]) if "Item" in resp else None
+
+    def get(self, name: str) -> Model:
+        model = self._get(name)
+        if model is None or model.status is ModelStatus.DELETED:
+            raise NotFoundError(f"model {name} not found")
+        return model
+
+    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
+        if not fields or expected == set():
+            # Nothing to write (or nothing can match): a consistent read gives the same answers.
+            model = self._get(name)
+            if model is None:
+                raise NotFoundError(f"model {name} not found")
+            if expected is not None and model.status not in expected:
+                raise StaleWriteError(f"model {name} is {model.status.value}")
+            return model
+        expression, names, values = _update_expression(self.codec.fields(fields))
+        condition = "attribute_exists(#pk)"
+        params: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
+        names["#pk"] = "name"
+        if expected is not None:
+            in_, params = _in("#st", sorted(s.value for s in expected), "e")
+            condition += f" AND {in_}"
+            names["#st"] = "status"
+        if values or params:  # DynamoDB refuses an empty map here (an update of REMOVEs only)
+            kwargs["ExpressionAttributeValues"] = {**values, **params}
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self.codec.key(name),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **kwargs,
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
+            old = e.response.get("Item")
+            if not old:
+                raise NotFoundError(f"model {name} not found") from None
+            status = old.get("status", {}).get("S")
+            raise StaleWriteError(f"model {name} is {status}") from None
+        return self.codec.record(resp["Attributes"])
+
+    def list(self) -> list[Model]:
+        items = _scan(
+            self.client,
+            TableName=self.table,
+            ConsistentRead=True,
+            FilterExpression="#st <> :deleted",
+            ExpressionAttributeNames={"#st": "status"},
+            ExpressionAttributeValues={":deleted": {"S": ModelStatus.DELETED.value}},
+        )
+        return sorted((self.codec.record(i) for i in items), key=lambda m: m.name)
+
+
+class DynamoDBFunctionStore(FunctionStore):
+    codec: _Codec[FunctionRecord] = _Codec(FunctionRecord, "name", frozenset({"resources"}))
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def put(self, record: FunctionRecord) -> None:
+        self.client.put_item(TableName=self.table, Item=self.codec.item(record))
+
+    def get(self, name: str) -> FunctionRecord:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self.codec.key(name), ConsistentRead=True
+        )
+        if "Item" not in resp:
+            raise NotFoundError(f"function {name} not found")
+        return self.codec.record(resp["Item"])
+
+    def list(self) -> list[FunctionRecord]:
+        items = _scan(self.client, TableName=self.table, ConsistentRead=True)
+        return sorted((self.codec.record(i) for i in items), key=lambda r: r.name)
+
+    def delete(self, name: str) -> None:
+        self.client.delete_item(TableName=self.table, Key=self.codec.key(name))
+
+
+class DynamoDBSlotStore(SlotStore):
+    """Concurrency slots as items: `g#<k>` (k < global cap), `m#<model>#<j>` (j < model cap).
+
+    A slot is free when its item is absent or its lease expired. A task takes one global and one
+    model slot plus a marker item `t#<taskId>` in one TransactWriteItems, each Put conditioned on
+    the slot being free, so the caps hold under any race and a task cannot hold two leases (the
+    marker is what a redelivered message for a running task trips on). Lease.slots holds all three.
+    """
+
+    FREE = "attribute_not_exists(slotId) OR expiresAt <= :now"
+    ATTEMPTS = 5
+
+    def __init__(self, client: Any, table: str, rng: random.Random | None = None) -> None:
+        self.client = client
+        self.table = table
+        self.rng = rng or random.Random()
+
+    def _read(self, slot_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Consistent reads of the candidate slots (a small table: caps, plus one marker)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(slot_ids), 100):
+            keys: Any = {
+                self.table: {
+                    "Keys": [{"slotId": {"S": s}} for s in slot_ids[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while keys:
+                resp = self.client.batch_get_item(RequestItems=keys)
+                for item in resp.get("Responses", {}).get(self.table, []):
+                    plain = _deserialize_item(item)
+                    found[plain["slotId"]] = plain
+                keys = resp.get("UnprocessedKeys") or None
+        return found
+
+    def acquire(
+        self, task_id: str, model: str, now: float, lease_s: float, global_cap: int, model_cap: int
+    ) -> Lease | None:
+        marker = f"t#{task_id}"
+        global_ids = [f"g#{k}" for k in range(global_cap)]
+        model_ids = [f"m#{model}#{j}" for j in range(model_cap)]
+        expires = now + lease_s
+
+        def free(item: dict[str, Any] | None) -> bool:
+            return item is None or item["expiresAt"] <= now
+
+        for _ in range(self.ATTEMPTS):
+            current = self._read([marker, *global_ids, *model_ids])
+            if not free(current.get(marker)):
+                return None  # a redelivered message for a task that already holds its slots
+            free_global = [s for s in global_ids if free(current.get(s))]
+            free_model = [s for s in model_ids if free(current.get(s))]
+            if not free_global or not free_model:
+                return None
+            # A random free pair, so that concurrent acquirers rarely pick the same items.
+            slots = [marker, self.rng.choice(free_global), self.rng.choice(free_model)]
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": {
+                                    "slotId": {"S": slot},
+                                    "taskId": {"S": task_id},
+                                    "model": {"S": model},
+                                    "expiresAt": _serialize(float(expires)),
+                                },
+                                "ConditionExpression": self.FREE,
+                                "ExpressionAttributeValues": {":now": _serialize(float(now))},
+                            }
+                        }
+                        for slot in slots
+                    ]
+                )
+            except ClientError as e:
+                if _code(e) not in ("TransactionCanceledException", "TransactionConflict"):
+                    raise
+                reasons = e.response.get("CancellationReasons") or []
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return None  # the marker: this task took its slots in a race with itself
+                continue  # another task took one of the two: read again
+            return Lease(task_id=task_id, model=model, slots=slots, expires_at=expires)
+        logger.info("no slot for task %s after %d contended attempts", task_id, self.ATTEMPTS)
+        return None
+
+    def renew(self, lease: Lease, expires_at: float) -> bool:
+        if not lease.slots:
+            return False
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": {"slotId": {"S": slot}},
+                            "UpdateExpression": "SET expiresAt = :e",
+                            "ConditionExpression": "taskId = :t",
+                            "ExpressionAttributeValues": {
+                                ":e": _serialize(float(expires_at)),
+                                ":t": {"S": lease.task_id},
+                            },
+                        }
+                    }
+                    for slot in lease.slots
+                ]
+            )
+        except ClientError as e:
+            if _code(e) in ("TransactionCanceledException", "TransactionConflict"):
+                return False
+            raise
+        return True
+
+    def release(self, lease: Lease) -> None:
+        for slot in lease.slots:
+            try:
+                self.client.delete_item(
+                    TableName=self.table,
+                    Key={"slotId": {"S": slot}},
+                    ConditionExpression="taskId = :t",
+                    ExpressionAttributeValues={":t": {"S": lease.task_id}},
+                )
+            except ClientError as e:
+                if _code(e) != "ConditionalCheckFailedException":
+                    raise  # else: expired and taken by another task since; not ours to free
+
+    def active(self, now: float) -> list[Lease]:
+        leases: dict[str, Lease] = {}
+        items = _scan(
+            self.client,
+            TableName=self.table,
+            ConsistentRead=True,
+            FilterExpression="expiresAt > :now",
+            ExpressionAttributeValues={":now": _serialize(float(now))},
+        )
+        for raw in items:
+            item = _deserialize_item(raw)
+            lease = leases.setdefault(
+                item["taskId"],
+                Lease(
+                    task_id=item["taskId"],
+                    model=item["model"],
+                    slots=[],
+                    expires_at=item["expiresAt"],
+                ),
+            )
+            lease.slots.append(item["slotId"])
+            lease.expires_at = min(lease.expires_at, item["expiresAt"])
+        return list(leases.values())

@@ -1,0 +1,179 @@
+"""A Lambda function per checkpoint, created from the inference container image on first use.
+
+Lambda has no GPUs: this fleet serves small or distilled checkpoints on CPU. A GPU fleet (for
+example SageMaker asynchronous inference, which scales to zero) is another WorkerFleet adapter
+beside this one and can reuse `inference_environment`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sdcore.domain.models import FunctionRecord, Model
+from sdcore.errors import NotFoundError
+from sdcore.ports import FunctionStore, WorkerFleet, function_name
+from sdcore.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# What an inference function inherits from its creator's settings (names from Settings._ENV).
+_INHERITED = (
+    "SD_TASKS_TABLE",
+    "SD_MODELS_TABLE",
+    "SD_FUNCTIONS_TABLE",
+    "SD_SLOTS_TABLE",
+    "SD_BUCKET",
+    "SD_QUEUE_URL",
+    "SD_FUNCTION_PREFIX",
+    "SD_DEFAULT_MODEL",
+    "SD_PROGRESS_INTERVAL",
+    "SD_HEARTBEAT_STALE_SECONDS",
+    "SD_LEASE_SECONDS",
+    "SD_URL_EXPIRES",
+)
+# Lambda's function State -> FunctionRecord.status. An Inactive function (idle for weeks) is
+# recreated by Lambda on its next invoke, so it is on its way back, not gone.
+_STATES = {"Active": "active", "Pending": "pending", "Inactive": "pending", "Failed": "failed"}
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def inference_environment(settings: Settings, model: Model) -> dict[str, str]:
+    """The environment of the inference function that serves `model`."""
+    inherited = settings.to_env()
+    env = {name: inherited[name] for name in _INHERITED}
+    env.update({"SD_BACKEND": "aws", "SD_MODEL_NAME": model.name, "SD_MODEL_KEY": model.key})
+    return env
+
+
+class LambdaWorkerFleet(WorkerFleet):
+    def __init__(
+        self,
+        client: Any,
+        functions: FunctionStore,
+        settings: Settings,
+        image_from_function: str = "",
+        ephemeral_mb: int = 10240,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        """`image_from_function`: when settings name no inference image, use the image of this
+        function (the stack's InferenceFunction: template.yaml passes SD_INFERENCE_FUNCTION)."""
+        self.client = client
+        self.functions = functions
+        self.settings = settings
+        self.image_from_function = image_from_function
+        self._image: str | None = None
+        # Checkpoints are copied to /tmp before loading: give it room (Lambda's maximum).
+        self.ephemeral_mb = ephemeral_mb
+        self.now = now
+
+    def _name(self, model_name: str) -> str:
+        return function_name(self.settings.function_prefix, model_name)
+
+    def _resources(self, config: dict[str, Any], image: str) -> dict[str, Any]:
+        return {
+            "arn": config.get("FunctionArn"),
+            "imageUri": image,
+            "memoryMb": config.get("MemorySize", self.settings.inference_memory_mb),
+            "timeoutS": config.get("Timeout", self.settings.inference_timeout_s),
+        }
+
+    def _describe(self, name: str) -> tuple[dict[str, Any], str] | None:
+        """The function's configuration and image, or None if there is no such function."""
+        try:
+            resp = self.client.get_function(FunctionName=name)
+        except ClientError as e:
+            if _code(e) == "ResourceNotFoundException":
+                return None
+            raise
+        return dict(resp["Configuration"]), str(resp.get("Code", {}).get("ImageUri", ""))
+
+    def image_uri(self) -> str:
+        """The inference image: from settings, else the one `image_from_function` runs."""
+        if self.settings.inference_image_uri:
+            return self.settings.inference_image_uri
+        if self._image is None and self.image_from_function:
+            code = self.client.get_function(FunctionName=self.image_from_function)["Code"]
+            # The digest-pinned form, so every function runs exactly the deployed image.
+            self._image = str(code.get("ResolvedImageUri") or code.get("ImageUri") or "")
+        if not self._image:
+            raise RuntimeError("no inference image: set SD_INFERENCE_IMAGE_URI")
+        return self._image
+
+    def _create(self, name: str, model: Model) -> dict[str, Any] | None:
+        """Create the function; None if someone else created it first."""
+        if not self.settings.inference_role_arn:
+            raise RuntimeError("no role for inference functions: set SD_INFERENCE_ROLE_ARN")
+        description = f"Stable Diffusion inference for one checkpoint: {model.name}"
+        try:
+            return dict(
+                self.client.create_function(
+                    FunctionName=name,
+                    PackageType="Image",
+                    Code={"ImageUri": self.image_uri()},
+                    Role=self.settings.inference_role_arn,
+                    MemorySize=self.settings.inference_memory_mb,
+                    Timeout=self.settings.inference_timeout_s,
+                    EphemeralStorage={"Size": self.ephemeral_mb},
+                    Description=description[:256],
+                    Environment={"Variables": inference_environment(self.settings, model)},
+                )
+            )
+        except ClientError as e:
+            if _code(e) == "ResourceConflictException":
+                return None
+            raise
+
+    def ensure(self, model: Model) -> FunctionRecord:
+        name = self._name(model.name)
+        found = self._describe(name)
+        if found is None:
+            created = self._create(name, model)
+            found = (created, self.image_uri()) if created else self._describe(name)
+            if found is None:  # created and deleted again in between: let the caller retry
+                raise RuntimeError(f"function {name} vanished while being created")
+            logger.info("created inference function %s for model %s", name, model.name)
+        config, image = found
+        status = _STATES.get(str(config.get("State", "Pending")), "pending")
+        try:
+            record = self.functions.get(name)
+        except NotFoundError:
+            record = FunctionRecord(name=name, model=model.name, created_at=self.now())
+        record = record.model_copy(
+            update={
+                "status": status,
+                "model": model.name,
+                "resources": self._resources(config, image),
+            }
+        )
+        self.functions.put(record)
+        return record
+
+    def invoke(self, record: FunctionRecord, payload: dict[str, Any]) -> None:
+        # "Event": Lambda queues the invocation durably and retries it; we do not wait.
+        self.client.invoke(
+            FunctionName=record.name,
+            InvocationType="Event",
+            Payload=json.dumps(payload).encode(),
+        )
+        self.functions.put(record.model_copy(update={"last_used": self.now()}))
+
+    def delete(self, model_name: str) -> None:
+        name = self._name(model_name)
+        try:
+            self.client.delete_function(FunctionName=name)
+        except ClientError as e:
+            if _code(e) != "ResourceNotFoundException":
+                raise
+        self.functions.delete(name)
+
+    def list(self) -> list[FunctionRecord]:
+        return self.functions.list()

@@ -1,0 +1,144 @@
+"""WorkerFleet on AWS: a Lambda function per checkpoint, from the inference image (moto).
+
+The local fleet (a worker process per checkpoint) is exercised by the local stack's tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sdcore.adapters.aws import DynamoDBFunctionStore, LambdaWorkerFleet
+from sdcore.domain.models import Model
+from sdcore.ports import function_name
+from sdcore.settings import Settings
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/sd-inference:python3.12-v1"
+
+
+@pytest.fixture
+def fleet(aws_stack):
+    role = aws_stack.client("iam").create_role(
+        RoleName="sd-inference",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )["Role"]
+    env = {
+        **aws_stack.env,
+        "SD_INFERENCE_IMAGE_URI": IMAGE,
+        "SD_INFERENCE_ROLE_ARN": role["Arn"],
+        "SD_INFERENCE_MEMORY": "2048",
+        "SD_INFERENCE_TIMEOUT": "600",
+    }
+    settings = Settings.from_env(env)
+    functions = DynamoDBFunctionStore(aws_stack.client("dynamodb"), settings.functions_table)
+    return LambdaWorkerFleet(aws_stack.client("lambda"), functions, settings, now=lambda: 1000.0)
+
+
+def make_model(name: str = "sd 1.5 / pruned (emaonly)") -> Model:
+    return Model(
+        name=name,
+        sha256="ab" * 32,
+        size=1,
+        key=f"models/{name}/model.safetensors",
+        registered_at=1.0,
+        modified_at=1.0,
+    )
+
+
+def test_ensure_creates_a_function_named_from_the_model_hash(fleet, aws_stack):
+    model = make_model()
+
+    record = fleet.ensure(model)
+
+    assert record.name == function_name(fleet.settings.function_prefix, model.name)
+    assert record.model == model.name and record.status in {"pending", "active"}
+    config = aws_stack.client("lambda").get_function(FunctionName=record.name)["Configuration"]
+    assert config["PackageType"] == "Image"
+    assert config["Role"] == fleet.settings.inference_role_arn
+    assert (config["MemorySize"], config["Timeout"]) == (2048, 600)
+    env = config["Environment"]["Variables"]
+    assert env["SD_BACKEND"] == "aws"
+    assert env["SD_MODEL_NAME"] == model.name
+    assert env["SD_MODEL_KEY"] == model.key
+    # what the function inherits reads back into the same settings
+    child = Settings.from_env(env)
+    for field in ("tasks_table", "models_table", "functions_table", "slots_table", "bucket"):
+        assert getattr(child, field) == getattr(fleet.settings, field)
+    assert child.queue_url == fleet.settings.queue_url
+    assert fleet.list() == [record]
+
+
+def test_ensure_is_idempotent_and_refreshes_the_status(fleet, aws_stack):
+    first = fleet.ensure(make_model())
+
+    again = fleet.ensure(make_model())
+
+    assert again.name == first.name
+    assert again.status == "active"  # moto's functions are Active at once
+    assert again.created_at == first.created_at
+    names = [f["FunctionName"] for f in aws_stack.client("lambda").list_functions()["Functions"]]
+    assert names.count(first.name) == 1
+    assert [r.name for r in fleet.list()] == [first.name]
+
+
+def test_one_function_per_model(fleet):
+    a = fleet.ensure(make_model("a"))
+    b = fleet.ensure(make_model("b"))
+    assert a.name != b.name
+    assert sorted(r.model for r in fleet.list()) == ["a", "b"]
+
+
+def test_invoke_hands_the_task_over_asynchronously(fleet):
+    record = fleet.ensure(make_model())
+
+    fleet.invoke(record, {"taskId": "t1"})
+
+    assert fleet.functions.get(record.name).last_used == 1000.0
+
+
+def test_delete_removes_function_and_record(fleet, aws_stack):
+    record = fleet.ensure(make_model())
+
+    fleet.delete(make_model().name)
+    fleet.delete(make_model().name)  # no function: no error
+
+    assert fleet.list() == []
+    with pytest.raises(aws_stack.client("lambda").exceptions.ResourceNotFoundException):
+        aws_stack.client("lambda").get_function(FunctionName=record.name)
+
+
+def test_ensure_without_image_is_an_error(fleet):
+    fleet.settings = fleet.settings.model_copy(update={"inference_image_uri": ""})
+    with pytest.raises(RuntimeError, match="SD_INFERENCE_IMAGE_URI"):
+        fleet.ensure(make_model())
+
+
+def test_without_an_image_setting_the_default_function_lends_its_image(fleet, aws_stack):
+    # Given the stack's own inference function (template.yaml: InferenceFunction)
+    lam = aws_stack.client("lambda")
+    lam.create_function(
+        FunctionName="stack-InferenceFunction",
+        PackageType="Image",
+        Code={"ImageUri": IMAGE.replace("v1", "v2")},
+        Role=fleet.settings.inference_role_arn,
+    )
+    fleet.settings = fleet.settings.model_copy(update={"inference_image_uri": ""})
+    fleet.image_from_function = "stack-InferenceFunction"
+
+    record = fleet.ensure(make_model())
+
+    lent = lam.get_function(FunctionName="stack-InferenceFunction")["Code"]
+    expected = lent.get("ResolvedImageUri") or lent["ImageUri"]  # pinned to the digest
+    assert lam.get_function(FunctionName=record.name)["Code"]["ImageUri"] == expected
+    assert record.resources["imageUri"] == expected

@@ -1,0 +1,110 @@
+"""ModelStore and FunctionStore contracts."""
+
+from __future__ import annotations
+
+import pytest
+from sdcore.domain.models import FunctionRecord, Model, ModelFormat, ModelStatus
+from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
+
+
+def make_model(name: str = "sd15", **kw: object) -> Model:
+    fields: dict[str, object] = {
+        "sha256": "ab" * 32,
+        "size": 4_265_380_512,
+        "key": f"models/{name}/model.safetensors",
+        "registered_at": 1000.0,
+        "modified_at": 1000.0,
+    }
+    return Model(name=name, **{**fields, **kw})  # type: ignore[arg-type]
+
+
+def test_create_then_get_round_trips(ports):
+    model = make_model(format=ModelFormat.SAFETENSORS, upload_id="u-1", part_size=64 << 20)
+    ports.models.create(model)
+    assert ports.models.get("sd15") == model
+
+
+def test_create_existing_conflicts(ports):
+    ports.models.create(make_model())
+    with pytest.raises(ConflictError):
+        ports.models.create(make_model(size=1))
+
+
+def test_get_missing_is_not_found(ports):
+    with pytest.raises(NotFoundError):
+        ports.models.get("nope")
+
+
+def test_deleted_model_reads_as_missing_and_can_be_created_again(ports):
+    ports.models.create(make_model())
+    ports.models.update("sd15", status=ModelStatus.DELETED)
+
+    with pytest.raises(NotFoundError):
+        ports.models.get("sd15")
+    ports.models.create(make_model(size=7))
+
+    assert ports.models.get("sd15").size == 7
+    assert ports.models.get("sd15").status is ModelStatus.REGISTERING
+
+
+def test_update_with_expected_status(ports):
+    ports.models.create(make_model())
+
+    model = ports.models.update(
+        "sd15", {ModelStatus.REGISTERING}, status=ModelStatus.UNLOADED, modified_at=1001.5
+    )
+
+    assert (model.status, model.modified_at) == (ModelStatus.UNLOADED, 1001.5)
+    assert ports.models.get("sd15") == model
+    with pytest.raises(StaleWriteError):
+        ports.models.update("sd15", {ModelStatus.REGISTERING}, status=ModelStatus.LOADING)
+    assert ports.models.get("sd15").status is ModelStatus.UNLOADED
+
+
+def test_update_without_expected_and_clearing_a_field(ports):
+    ports.models.create(make_model(error="sha256 mismatch"))
+
+    model = ports.models.update("sd15", error=None)
+
+    assert model.error is None
+    assert ports.models.get("sd15").error is None
+
+
+def test_update_missing_is_not_found(ports):
+    with pytest.raises(NotFoundError):
+        ports.models.update("nope", status=ModelStatus.LOADED)
+    with pytest.raises(NotFoundError):
+        ports.models.update("nope", {ModelStatus.REGISTERING}, status=ModelStatus.LOADED)
+
+
+def test_list_excludes_deleted_sorted_by_name(ports):
+    for name in ["zeta", "alpha", "mid"]:
+        ports.models.create(make_model(name))
+    ports.models.update("mid", status=ModelStatus.DELETED)
+
+    assert [m.name for m in ports.models.list()] == ["alpha", "zeta"]
+
+
+def make_function(name: str = "sd-0123", **kw: object) -> FunctionRecord:
+    return FunctionRecord(name=name, model="sd15", created_at=1000.0, **kw)  # type: ignore[arg-type]
+
+
+def test_functions_put_get_list_delete(ports):
+    record = make_function(resources={"memoryMb": 3008, "cpu": 2.0}, last_used=1001.5)
+
+    ports.functions.put(record)
+    ports.functions.put(make_function("sd-0001"))
+
+    assert ports.functions.get("sd-0123") == record
+    assert [r.name for r in ports.functions.list()] == ["sd-0001", "sd-0123"]
+    ports.functions.delete("sd-0123")
+    with pytest.raises(NotFoundError):
+        ports.functions.get("sd-0123")
+    assert [r.name for r in ports.functions.list()] == ["sd-0001"]
+    ports.functions.delete("sd-0123")  # deleting again is fine
+
+
+def test_functions_put_replaces(ports):
+    ports.functions.put(make_function())
+    ports.functions.put(make_function(status="active", pid=None))
+    assert ports.functions.get("sd-0123").status == "active"

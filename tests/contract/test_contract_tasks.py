@@ -1,0 +1,173 @@
+"""TaskStore contract: the same state rules on SQLite and DynamoDB."""
+
+from __future__ import annotations
+
+import pytest
+from sdcore.domain.models import GenerationParams, Task, TaskKind, TaskStatus
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
+
+
+def make_task(task_id: str = "t1", created_at: float = 1000.0, **kw: object) -> Task:
+    params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="a red circle", guidance=7.5)
+    return Task(
+        task_id=task_id,
+        kind=TaskKind.TXT2IMG,
+        model="demo",
+        params=params,
+        created_at=created_at,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_create_then_get_round_trips(ports):
+    # Given a task with floats, nested params, a free-form info dict and a TTL
+    task = make_task(info={"cfg_scale": 7.0, "seeds": [1, 2], "nested": {"x": 0.1}}, expires_at=99)
+
+    ports.tasks.create(task)
+
+    assert ports.tasks.get("t1") == task
+
+
+def test_create_existing_conflicts(ports):
+    ports.tasks.create(make_task())
+    with pytest.raises(ConflictError):
+        ports.tasks.create(make_task())
+
+
+def test_get_missing_is_not_found(ports):
+    with pytest.raises(NotFoundError):
+        ports.tasks.get("nope")
+
+
+def test_transition_sets_status_and_fields(ports):
+    ports.tasks.create(make_task())
+
+    task = ports.tasks.transition(
+        "t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1001.5, attempts=1
+    )
+
+    assert (task.status, task.started_at, task.attempts) == (TaskStatus.RUNNING, 1001.5, 1)
+    assert ports.tasks.get("t1") == task
+
+
+def test_transition_from_wrong_status_is_stale(ports):
+    ports.tasks.create(make_task())
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.CANCELLED)
+
+    with pytest.raises(StaleWriteError):
+        ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    assert ports.tasks.get("t1").status is TaskStatus.CANCELLED
+
+
+def test_transition_with_empty_from_is_stale(ports):
+    ports.tasks.create(make_task())
+    with pytest.raises(StaleWriteError):
+        ports.tasks.transition("t1", set(), TaskStatus.RUNNING)
+
+
+def test_transition_missing_is_not_found(ports):
+    with pytest.raises(NotFoundError):
+        ports.tasks.transition("nope", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+
+
+def test_transition_can_clear_a_field(ports):
+    ports.tasks.create(make_task(error="boom", eta_s=3.0))
+
+    task = ports.tasks.transition(
+        "t1", {TaskStatus.QUEUED}, TaskStatus.FAILED, error=None, eta_s=None
+    )
+
+    assert task.error is None and task.eta_s is None
+    assert ports.tasks.get("t1").error is None
+
+
+def test_transition_writes_results(ports):
+    ports.tasks.create(make_task())
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+
+    ports.tasks.transition(
+        "t1",
+        {TaskStatus.RUNNING},
+        TaskStatus.SUCCEEDED,
+        images=["outputs/t1/0.png"],
+        info={"seed": 42, "guidance": 7.0},
+        progress=1.0,
+        finished_at=1010.25,
+    )
+
+    got = ports.tasks.get("t1")
+    assert got.images == ["outputs/t1/0.png"]
+    assert got.info == {"seed": 42, "guidance": 7.0}
+    assert isinstance(got.info["guidance"], float)
+    assert (got.progress, got.finished_at) == (1.0, 1010.25)
+
+
+def test_update_running_only_while_running(ports):
+    ports.tasks.create(make_task())
+
+    assert ports.tasks.update_running("t1", progress=0.5) is False  # queued
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    assert ports.tasks.update_running("t1", progress=0.5, sampling_step=10, eta_s=1.5) is True
+    ports.tasks.transition("t1", {TaskStatus.RUNNING}, TaskStatus.SUCCEEDED)
+    assert ports.tasks.update_running("t1", progress=0.9) is False  # finished
+
+    got = ports.tasks.get("t1")
+    assert (got.progress, got.sampling_step, got.eta_s) == (0.5, 10, 1.5)
+
+
+def test_update_running_missing_is_false(ports):
+    assert ports.tasks.update_running("nope", progress=0.5) is False
+
+
+def test_request_cancel_is_idempotent(ports):
+    ports.tasks.create(make_task())
+
+    first = ports.tasks.request_cancel("t1")
+    second = ports.tasks.request_cancel("t1")
+
+    assert first.cancel_requested and second.cancel_requested
+    assert second.status is TaskStatus.QUEUED
+    assert ports.tasks.get("t1").cancel_requested
+
+
+def test_request_cancel_of_terminal_task_is_a_no_op(ports):
+    ports.tasks.create(make_task())
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+
+    task = ports.tasks.request_cancel("t1")
+
+    assert task.status is TaskStatus.SUCCEEDED and not task.cancel_requested
+    assert not ports.tasks.get("t1").cancel_requested
+
+
+def test_request_cancel_missing_is_not_found(ports):
+    with pytest.raises(NotFoundError):
+        ports.tasks.request_cancel("nope")
+
+
+def test_list_by_status_oldest_first(ports):
+    for i, created in enumerate([1003.0, 1001.0, 1002.0, 1000.5]):
+        ports.tasks.create(make_task(f"t{i}", created_at=created))
+    ports.tasks.transition("t3", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+
+    queued = ports.tasks.list_by_status(TaskStatus.QUEUED)
+    running = ports.tasks.list_by_status(TaskStatus.RUNNING)
+
+    assert [t.task_id for t in queued] == ["t1", "t2", "t0"]
+    assert [t.task_id for t in running] == ["t3"]
+    assert [t.task_id for t in ports.tasks.list_by_status(TaskStatus.QUEUED, limit=2)] == [
+        "t1",
+        "t2",
+    ]
+    assert ports.tasks.list_by_status(TaskStatus.FAILED) == []
+
+
+def test_a_record_over_dynamodbs_item_limit_is_refused_clearly(ports):
+    if ports.backend == "local":
+        pytest.skip("SQLite has no item size limit")
+    with pytest.raises(InvalidInputError, match="400 KB"):
+        ports.tasks.create(make_task(info={"blob": "x" * 400_000}))
+    ports.tasks.create(make_task())
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    with pytest.raises(InvalidInputError, match="400 KB"):
+        ports.tasks.update_running("t1", info={"blob": "x" * 400_000})
