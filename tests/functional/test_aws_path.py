@@ -1,0 +1,245 @@
+"""The AWS path end to end at handler level: admin upload with real HTTP PUTs to S3 presigned
+URLs, proxy -> DynamoDB + SQS -> control (SQS batch event) -> per-checkpoint Lambda function ->
+inference handler -> PNG in S3 -> result with a presigned URL. AWS is moto's HTTP server."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from PIL import Image
+
+from sdcore import composition
+from sdcore.client import sha256_file
+from sdcore.inference.png import read_parameters
+from tests.aws_template import create_resources, environment
+from tests.functional.events import Context, api, load
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    # Lambda: no Docker here; an invoke of an image function only echoes (TOOLCHAIN-NOTES)
+    httpx.post(f"{url}/moto-api/config", json={"lambda": {"use_docker": False}})
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sdcore.demo.tiny import save_single_file
+
+    return save_single_file(tmp_path_factory.mktemp("ckpt") / "demo.safetensors")
+
+
+@pytest.fixture
+def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    clients = {
+        s: boto3.client(s, region_name=REGION, endpoint_url=moto_url)
+        for s in ("dynamodb", "s3", "sqs", "lambda", "iam")
+    }
+    names = create_resources(clients)
+    role = clients["iam"].create_role(
+        RoleName=f"role-{names['TasksTable']}",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    env = {
+        **environment(names),
+        "AWS_ENDPOINT_URL": moto_url,
+        "SD_SYNC_TIMEOUT": "0",
+        "SD_INFERENCE_IMAGE_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/sd:latest",
+        "SD_INFERENCE_ROLE_ARN": role,
+        "SD_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "SD_FUNCTION_PREFIX": names["TasksTable"][:9].lower().rstrip("-"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    composition.reset()
+    yield {"clients": clients, "names": names, "env": env}
+    composition.reset()
+
+
+def _http(handler, method: str, path: str, body=None, headers=None) -> tuple[int, Any]:
+    resp = handler(api(method, path, body, headers), Context())
+    return resp["statusCode"], json.loads(resp["body"]) if resp.get("body") else None
+
+
+def _upload(path: Path, name: str) -> dict[str, Any]:
+    from admin_function.app import lambda_handler as admin
+
+    status, plan = _http(
+        admin,
+        "POST",
+        "/admin/models",
+        {
+            "name": name,
+            "size": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "config": "tiny-sd",
+        },
+    )
+    assert status == 201, plan
+    data = path.read_bytes()
+    parts = []
+    for part in plan["parts"]:
+        n = part["partNumber"]
+        chunk = data[(n - 1) * plan["partSize"] : n * plan["partSize"]]
+        put = httpx.put(part["url"], content=chunk)
+        assert put.status_code == 200, put.text
+        parts.append({"partNumber": n, "etag": put.headers["ETag"]})
+    status, model = _http(admin, "POST", f"/admin/models/{name}/complete", {"parts": parts})
+    assert status == 200, model
+    return model
+
+
+def _control_batch(clients: dict[str, Any], queue_url: str) -> dict[str, Any]:
+    """Receive from SQS and hand the batch to control as the event source mapping would."""
+    from control_function.app import lambda_handler as control
+
+    received = (
+        clients["sqs"]
+        .receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"])
+        .get("Messages", [])
+    )
+    template = load("sqs_task.json")["Records"][0]
+    records = [
+        {
+            **template,
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "md5OfBody": m["MD5OfBody"],
+        }
+        for m in received
+    ]
+    result = control({"Records": records}, Context())
+    failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
+    for m in received:
+        if m["MessageId"] not in failed:
+            clients["sqs"].delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return {"count": len(received), "failed": failed}
+
+
+def test_proxy_control_inference_on_aws_adapters(
+    aws: dict[str, Any], tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy_function.app import lambda_handler as proxy
+
+    clients, names = aws["clients"], aws["names"]
+    # Given the demo checkpoint uploaded through admin into S3
+    model = _upload(tiny_checkpoint, "demo")
+    assert model["status"] == "unloaded" and model["format"] == "safetensors"
+
+    # When a client submits async through the proxy
+    status, body = _http(
+        proxy,
+        "POST",
+        "/txt2img",
+        {"prompt": "a red circle", "seed": 5, "steps": 3},
+        {"Request-Type": "async"},
+    )
+    assert status == 202 and body["status"] == "queued"
+    task_id = body["taskId"]
+    item = clients["dynamodb"].get_item(
+        TableName=names["TasksTable"], Key={"taskId": {"S": task_id}}
+    )["Item"]
+    assert item["status"]["S"] == "queued" and "expiresAt" in item
+
+    # And control consumes the SQS batch: it creates the checkpoint's function and invokes it
+    fleet = composition.get_services().fleet
+    invocations: list[dict[str, Any]] = []
+    real_invoke = fleet.invoke
+
+    def spy(record, payload):
+        invocations.append(payload)
+        return real_invoke(record, payload)
+
+    monkeypatch.setattr(fleet, "invoke", spy)
+    assert _control_batch(clients, names["TaskQueue"]) == {"count": 1, "failed": set()}
+    [payload] = invocations
+    functions = clients["lambda"].list_functions()["Functions"]
+    [function] = [
+        f for f in functions if f["FunctionName"].startswith(aws["env"]["SD_FUNCTION_PREFIX"])
+    ]
+    assert function["PackageType"] == "Image"
+    fn_env = function["Environment"]["Variables"]
+    assert fn_env["SD_MODEL_NAME"] == "demo"
+    slots = clients["dynamodb"].scan(TableName=names["SlotsTable"])["Items"]
+    assert {s["taskId"]["S"] for s in slots} == {task_id}
+
+    # Then the inference handler, run with that function's environment, does the work
+    for key, value in fn_env.items():
+        monkeypatch.setenv(key, value)
+    composition.reset()
+    import inference_function.app as inference
+
+    monkeypatch.setattr(inference, "_engine", None)
+    out = inference.lambda_handler(payload, Context())
+    assert out == {"taskId": task_id, "status": "succeeded"}
+    assert clients["dynamodb"].scan(TableName=names["SlotsTable"])["Items"] == []
+
+    status, result = _http(proxy, "GET", f"/tasks/{task_id}/result")
+    assert status == 200 and result["status"] == "succeeded"
+    assert result["images"] == [f"outputs/{task_id}/0.png"]
+    png = httpx.get(result["urls"][0])
+    assert png.status_code == 200
+    assert Image.open(io.BytesIO(png.content)).size == (64, 64)
+    assert "Seed: 5" in (read_parameters(png.content) or "")
+    status, progress = _http(proxy, "GET", f"/tasks/{task_id}/progress")
+    assert progress["progress"] == 1.0 and progress["state"]["samplingSteps"] == 3
+    models = {m["name"]: m for m in _http(proxy, "GET", "/models")[1]}
+    assert models["demo"]["status"] == "loaded"
+
+
+def test_over_the_cap_waits_and_cancelled_never_runs(
+    aws: dict[str, Any], tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin_function.app import lambda_handler as admin
+    from control_function.app import lambda_handler as control
+    from proxy_function.app import lambda_handler as proxy
+
+    clients, names = aws["clients"], aws["names"]
+    _upload(tiny_checkpoint, "demo")
+    async_ = {"Request-Type": "async"}
+    first = _http(proxy, "POST", "/txt2img", {"prompt": "a"}, async_)[1]["taskId"]
+    second = _http(proxy, "POST", "/txt2img", {"prompt": "b"}, async_)[1]["taskId"]
+    third = _http(proxy, "POST", "/txt2img", {"prompt": "c"}, async_)[1]["taskId"]
+    assert _http(proxy, "POST", f"/tasks/{third}/cancellation")[1]["status"] == "cancelled"
+
+    # per-checkpoint cap 1: one is dispatched, one re-queued, the cancelled one ends
+    assert _control_batch(clients, names["TaskQueue"])["failed"] == set()
+    slots = clients["dynamodb"].scan(TableName=names["SlotsTable"])["Items"]
+    holders = {s["taskId"]["S"] for s in slots}
+    assert len(holders) == 1 and holders <= {first, second}
+    attrs = clients["sqs"].get_queue_attributes(
+        QueueUrl=names["TaskQueue"], AttributeNames=["All"]
+    )["Attributes"]
+    waiting = int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesDelayed"]
+    )
+    assert waiting == 1
+    for task_id in (first, second):
+        assert _http(proxy, "GET", f"/tasks/{task_id}/result")[1]["status"] == "queued"
+    assert _http(proxy, "GET", f"/tasks/{third}/result")[1]["status"] == "cancelled"
+
+    # the schedule's reaper finds nothing lost
+    assert control(load("schedule.json"), Context()) == {"reaped": []}
+
+    # deleting the model removes its function
+    assert _http(admin, "DELETE", "/admin/models/demo")[0] == 200
+    prefix = aws["env"]["SD_FUNCTION_PREFIX"]
+    functions = clients["lambda"].list_functions()["Functions"]
+    assert [f for f in functions if f["FunctionName"].startswith(prefix)] == []
