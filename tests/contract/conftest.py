@@ -48,7 +48,6 @@ from sdcore.ports import (  # noqa: E402
     SlotStore,
     TaskStore,
 )
-
 from tests.aws_template import AwsStack, aws_stack_fixture, create_resources  # noqa: E402
 
 aws_stack = aws_stack_fixture()

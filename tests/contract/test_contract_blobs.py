@@ -7,6 +7,7 @@ import hashlib
 
 import httpx
 import pytest
+
 from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.ports import UploadedPart
 

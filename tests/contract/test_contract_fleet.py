@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from sdcore.adapters.aws import DynamoDBFunctionStore, LambdaWorkerFleet
 from sdcore.domain.models import Model
 from sdcore.ports import function_name

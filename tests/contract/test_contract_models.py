@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sdcore.domain.models import FunctionRecord, Model, ModelFormat, ModelStatus
 from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
 

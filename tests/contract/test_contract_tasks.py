@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from sdcore.domain.models import GenerationParams, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 

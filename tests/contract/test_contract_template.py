@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sdcore.settings import _ENV
-
 from tests.aws_template import load_template, resources
 
 # Env vars the template or the Lambda fleet set that Settings does not read yet.

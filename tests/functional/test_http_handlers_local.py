@@ -9,7 +9,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from admin_function.app import lambda_handler as admin
 from proxy_function.app import lambda_handler as proxy
-
 from sdcore.composition import get_services
 from tests.functional.events import Context, api
 

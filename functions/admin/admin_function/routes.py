@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
 from sdcore.api.errors import json_response
 from sdcore.api.schemas import CompleteBody, ModelUploadBody
 from sdcore.clock import iso

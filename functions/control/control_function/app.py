@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from sdcore.composition import get_services
 from sdcore.usecases.control import dispatch_task, reap_lost
 

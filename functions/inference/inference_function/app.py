@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from sdcore.composition import get_services
 from sdcore.domain.models import Lease
 from sdcore.inference.loading import load_engine

@@ -7,9 +7,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from sdcore.api.errors import register_error_handlers
 
 from proxy_function.routes import router
+from sdcore.api.errors import register_error_handlers
 
 logger = Logger(service="proxy")
 app = APIGatewayRestResolver(enable_validation=True)

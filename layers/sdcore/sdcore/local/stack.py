@@ -50,7 +50,6 @@ class ControlLoop(threading.Thread):
 
     def run(self) -> None:
         from control_function.app import lambda_handler
-
         from sdcore.local.context import LocalContext
 
         queue = self.svc.queue
