@@ -7,7 +7,7 @@ SD_DATA_DIR ?= ./local-data
 export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
 
-.PHONY: install run test lint format validate-template clean
+.PHONY: install run test lint format validate-template clean bench
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,3 +37,6 @@ validate-template: install
 
 clean:
 	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache
+
+bench: install
+	$(BIN)/python -m benchmarks.sync_latency

@@ -1,0 +1,265 @@
+"""A tiny SD 1.x-architecture checkpoint with random weights, built offline in about a second.
+
+It has every part of a real SD 1.x model (CLIP text encoder, cross-attention UNet, an 8x VAE) at a
+size that runs on a laptop CPU in milliseconds, so tests and the local stack exercise the real
+loading and inference paths. Its pictures are noise-like: the weights are random, not trained.
+
+The architecture comes from the `configs/tiny-sd` folder shipped with the engine, which is also
+the `config=` a single-file copy of this model loads with, exactly like a real SD 1.5 checkpoint
+loads with `configs/sd15`.
+
+CLI::
+
+    python -m sdcore.demo.tiny --out DIR --format single-file|diffusers-tar
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "inference" / "configs" / "tiny-sd"
+NAME = "tiny-sd"
+
+# Key prefixes of the original (LDM / webui) single-file layout.
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+
+
+def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """The tiny model with weights drawn from `seed` (the global torch RNG is left untouched)."""
+    cfg = str(CONFIG_DIR)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(cfg, subfolder="unet")
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(cfg, subfolder="vae"))
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(cfg, subfolder="text_encoder"))
+    tokenizer = CLIPTokenizer.from_pretrained(cfg, subfolder="tokenizer", local_files_only=True)
+    scheduler = PNDMScheduler.from_pretrained(cfg, subfolder="scheduler", local_files_only=True)
+    pipe: Any = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_diffusers(path: Path, seed: int = 0) -> Path:
+    """Write the model as a diffusers folder (safetensors weights) at `path`."""
+    path = Path(path)
+    pipe: Any = build_pipeline(seed)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_diffusers_tar(path: Path, seed: int = 0) -> Path:
+    """Write the diffusers folder as an uncompressed tar, entries relative to the folder root.
+
+    `path` is the tar file (`*.tar`) or a directory to put `tiny-sd.tar` in. Entries are sorted and
+    carry no owner or time, so the same seed gives the same bytes (and sha256) on one machine.
+    """
+    target = _target(Path(path), ".tar")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = save_diffusers(Path(tmp) / NAME, seed)
+        with tarfile.open(target, "w") as tar:
+            for file in sorted(p for p in root.rglob("*") if p.is_file()):
+                info = tarfile.TarInfo(file.relative_to(root).as_posix())
+                info.size = file.stat().st_size
+                info.mode = 0o644
+                with file.open("rb") as fh:
+                    tar.addfile(info, fh)
+    return target
+
+
+def save_single_file(path: Path, seed: int = 0) -> Path:
+    """Write the model as one `.safetensors` file in the original LDM/webui key layout.
+
+    `path` is the file (`*.safetensors`) or a directory to put `tiny-sd.safetensors` in.
+    """
+    target = _target(Path(path), ".safetensors")
+    save_file(to_ldm_state_dict(build_pipeline(seed)), str(target), metadata={"format": "pt"})
+    return target
+
+
+def _target(path: Path, suffix: str) -> Path:
+    if path.suffix != suffix:
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / f"{NAME}{suffix}"
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- diffusers -> LDM key layout -------------------------------------------------------------
+# diffusers ships only the LDM -> diffusers direction (and its reverse script hardcodes SD's four
+# levels of two layers). These follow the LDM layout for any level count and layers_per_block.
+
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_UNET_FIXED = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_VAE_FIXED = {
+    "encoder.conv_norm_out": "encoder.norm_out",
+    "decoder.conv_norm_out": "decoder.norm_out",
+}
+_VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def _resnet(rest: str, table: dict[str, str]) -> str:
+    head, _, tail = rest.partition(".")
+    return f"{table.get(head, head)}.{tail}"
+
+
+def unet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """UNet2DConditionModel state dict -> LDM `model.diffusion_model.*` keys (no prefix here)."""
+    per_level = config["layers_per_block"] + 1  # resnets per level, plus the down/upsampler slot
+    up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        out[_unet_key(key, per_level, up_attn)] = value
+    return out
+
+
+def _unet_key(key: str, per_level: int, up_attn: list[bool]) -> str:
+    for src, dst in _UNET_FIXED.items():
+        if key.startswith(src + "."):
+            return dst + key[len(src) :]
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        block = 1 + int(m[1]) * per_level + int(m[3])
+        if m[2] == "resnets":
+            return f"input_blocks.{block}.0.{_resnet(m[4], _UNET_RESNET)}"
+        return f"input_blocks.{block}.1.{m[4]}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{1 + int(m[1]) * per_level + per_level - 1}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d)\.(.+)", key):
+        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2], _UNET_RESNET)}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        block = int(m[1]) * per_level + int(m[3])
+        if m[2] == "resnets":
+            return f"output_blocks.{block}.0.{_resnet(m[4], _UNET_RESNET)}"
+        return f"output_blocks.{block}.1.{m[4]}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        level = int(m[1])
+        slot = 2 if up_attn[level] else 1  # the upsampler follows the attention when there is one
+        return f"output_blocks.{level * per_level + per_level - 1}.{slot}.conv.{m[2]}"
+    raise KeyError(f"no LDM name for UNet key {key!r}")
+
+
+def vae_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """AutoencoderKL state dict -> LDM `first_stage_model.*` keys (no prefix here)."""
+    levels = len(config["up_block_types"])
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = _vae_key(key, levels)
+        if ".mid.attn_1." in new and new.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # LDM's VAE attention uses 1x1 convolutions
+        out[new] = value
+    return out
+
+
+def _vae_key(key: str, levels: int) -> str:
+    for src, dst in _VAE_FIXED.items():
+        if key.startswith(src + "."):
+            return dst + key[len(src) :]
+    resnet = {"conv_shortcut": "nin_shortcut"}
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        return f"encoder.down.{m[1]}.block.{m[2]}.{_resnet(m[3], resnet)}"
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+        return f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{_resnet(m[3], resnet)}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        return f"decoder.up.{levels - 1 - int(m[1])}.upsample.conv.{m[2]}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d)\.(.+)", key):
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{_resnet(m[3], resnet)}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
+        return f"{m[1]}.mid.attn_1.{_VAE_ATTN[m[2]]}.{m[3]}"
+    if key.split(".")[0] in {"encoder", "decoder", "quant_conv", "post_quant_conv"}:
+        return key  # conv_in / conv_out / quant convs keep their names
+    raise KeyError(f"no LDM name for VAE key {key!r}")
+
+
+def to_ldm_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
+    """The whole pipeline's weights in the single-file layout webui checkpoints use."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config).items():
+        out[UNET_PREFIX + key] = value
+    for key, value in vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config).items():
+        out[VAE_PREFIX + key] = value
+    for key, value in pipe.text_encoder.state_dict().items():
+        if key.endswith("position_ids"):
+            continue  # a buffer, not a weight
+        # transformers >= 5.6 dropped the `text_model.` level; LDM files always have it.
+        out[CLIP_PREFIX + key.removeprefix("text_model.")] = value
+    # safetensors refuses shared or non-contiguous storage
+    return {k: v.detach().contiguous().clone() for k, v in out.items()}
+
+
+def describe(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the tiny random-weight SD 1.x demo model.")
+    parser.add_argument("--out", type=Path, required=True, help="directory or target file")
+    parser.add_argument("--format", choices=("single-file", "diffusers-tar"), default="single-file")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.format == "single-file":
+        path = save_single_file(args.out, args.seed)
+    else:
+        path = save_diffusers_tar(args.out, args.seed)
+    print(json.dumps(describe(path)))
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "CONFIG_DIR",
+    "build_pipeline",
+    "save_diffusers",
+    "save_diffusers_tar",
+    "save_single_file",
+    "to_ldm_state_dict",
+]

@@ -1,0 +1,43 @@
+"""PNG `parameters` chunk and the webui infotext format."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from sdcore.inference.engine import DiffusersEngine
+from sdcore.inference.png import png_bytes, read_parameters
+from sdcore.inference.port import EngineInputs
+
+from .support import Steps, gen
+
+
+def test_infotext_is_the_webui_format_and_survives_the_png(engine: DiffusersEngine) -> None:
+    params = gen(negative_prompt="blurry, low quality", steps=3, seed=123, guidance=7)
+    result = engine.run(params, EngineInputs(), Steps())
+    expected = (
+        "a red circle\n"
+        "Negative prompt: blurry, low quality\n"
+        "Steps: 3, Sampler: Euler, CFG scale: 7.0, Seed: 123, Size: 64x64, "
+        "Model hash: 76c4bcb125, Model: tiny-sd"
+    )
+    assert result.infotexts == [expected]
+    data = png_bytes(result.images[0], result.infotexts[0])
+    assert data.startswith(b"\x89PNG")
+    assert read_parameters(data) == expected
+
+
+def test_no_negative_prompt_line_when_empty(engine: DiffusersEngine) -> None:
+    text = engine.run(gen(seed=5), EngineInputs(), Steps()).infotexts[0]
+    assert text == (
+        "a red circle\nSteps: 3, Sampler: Euler, CFG scale: 7.0, Seed: 5, Size: 64x64, "
+        "Model hash: 76c4bcb125, Model: tiny-sd"
+    )
+
+
+def test_unicode_round_trips_and_missing_chunks_read_as_none() -> None:
+    image = Image.new("RGB", (4, 4), "red")
+    text = "一只红色的猫 🐱\nSteps: 20, Sampler: Euler a, CFG scale: 7.5, Seed: 1, Size: 4x4"
+    assert read_parameters(png_bytes(image, text)) == text
+    plain = png_bytes(image, "x").replace(b"parameters", b"parametrix")  # other key, same size
+    assert read_parameters(plain) is None
+    assert read_parameters(b"not an image") is None
