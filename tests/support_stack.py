@@ -57,7 +57,7 @@ class RunningStack:
                 raise RuntimeError(f"stack exited early:\n{self.log.read_text()[-4000:]}")
             try:
                 models = httpx.get(f"{self.url}/models", timeout=2).json()
-                if any(m["name"] == "demo" and m["error"] is None for m in models):
+                if any(m["name"] == "demo" and m["status"] != "registering" for m in models):
                     return self
             except (httpx.HTTPError, ValueError):
                 pass
