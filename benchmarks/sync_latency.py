@@ -37,7 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = RunningStack(Path(tmp)).start()
         try:
-            with httpx.Client(base_url=stack.url, timeout=300) as client:
+            with httpx.Client(base_url=stack.url, timeout=300, headers=stack.headers) as client:
                 first, _ = _timed(client, {"prompt": "warm up", "steps": 1})
                 for width, height, reps in SIZES:
                     body = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,12 +34,27 @@ class RunningStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def credentials(self) -> dict[str, str]:
+        path = self.data_dir / "credentials.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The user key's Authorization header."""
+        return {"Authorization": f"Bearer {self.credentials.get('user_key', '')}"}
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credentials.get('admin_key', '')}"}
+
     def start(self, timeout: float = 180) -> RunningStack:
         env = {
             **os.environ,
             "SD_DATA_DIR": str(self.data_dir),
             "PORT": str(self.port),
             "SD_HTTP_WORKERS": "3",
+            "SD_RATE_PER_MINUTE": "100000",
             "PYTHONPATH": str(REPO / "layers" / "sdcore"),
             **self.env,
         }
@@ -56,7 +72,7 @@ class RunningStack:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"stack exited early:\n{self.log.read_text()[-4000:]}")
             try:
-                models = httpx.get(f"{self.url}/models", timeout=2).json()
+                models = httpx.get(f"{self.url}/models", timeout=2, headers=self.headers).json()
                 if any(m["name"] == "demo" and m["status"] != "registering" for m in models):
                     return self
             except (httpx.HTTPError, ValueError):

@@ -32,7 +32,7 @@ def stack(data_dir: Path) -> Iterator[RunningStack]:
 
 @pytest.fixture
 def api(stack: RunningStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=120) as client:
+    with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as client:
         yield client
 
 
@@ -75,7 +75,7 @@ def test_sync_txt2img_returns_a_url_serving_a_png(api: httpx.Client) -> None:
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "succeeded"
-    assert body["images"] == [f"outputs/{body['taskId']}/0.png"]
+    assert body["images"] == [f"outputs/user/{body['taskId']}/0.png"]
     img = _png(api, body["urls"][0])
     assert img.size == (64, 64)  # the checkpoint's native size when width/height are omitted
     text = img.text["parameters"]
@@ -187,12 +187,12 @@ def test_bad_input_is_a_422_naming_the_field(api: httpx.Client) -> None:
 
 
 def test_restart_keeps_finished_results(stack: RunningStack) -> None:
-    with httpx.Client(base_url=stack.url, timeout=120) as api:
+    with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as api:
         body = api.post("/txt2img", json={"prompt": "keep me", "steps": 2}).json()
         before = api.get(body["urls"][0]).content
     stack.stop()
     stack.start()
-    with httpx.Client(base_url=stack.url, timeout=120) as api:
+    with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as api:
         again = api.get(f"/tasks/{body['taskId']}/result").json()
         assert again["status"] == "succeeded"
         assert again["parameters"]["prompt"] == "keep me"

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
+# Credentials the fixtures set for the test at hand: proxy calls carry DEFAULT_HEADERS, admin
+# calls ADMIN_HEADERS (see `api(..., admin=True)`).
+DEFAULT_HEADERS: dict[str, str] = {}
+ADMIN_HEADERS: dict[str, str] = {}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -15,14 +19,19 @@ def load(name: str) -> dict[str, Any]:
 
 
 def api(
-    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    auth: bool = True,
 ) -> dict[str, Any]:
     event = copy.deepcopy(load("apigw_txt2img.json"))
     event["httpMethod"] = method
     event["path"] = event["resource"] = path
     event["requestContext"]["resourcePath"] = path
     event["requestContext"]["httpMethod"] = method
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    creds = (ADMIN_HEADERS if path.startswith("/admin") else DEFAULT_HEADERS) if auth else {}
+    hdrs = {"Content-Type": "application/json", **creds, **(headers or {})}
     event["headers"] = hdrs
     event["multiValueHeaders"] = {k: [v] for k, v in hdrs.items()}
     event["body"] = None if body is None else (body if isinstance(body, str) else json.dumps(body))

@@ -9,10 +9,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from admin_function.routes import router
+from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
 
 logger = Logger(service="admin")
 app = APIGatewayRestResolver(enable_validation=True)
+app.use(middlewares=[auth_middleware])
 app.include_router(router)
 register_error_handlers(app)
 

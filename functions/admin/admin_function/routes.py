@@ -8,11 +8,12 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from sdcore.api.errors import json_response
-from sdcore.api.schemas import CompleteBody, ModelUploadBody
+from sdcore.api.schemas import CompleteBody, ModelUploadBody, UserBody
 from sdcore.clock import iso
 from sdcore.composition import get_services
-from sdcore.domain.models import Model
+from sdcore.domain.models import Model, User
 from sdcore.ports import UploadedPart
+from sdcore.usecases import auth as auth_cases
 from sdcore.usecases import models as model_cases
 
 router = APIGatewayRouter()
@@ -33,9 +34,56 @@ def _model(m: Model) -> dict[str, Any]:
     }
 
 
+def _user(u: User) -> dict[str, Any]:
+    return {
+        "name": u.name,
+        "role": u.role.value,
+        "disabled": u.disabled,
+        "createdTime": iso(u.created_at),
+    }
+
+
+@router.post("/admin/users")
+def create_user(body: UserBody) -> Response[dict[str, Any]]:
+    """Create a user; the answer holds their API key and webhook secret, shown only once."""
+    user, key = auth_cases.create_user(get_services(), body.name, body.role)
+    return json_response(201, {**_user(user), "apiKey": key, "webhookSecret": user.webhook_secret})
+
+
+@router.get("/admin/users")
+def list_users() -> list[dict[str, Any]]:
+    """Every user (never their keys)."""
+    svc = get_services()
+    out = []
+    for user in svc.users.list():
+        keys = svc.users.list_keys(user.name)
+        out.append(
+            {
+                **_user(user),
+                "keys": [
+                    {"prefix": k.prefix, "revoked": k.revoked, "createdTime": iso(k.created_at)}
+                    for k in keys
+                ],
+            }
+        )
+    return out
+
+
+@router.post("/admin/users/<name>/revoke")
+def revoke_user(name: str) -> dict[str, Any]:
+    """Disable a user and revoke all their keys."""
+    return _user(auth_cases.revoke_user(get_services(), name))
+
+
+@router.post("/admin/users/<name>/keys")
+def new_key(name: str) -> Response[dict[str, Any]]:
+    """Another API key for a user, shown only once."""
+    return json_response(201, {"name": name, "apiKey": auth_cases.new_key(get_services(), name)})
+
+
 @router.post("/admin/models")
 def create_upload(body: ModelUploadBody) -> Response[dict[str, Any]]:
-    """Register a model and get presigned URLs for its parts."""
+    """Register a model and get presigned URLs for its parts (the same file again resumes)."""
     plan = model_cases.start_upload(
         get_services(), body.name, body.type, body.size, body.sha256, body.config
     )
@@ -56,6 +104,20 @@ def complete_upload(name: str, body: CompleteBody) -> dict[str, Any]:
     """Join the uploaded parts and verify size and sha256."""
     parts = [UploadedPart(part_number=p.partNumber, etag=p.etag) for p in body.parts]
     return _model(model_cases.complete_upload(get_services(), name, parts))
+
+
+@router.get("/admin/models/<name>/upload")
+def upload_status(name: str) -> dict[str, Any]:
+    """Parts received so far of an upload in progress (to resume it)."""
+    model, parts = model_cases.upload_status(get_services(), name)
+    return {
+        "name": model.name,
+        "uploadId": model.upload_id,
+        "partSize": model.part_size,
+        "size": model.size,
+        "sha256": model.sha256,
+        "parts": [{"partNumber": p.part_number, "etag": p.etag} for p in parts],
+    }
 
 
 @router.get("/admin/models")

@@ -17,16 +17,22 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sdcore.composition import get_services
 from sdcore.usecases.control import dispatch_task, reap_lost
+from sdcore.usecases.notify import deliver_webhook
 
 logger = Logger(service="control")
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> str:
-    task_id = json.loads(record.body)["taskId"]
-    outcome = dispatch_task(get_services(), task_id)
-    logger.info("dispatch", extra={"taskId": task_id, "outcome": outcome.value})
-    return outcome.value
+    body = json.loads(record.body)
+    if "webhook" in body:  # a webhook delivery (attempt n) of a task that ended
+        outcome = deliver_webhook(get_services(), body["webhook"], int(body.get("attempt", 1)))
+        logger.info("webhook", extra={"taskId": body["webhook"], "outcome": outcome})
+        return outcome
+    task_id = body["taskId"]
+    dispatched = dispatch_task(get_services(), task_id)
+    logger.info("dispatch", extra={"taskId": task_id, "outcome": dispatched.value})
+    return dispatched.value
 
 
 @logger.inject_lambda_context(clear_state=True)

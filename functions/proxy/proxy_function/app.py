@@ -1,4 +1,5 @@
-"""The proxy function: the public HTTP API (API Gateway REST proxy events)."""
+"""The proxy function: the public HTTP API (API Gateway REST proxy events): the native routes
+and the webui-compatible /sdapi/v1 routes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from proxy_function.routes import router
+from proxy_function.webui import router as webui_router
+from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
 
 logger = Logger(service="proxy")
 app = APIGatewayRestResolver(enable_validation=True)
+app.use(middlewares=[auth_middleware])
 app.include_router(router)
+app.include_router(webui_router)
 register_error_handlers(app)
 
 

@@ -24,11 +24,13 @@ def upload_model(
     model_type: str = "checkpoint",
     config: str = "sd15",
     timeout: float = 600,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     """Upload a model file through the admin API: register, PUT each part, complete."""
     path = Path(path)
     size = path.stat().st_size
-    with httpx.Client(base_url=base_url, timeout=timeout) as client:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=base_url, timeout=timeout, headers=headers) as client:
         resp = client.post(
             "/admin/models",
             json={
@@ -45,7 +47,8 @@ def upload_model(
         with path.open("rb") as fh:
             for part in plan["parts"]:
                 fh.seek((part["partNumber"] - 1) * plan["partSize"])
-                put = client.put(part["url"], content=fh.read(plan["partSize"]))
+                # part URLs are presigned: they carry their own authorisation
+                put = httpx.put(part["url"], content=fh.read(plan["partSize"]), timeout=timeout)
                 put.raise_for_status()
                 parts.append({"partNumber": part["partNumber"], "etag": put.headers["ETag"]})
         done = client.post(f"/admin/models/{name}/complete", json={"parts": parts})

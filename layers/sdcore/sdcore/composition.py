@@ -23,12 +23,14 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from sdcore.adapters.local.blobs import FileBlobStore
     from sdcore.adapters.local.db import Database
     from sdcore.adapters.local.fleet import ProcessWorkerFleet
+    from sdcore.adapters.local.idempotency import SqlitePersistenceLayer
     from sdcore.adapters.local.queue import SqliteQueue
     from sdcore.adapters.local.stores import (
         SqliteFunctionStore,
         SqliteModelStore,
         SqliteSlotStore,
         SqliteTaskStore,
+        SqliteUserStore,
     )
 
     db = Database(settings.data_dir / "state.db")
@@ -42,6 +44,8 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         queue=SqliteQueue(db, "tasks", now=clock.now),
         blobs=FileBlobStore(settings.data_dir, settings.base_url, now=clock.now),
         fleet=ProcessWorkerFleet(db, functions, settings, clock),
+        users=SqliteUserStore(db),
+        idempotency=SqlitePersistenceLayer(db),
         clock=clock,
         ids=ids,
     )
@@ -49,12 +53,14 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
 
 def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     import boto3
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     from sdcore.adapters.aws.dynamodb import (
         DynamoDBFunctionStore,
         DynamoDBModelStore,
         DynamoDBSlotStore,
         DynamoDBTaskStore,
+        DynamoDBUserStore,
     )
     from sdcore.adapters.aws.lambda_fleet import LambdaWorkerFleet
     from sdcore.adapters.aws.s3 import S3BlobStore
@@ -76,6 +82,8 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
             settings,
             image_from_function=settings.inference_function,
         ),
+        users=DynamoDBUserStore(dynamodb, settings.users_table),
+        idempotency=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
         clock=clock,
         ids=ids,
     )

@@ -25,7 +25,19 @@ class InvalidInputError(DomainError):
 
 
 class OverCapError(DomainError):
-    """A cap or quota is reached (429)."""
+    """A cap or quota is reached (429). `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AuthError(DomainError):
+    """No key, or a key that is wrong or revoked (401)."""
+
+
+class ForbiddenError(DomainError):
+    """A valid key without the role the route needs (403)."""
 
 
 class StaleWriteError(DomainError):

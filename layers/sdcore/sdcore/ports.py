@@ -9,7 +9,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sdcore.domain.models import FunctionRecord, Lease, Model, ModelStatus, Task, TaskStatus
+from sdcore.domain.models import (
+    ApiKey,
+    FunctionRecord,
+    Lease,
+    Model,
+    ModelStatus,
+    Task,
+    TaskStatus,
+    User,
+)
 
 
 class TaskStore(ABC):
@@ -53,6 +62,21 @@ class TaskStore(ABC):
     def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
         """Tasks in `status`, oldest first."""
 
+    @abstractmethod
+    def list_by_owner(
+        self,
+        owner: str,
+        status: TaskStatus | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Task]:
+        """The owner's tasks, newest first, optionally only in `status`, strictly before the
+        (created_at, task_id) position `before` (the cursor of a previous page)."""
+
+    @abstractmethod
+    def count_active(self, owner: str, since: float) -> int:
+        """How many of the owner's tasks created after `since` are queued or running."""
+
 
 class ModelStore(ABC):
     @abstractmethod
@@ -81,6 +105,41 @@ class ModelStore(ABC):
     @abstractmethod
     def list(self) -> list[Model]:
         """Every model not deleted, by name."""
+
+
+class UserStore(ABC):
+    @abstractmethod
+    def create(self, user: User) -> None:
+        """Raises ConflictError if the name is taken."""
+
+    @abstractmethod
+    def get(self, name: str) -> User:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def list(self) -> list[User]: ...
+
+    @abstractmethod
+    def update(self, name: str, **fields: Any) -> User:
+        """Raises NotFoundError."""
+
+    @abstractmethod
+    def put_key(self, key: ApiKey) -> None: ...
+
+    @abstractmethod
+    def find_key(self, key_hash: str) -> ApiKey | None: ...
+
+    @abstractmethod
+    def list_keys(self, user: str) -> list[ApiKey]: ...
+
+    @abstractmethod
+    def revoke_keys(self, user: str) -> int:
+        """Revoke every key of `user`; return how many were live."""
+
+    @abstractmethod
+    def hit(self, counter: str, expires_at: float) -> int:
+        """Add one to a counter (created at 0, forgotten after `expires_at`); return the new
+        value, atomically."""
 
 
 class FunctionStore(ABC):
@@ -202,6 +261,10 @@ class BlobStore(ABC):
         NotFoundError
             No such upload.
         """
+
+    @abstractmethod
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        """Parts received so far, by part number. Raises NotFoundError (no such upload)."""
 
     @abstractmethod
     def abort_multipart(self, key: str, upload_id: str) -> None: ...

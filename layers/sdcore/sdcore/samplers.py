@@ -15,3 +15,5 @@ SAMPLERS: tuple[str, ...] = (
 )
 DEFAULT_SAMPLER = "Euler"
 UPSCALERS: tuple[str, ...] = ("Lanczos", "Nearest")
+# the webui's "None": extras leaves the image as it is (webui clients send it by default)
+NO_UPSCALER = "None"

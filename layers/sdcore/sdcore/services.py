@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sdcore.clock import Clock, IdFactory
 from sdcore.ports import (
@@ -12,6 +13,7 @@ from sdcore.ports import (
     Queue,
     SlotStore,
     TaskStore,
+    UserStore,
     WorkerFleet,
 )
 from sdcore.settings import Settings
@@ -29,3 +31,6 @@ class Services:
     fleet: WorkerFleet
     clock: Clock
     ids: IdFactory
+    users: UserStore
+    # a Powertools idempotency persistence layer (DynamoDB on AWS, SQLite locally)
+    idempotency: Any = None

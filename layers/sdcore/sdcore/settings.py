@@ -20,6 +20,14 @@ _ENV = {
     "models_table": "SD_MODELS_TABLE",
     "functions_table": "SD_FUNCTIONS_TABLE",
     "slots_table": "SD_SLOTS_TABLE",
+    "users_table": "SD_USERS_TABLE",
+    "idempotency_table": "SD_IDEMPOTENCY_TABLE",
+    "auth": "SD_AUTH",
+    "rate_per_minute": "SD_RATE_PER_MINUTE",
+    "max_queued_per_user": "SD_MAX_QUEUED_PER_USER",
+    "allow_private_urls": "SD_ALLOW_PRIVATE_URLS",
+    "blocklist": "SD_BLOCKLIST",
+    "webui_timeout_s": "SD_WEBUI_TIMEOUT",
     "bucket": "SD_BUCKET",
     "queue_url": "SD_QUEUE_URL",
     "default_model": "SD_DEFAULT_MODEL",
@@ -62,6 +70,8 @@ class Settings(BaseModel):
     models_table: str = "sd-models"
     functions_table: str = "sd-functions"
     slots_table: str = "sd-slots"
+    users_table: str = "sd-users"
+    idempotency_table: str = "sd-idempotency"
     bucket: str = ""
     queue_url: str = ""
     inference_image_uri: str = ""
@@ -73,6 +83,13 @@ class Settings(BaseModel):
     inference_function: str = ""
     # behaviour
     default_model: str = "demo"
+    auth: bool = True
+    rate_per_minute: int = Field(600, ge=1)
+    max_queued_per_user: int = Field(50, ge=1)
+    allow_private_urls: bool = False
+    # blocked prompt terms: a file path locally, an object key in the bucket on AWS
+    blocklist: str = ""
+    webui_timeout_s: float = Field(25.0, ge=0)
     max_concurrency: int = Field(2, ge=1)
     max_per_model: int = Field(1, ge=1)
     sync_timeout_s: float = Field(25.0, ge=0)

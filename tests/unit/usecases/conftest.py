@@ -18,6 +18,7 @@ from sdcore.adapters.local.stores import (
     SqliteModelStore,
     SqliteSlotStore,
     SqliteTaskStore,
+    SqliteUserStore,
 )
 from sdcore.clock import Clock, IdFactory
 from sdcore.domain.models import FunctionRecord, GenerationParams, Model, ModelStatus
@@ -88,6 +89,7 @@ def svc(tmp_path: Path) -> Services:
         queue=SqliteQueue(db, "tasks"),
         blobs=FileBlobStore(tmp_path, "http://127.0.0.1:1"),
         fleet=RecordingFleet(),
+        users=SqliteUserStore(db),
         clock=clock,
         ids=IdFactory(),
     )

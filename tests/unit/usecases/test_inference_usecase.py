@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+
 from sdcore.domain.models import GenerationParams, TaskKind, TaskStatus
 from sdcore.inference.png import read_parameters
 from sdcore.services import Services
@@ -23,7 +25,9 @@ def test_run_stores_pngs_with_parameters_and_releases_the_slot(svc: Services) ->
     task_id, lease = _dispatched(svc, batch=2)
     assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.SUCCEEDED
     task = svc.tasks.get(task_id)
-    assert task.images == [f"outputs/{task_id}/0.png", f"outputs/{task_id}/1.png"]
+    prefix = f"outputs/anonymous/{task_id}"
+    assert task.images == [f"{prefix}/0.png", f"{prefix}/1.png"]
+    assert task.image_md5 == [hashlib.md5(svc.blobs.get(k)).hexdigest() for k in task.images]
     assert read_parameters(svc.blobs.get(task.images[0])) == "p\nSteps: 3"
     assert task.progress == 1.0 and task.sampling_step == 3
     assert task.started_at is not None and task.finished_at is not None

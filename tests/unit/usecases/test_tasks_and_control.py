@@ -31,7 +31,7 @@ def test_submit_records_a_queued_task_and_queues_it(svc: Services) -> None:
 def test_submit_stores_input_images_and_rejects_bad_ones(svc: Services) -> None:
     params = GenerationParams(kind=TaskKind.IMG2IMG)
     task = submit_task(svc, params, None, [ImageInput("init_images[0]", data=png())])
-    assert task.params.init_images == [f"inputs/{task.task_id}/0.png"]
+    assert task.params.init_images == [f"inputs/anonymous/{task.task_id}/0.png"]
     assert svc.blobs.get(task.params.init_images[0]) == png()
     with pytest.raises(InvalidInputError) as err:
         submit_task(svc, params, None, [ImageInput("init_images[0]", data=b"not an image")])

@@ -10,7 +10,9 @@ from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 from sdcore.errors import (
+    AuthError,
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     NotFoundError,
     OverCapError,
@@ -60,7 +62,23 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(OverCapError)
     def _over_cap(exc: OverCapError) -> Response:
-        return json_response(429, {"error": "too_many_requests", "message": str(exc)})
+        return json_response(
+            429,
+            {"error": "too_many_requests", "message": str(exc)},
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(AuthError)
+    def _unauthorized(exc: AuthError) -> Response:
+        return json_response(
+            401,
+            {"error": "unauthorized", "message": str(exc)},
+            {"WWW-Authenticate": 'Bearer, Basic realm="sd-api"'},
+        )
+
+    @app.exception_handler(ForbiddenError)
+    def _forbidden(exc: ForbiddenError) -> Response:
+        return json_response(403, {"error": "forbidden", "message": str(exc)})
 
     @app.exception_handler(ServiceError)
     def _service(exc: ServiceError) -> Response:

@@ -9,18 +9,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sdcore.domain.models import GenerationParams, ModelType, Task, TaskKind
+from sdcore.domain.models import GenerationParams, ModelType, Role, Task, TaskKind
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import DEFAULT_SAMPLER, SAMPLERS, UPSCALERS
+from sdcore.samplers import DEFAULT_SAMPLER, NO_UPSCALER, SAMPLERS, UPSCALERS
 from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
 def decode_image(field: str, value: str) -> ImageInput:
-    """An image given as plain base64, a data URL, or the key of a stored object."""
+    """An image given as plain base64, a data URL, the key of a stored object, or an http(s)
+    URL (fetched with the address guard)."""
     if value.startswith(INPUT_PREFIXES):
         return ImageInput(field=field, key=value)
+    if value[:8].lower().startswith(("http://", "https://")):
+        return ImageInput(field=field, url=value)
     raw = _DATA_URL.sub("", value.strip(), count=1)
     try:
         data = base64.b64decode(raw, validate=True)
@@ -37,6 +40,12 @@ class _Body(BaseModel):
 
     stable_diffusion_model: str | None = Field(None, description="checkpoint name")
     sd_vae: str | None = Field(None, description="VAE name ('Automatic'/'None' = the model's)")
+    taskId: str | None = Field(  # noqa: N815 (wire name, as seed 003's API)
+        None, description="client-chosen task id: a repeated submit returns the same task"
+    )
+    webhook: str | None = Field(
+        None, max_length=2048, description="POSTed the result, signed, when the task ends"
+    )
 
     @field_validator("sd_vae")
     @classmethod
@@ -116,8 +125,9 @@ class ExtrasBody(_Body):
     @field_validator("upscaler_1")
     @classmethod
     def _upscaler(cls, value: str) -> str:
-        if value not in UPSCALERS:
-            raise ValueError(f"unknown upscaler {value!r}; valid: {', '.join(UPSCALERS)}")
+        if value not in (*UPSCALERS, NO_UPSCALER):
+            valid = ", ".join((*UPSCALERS, NO_UPSCALER))
+            raise ValueError(f"unknown upscaler {value!r}; valid: {valid}")
         return value
 
     def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
@@ -185,3 +195,8 @@ class PartBody(BaseModel):
 
 class CompleteBody(BaseModel):
     parts: list[PartBody] = Field(..., min_length=1, max_length=10_000)
+
+
+class UserBody(BaseModel):
+    name: str = Field(..., min_length=1, max_length=63)
+    role: Role = Role.USER

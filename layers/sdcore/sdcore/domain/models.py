@@ -63,9 +63,12 @@ class Task(BaseModel):
     task_id: str
     kind: TaskKind
     model: str
+    owner: str = ""
+    webhook: str | None = None
     status: TaskStatus = TaskStatus.QUEUED
     params: GenerationParams
     images: list[str] = Field(default_factory=list)
+    image_md5: list[str] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     created_at: float
@@ -148,3 +151,29 @@ class Lease(BaseModel):
     model: str
     slots: list[str]
     expires_at: float
+
+
+class Role(StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class User(BaseModel):
+    name: str
+    role: Role = Role.USER
+    created_at: float
+    disabled: bool = False
+    # the webui's per-caller options (sd_model_checkpoint, sd_vae) set by POST /sdapi/v1/options
+    options: dict[str, str] = Field(default_factory=dict)
+    # signs this user's webhook deliveries (X-Signature-256); shown once, at creation
+    webhook_secret: str = ""
+
+
+class ApiKey(BaseModel):
+    """An API key, stored by its SHA-256 only (keys are 256-bit random, so no salt is needed)."""
+
+    key_hash: str
+    user: str
+    prefix: str  # the first characters, to tell keys apart in listings
+    created_at: float
+    revoked: bool = False

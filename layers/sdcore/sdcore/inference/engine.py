@@ -35,7 +35,7 @@ from transformers.utils import logging as transformers_logging
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
-from sdcore.samplers import SAMPLERS, UPSCALERS
+from sdcore.samplers import NO_UPSCALER, SAMPLERS, UPSCALERS
 
 log = logging.getLogger(__name__)
 
@@ -437,11 +437,34 @@ class DiffusersEngine(Engine):
 
     # --- extras ----------------------------------------------------------------------------
 
+    def _unchanged(
+        self, params: GenerationParams, inputs: EngineInputs, started: float
+    ) -> EngineResult:
+        """The webui's upscaler "None": the image comes back as it was."""
+        if not inputs.init_images:
+            raise InvalidInputError("image", "extras needs an image")
+        image = inputs.init_images[0].convert("RGB")
+        text = f"Postprocess upscaler: {NO_UPSCALER}"
+        info = {
+            "width": image.width,
+            "height": image.height,
+            "upscaler": NO_UPSCALER,
+            "model": self.model_name,
+            "model_hash": self.model_hash,
+            "device": "cpu",
+            "elapsed_s": round(time.perf_counter() - started, 4),
+            "infotexts": [text],
+            "interrupted": False,
+        }
+        return EngineResult(images=[image], infotexts=[text], info=info)
+
     def _extras(
         self, params: GenerationParams, inputs: EngineInputs, started: float
     ) -> EngineResult:
         if not inputs.init_images:
             raise InvalidInputError("image", "extras needs an image")
+        if params.upscaler == NO_UPSCALER:
+            return self._unchanged(params, inputs, started)
         if params.upscaler not in _RESAMPLE:
             raise InvalidInputError(
                 "upscaler_1", f"unknown upscaler {params.upscaler!r}; valid: {', '.join(UPSCALERS)}"

@@ -75,14 +75,19 @@ class ControlLoop(threading.Thread):
                 self.stop_event.wait(1)
 
 
-def register_demo(base_url: str, name: str, data_dir: Path) -> None:
+def register_demo(base_url: str, name: str, data_dir: Path, api_key: str | None) -> None:
     """Register the demo checkpoint through the ordinary admin upload path."""
     from sdcore.client import upload_model
     from sdcore.demo.tiny import save_single_file
 
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         path = save_single_file(Path(tmp) / f"{name}.safetensors")
-        upload_model(base_url, path, name, "checkpoint", config="tiny-sd")
+        upload_model(base_url, path, name, "checkpoint", config="tiny-sd", api_key=api_key)
+
+
+def credentials(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "credentials.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def configure_env(args: argparse.Namespace) -> None:
@@ -146,22 +151,33 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from sdcore.errors import NotFoundError
+    from sdcore.usecases.auth import bootstrap_local
 
     stack = Stack()
-    stack.start()
     settings = stack.svc.settings
+    created = bootstrap_local(stack.svc, settings.data_dir)
+    stack.start()
+    creds = credentials(settings.data_dir)
     if not args.no_demo:
         try:
             stack.svc.models.get(settings.default_model)
         except NotFoundError:
-            log.info(
-                "registering the demo checkpoint %r (tiny, random weights)", settings.default_model
+            log.info("registering the demo checkpoint %r", settings.default_model)
+            register_demo(
+                stack.base_url, settings.default_model, settings.data_dir, creds.get("admin_key")
             )
-            register_demo(stack.base_url, settings.default_model, settings.data_dir)
     print(f"Local stack on {stack.base_url}  (data in {settings.data_dir})", flush=True)
+    if created:
+        print(f"  created API keys (saved in {settings.data_dir / 'credentials.json'}):")
+        print(f"    admin key: {created['admin_key']}")
+        print(f"    user key:  {created['user_key']}", flush=True)
+    else:
+        print(f"  API keys: {settings.data_dir / 'credentials.json'}", flush=True)
+    user_key = creds.get("user_key", "<user key>")
     print(
         f"  try: curl -s -X POST {stack.base_url}/txt2img -H 'Content-Type: application/json' "
-        '-d \'{"prompt": "a red circle on a white background"}\'',
+        f"-H 'Authorization: Bearer {user_key}' "
+        """-d '{"prompt": "a red circle on a white background"}'""",
         flush=True,
     )
     done = threading.Event()

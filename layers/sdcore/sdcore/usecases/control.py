@@ -9,6 +9,7 @@ from enum import StrEnum
 from sdcore.domain.models import TaskStatus
 from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
+from sdcore.usecases.notify import task_ended
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,14 @@ class Outcome(StrEnum):
 
 def _fail(svc: Services, task_id: str, reason: str) -> None:
     try:
-        svc.tasks.transition(
+        task = svc.tasks.transition(
             task_id,
             {TaskStatus.QUEUED},
             TaskStatus.FAILED,
             error=reason,
             finished_at=svc.clock.now(),
         )
+        task_ended(svc, task)
     except StaleWriteError:
         pass
 
@@ -48,13 +50,14 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
         return Outcome.ENDED
     if task.cancel_requested:
         try:
-            svc.tasks.transition(
+            task = svc.tasks.transition(
                 task_id,
                 {TaskStatus.QUEUED},
                 TaskStatus.CANCELLED,
                 finished_at=svc.clock.now(),
                 error="cancelled by request",
             )
+            task_ended(svc, task)
         except StaleWriteError:
             pass
         return Outcome.ENDED
@@ -101,7 +104,7 @@ def reap_lost(svc: Services) -> list[str]:
         if beat >= cutoff:
             continue
         try:
-            svc.tasks.transition(
+            lost = svc.tasks.transition(
                 task.task_id,
                 {TaskStatus.RUNNING},
                 TaskStatus.FAILED,
@@ -109,6 +112,7 @@ def reap_lost(svc: Services) -> list[str]:
                 finished_at=svc.clock.now(),
             )
             reaped.append(task.task_id)
+            task_ended(svc, lost)
         except StaleWriteError:
             continue
     return reaped

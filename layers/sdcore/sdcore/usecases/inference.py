@@ -3,6 +3,7 @@ store the PNGs and end the task."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -15,6 +16,7 @@ from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.inference.png import png_bytes
 from sdcore.inference.port import Engine, EngineInputs, StepInfo
 from sdcore.services import Services
+from sdcore.usecases.notify import task_ended
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,13 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
 
 def _end(svc: Services, task_id: str, to: TaskStatus, **fields: Any) -> None:
     try:
-        svc.tasks.transition(
+        task = svc.tasks.transition(
             task_id, {TaskStatus.RUNNING}, to, finished_at=svc.clock.now(), **fields
         )
     except StaleWriteError:
         log.warning("task %s was ended by someone else before it finished", task_id)
+        return
+    task_ended(svc, task)
 
 
 def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -> TaskStatus:
@@ -113,13 +117,14 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
         return TaskStatus.FAILED
     if task.status is TaskStatus.QUEUED and task.cancel_requested:
         try:
-            svc.tasks.transition(
+            cancelled = svc.tasks.transition(
                 task_id,
                 {TaskStatus.QUEUED},
                 TaskStatus.CANCELLED,
                 finished_at=svc.clock.now(),
                 error="cancelled by request",
             )
+            task_ended(svc, cancelled)
         except StaleWriteError:
             pass
     now = svc.clock.now()
@@ -153,16 +158,19 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
         if result.interrupted or progress.cancelled:
             _end(svc, task.task_id, TaskStatus.CANCELLED, error="cancelled by request")
             return TaskStatus.CANCELLED
-        keys = []
+        keys, md5s = [], []
         for n, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
-            key = f"outputs/{task.task_id}/{n}.png"
-            svc.blobs.put(key, png_bytes(image, infotext), "image/png")
+            key = f"outputs/{task.owner or 'anonymous'}/{task.task_id}/{n}.png"
+            data = png_bytes(image, infotext)
+            svc.blobs.put(key, data, "image/png")
             keys.append(key)
+            md5s.append(hashlib.md5(data).hexdigest())
         _end(
             svc,
             task.task_id,
             TaskStatus.SUCCEEDED,
             images=keys,
+            image_md5=md5s,
             info=result.info,
             progress=1.0,
             eta_s=0.0,
@@ -180,13 +188,14 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
 def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) -> TaskStatus:
     """End a dispatched task that cannot run here (its model failed to load)."""
     try:
-        svc.tasks.transition(
+        task = svc.tasks.transition(
             task_id,
             {TaskStatus.QUEUED},
             TaskStatus.FAILED,
             error=reason,
             finished_at=svc.clock.now(),
         )
+        task_ended(svc, task)
     except (StaleWriteError, NotFoundError):
         pass
     if lease:

@@ -53,11 +53,18 @@ def start_upload(
     except NotFoundError:
         existing = None
     if existing is not None:
+        resumable = (
+            existing.status is ModelStatus.REGISTERING
+            and existing.upload_id is not None
+            and existing.error is None
+            and (existing.sha256, existing.size, existing.type) == (sha256, size, model_type)
+        )
+        if resumable:  # the same file again: the same upload, with fresh part URLs
+            return _plan(svc, existing)
         if existing.error is None:
             raise ConflictError(f"model {name} exists ({existing.status.value})")
         _forget(svc, existing)  # a failed upload may be retried under the same name
     part_size = max(svc.settings.part_size, math.ceil(size / MAX_PARTS))
-    parts = max(1, math.ceil(size / part_size))
     key = _key(name, model_type, sha256)
     upload_id = svc.blobs.create_multipart(key)
     now = svc.clock.now()
@@ -75,9 +82,28 @@ def start_upload(
         modified_at=now,
     )
     svc.models.create(model)
+    return _plan(svc, model)
+
+
+def _plan(svc: Services, model: Model) -> UploadPlan:
+    assert model.upload_id is not None
+    parts = max(1, math.ceil(model.size / model.part_size))
     expires = max(svc.settings.url_expires_s, 6 * 3600)
-    urls = [svc.blobs.part_url(key, upload_id, n, expires) for n in range(1, parts + 1)]
-    return UploadPlan(model=model, upload_id=upload_id, part_size=part_size, part_urls=urls)
+    urls = [svc.blobs.part_url(model.key, model.upload_id, n, expires) for n in range(1, parts + 1)]
+    return UploadPlan(
+        model=model, upload_id=model.upload_id, part_size=model.part_size, part_urls=urls
+    )
+
+
+def upload_status(svc: Services, name: str) -> tuple[Model, list[UploadedPart]]:
+    """An upload in progress and the parts received so far (to resume it).
+
+    Raises NotFoundError, or ConflictError when the model has no upload in progress.
+    """
+    model = svc.models.get(name)
+    if model.status is not ModelStatus.REGISTERING or model.upload_id is None:
+        raise ConflictError(f"model {name} has no upload in progress")
+    return model, svc.blobs.list_parts(model.key, model.upload_id)
 
 
 def _detect_format(head: bytes) -> ModelFormat | None:

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import json
+import re
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from sdcore.domain.models import GenerationParams, Task, TaskKind, TaskStatus
-from sdcore.errors import ConflictError, InvalidInputError, StaleWriteError
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.services import Services
+from sdcore.usecases.notify import task_ended
 
 # Objects a request may name as an input image: uploads and earlier results, never models.
 INPUT_PREFIXES = ("inputs/", "outputs/")
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 @dataclass
 class ImageInput:
-    """An input image as the caller gave it: decoded bytes, or the key of a stored object."""
+    """An input image as the caller gave it: decoded bytes, the key of a stored object, or an
+    http(s) URL to fetch."""
 
     field: str
     data: bytes | None = None
     key: str | None = None
+    url: str | None = None
 
 
 def _check_image(field: str, data: bytes) -> None:
@@ -35,21 +44,42 @@ def _check_image(field: str, data: bytes) -> None:
         raise InvalidInputError(field, "not a readable image (PNG, JPEG or WebP)") from exc
 
 
-def _store_inputs(svc: Services, task_id: str, inputs: list[ImageInput]) -> list[str]:
+def _own_key(owner: str, key: str, is_admin: bool) -> bool:
+    if ".." in key or not key.startswith(INPUT_PREFIXES):
+        return False
+    return is_admin or key.split("/", 2)[1:2] == [owner]
+
+
+def _store_inputs(
+    svc: Services, owner: str, is_admin: bool, task_id: str, inputs: list[ImageInput]
+) -> list[str]:
     keys: list[str] = []
     for n, item in enumerate(inputs):
         if item.key is not None:
-            if not item.key.startswith(INPUT_PREFIXES) or ".." in item.key:
-                raise InvalidInputError(item.field, f"key must start with one of {INPUT_PREFIXES}")
+            if not _own_key(owner, item.key, is_admin):
+                raise InvalidInputError(
+                    item.field, f"key must be one of your inputs/{owner}/ or outputs/{owner}/"
+                )
             if not svc.blobs.exists(item.key):
                 raise InvalidInputError(item.field, f"no object {item.key!r}")
             keys.append(item.key)
-        else:
-            assert item.data is not None
-            _check_image(item.field, item.data)
-            key = f"inputs/{task_id}/{n}.png"
-            svc.blobs.put(key, item.data, "image/png")
-            keys.append(key)
+            continue
+        data = item.data
+        if item.url is not None:
+            from sdcore.netguard import fetch_url
+
+            data = fetch_url(
+                item.url,
+                field=item.field,
+                allow_private=svc.settings.allow_private_urls,
+                max_bytes=MAX_IMAGE_BYTES,
+                timeout_s=10.0,
+            )
+        assert data is not None
+        _check_image(item.field, data)
+        key = f"inputs/{owner}/{task_id}/{n}.png"
+        svc.blobs.put(key, data, "image/png")
+        keys.append(key)
     return keys
 
 
@@ -70,21 +100,43 @@ def submit_task(
     images: list[ImageInput],
     mask: ImageInput | None = None,
     keep: bool = True,
+    owner: str = "anonymous",
+    is_admin: bool = False,
+    webhook: str | None = None,
+    task_id: str | None = None,
 ) -> Task:
     """Record a task and queue it for control.
+
+    A client-chosen `task_id` makes the submit idempotent: repeating it returns the task it
+    created, never a second one.
 
     Raises
     ------
     InvalidInputError
-        An input image is unreadable or names a missing object.
+        An input image is unreadable or names a missing object; a bad task id or webhook URL.
     NotFoundError, ConflictError
-        The checkpoint does not exist or is not ready.
+        The checkpoint does not exist or is not ready; the task id belongs to someone else.
     """
+    if task_id is not None:
+        if not TASK_ID_RE.match(task_id):
+            raise InvalidInputError("taskId", "8-64 letters, digits, '_' or '-'")
+        try:
+            existing = svc.tasks.get(task_id)
+        except NotFoundError:
+            existing = None
+        if existing is not None:
+            if existing.owner != owner:
+                raise ConflictError(f"task id {task_id} is taken")
+            return existing
+    if webhook is not None:
+        from sdcore.netguard import check_url
+
+        check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     if params.vae is not None:
         resolve_model(svc, params.vae)
-    task_id = svc.ids.new_id()
-    keys = _store_inputs(svc, task_id, images + ([mask] if mask else []))
+    task_id = task_id or svc.ids.new_id()
+    keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:
         params = params.model_copy(update={"init_images": keys[:-1], "mask": keys[-1]})
     else:
@@ -97,20 +149,54 @@ def submit_task(
         task_id=task_id,
         kind=params.kind,
         model=model,
+        owner=owner,
+        webhook=webhook,
         params=params,
         created_at=now,
         keep=keep,
         job_count=params.image_count,
         expires_at=int(now + svc.settings.task_ttl_days * 86400),
     )
-    svc.tasks.create(task)
+    try:
+        svc.tasks.create(task)
+    except ConflictError:  # the same client task id submitted twice at once
+        return svc.tasks.get(task_id)
     svc.queue.send({"taskId": task_id})
     return task
 
 
-def get_task(svc: Services, task_id: str) -> Task:
-    """Raises NotFoundError."""
-    return svc.tasks.get(task_id)
+def get_task(svc: Services, task_id: str, owner: str | None = None) -> Task:
+    """The task, if `owner` may see it (None: anyone). Raises NotFoundError, also for a task
+    of someone else: whether it exists is not theirs to know."""
+    task = svc.tasks.get(task_id)
+    if owner is not None and task.owner != owner:
+        raise NotFoundError(f"task {task_id} not found")
+    return task
+
+
+def _cursor(task: Task) -> str:
+    raw = json.dumps([task.created_at, task.task_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _position(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, task_id = json.loads(raw)
+        return float(created_at), str(task_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidInputError("cursor", "not a cursor from a previous page") from None
+
+
+def list_tasks(
+    svc: Services, owner: str, status: TaskStatus | None, limit: int, cursor: str | None
+) -> tuple[list[Task], str | None]:
+    """The owner's tasks, newest first, a page at a time. Raises InvalidInputError."""
+    before = _position(cursor) if cursor else None
+    tasks = svc.tasks.list_by_owner(owner, status, limit + 1, before)
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return tasks, (_cursor(tasks[-1]) if more and tasks else None)
 
 
 def wait_for_task(svc: Services, task_id: str, timeout_s: float) -> Task:
@@ -126,11 +212,12 @@ def wait_for_task(svc: Services, task_id: str, timeout_s: float) -> Task:
         delay = min(delay * 1.5, 0.1)  # a read every 0.1 s at most: cheap, and answers promptly
 
 
-def request_cancel(svc: Services, task_id: str) -> Task:
+def request_cancel(svc: Services, task_id: str, owner: str | None = None) -> Task:
     """Cancel a task: a queued one never runs, a running one stops at its next step.
 
     Idempotent: cancelling a finished task returns it unchanged. Raises NotFoundError.
     """
+    get_task(svc, task_id, owner)
     task = svc.tasks.request_cancel(task_id)
     if task.status is TaskStatus.QUEUED:
         try:
@@ -141,6 +228,7 @@ def request_cancel(svc: Services, task_id: str) -> Task:
                 finished_at=svc.clock.now(),
                 error="cancelled by request",
             )
+            task_ended(svc, task)
         except StaleWriteError:  # it started meanwhile: the worker sees the flag at its next step
             task = svc.tasks.get(task_id)
     return task

@@ -178,6 +178,10 @@ class S3BlobStore(BlobStore):
             raise
         return received
 
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        received = self._received_parts(key, upload_id)
+        return [UploadedPart(part_number=n, etag=received[n]) for n in sorted(received)]
+
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)

@@ -168,7 +168,20 @@ class FileBlobStore(BlobStore):
             raise NotFoundError(f"upload {upload_id} not found")
         if not 1 <= part_number <= 10000:
             raise InvalidInputError("partNumber", "must be 1..10000")
-        return _atomic_write(folder / f"part-{part_number:05d}", chunks)
+        etag = _atomic_write(folder / f"part-{part_number:05d}", chunks)
+        _atomic_write(folder / f"part-{part_number:05d}.etag", [etag.encode()])
+        return etag
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
+        folder = self._upload_dir(upload_id)
+        meta = folder / "meta.json"
+        if not meta.is_file() or json.loads(meta.read_text())["key"] != key:
+            raise NotFoundError(f"upload {upload_id} not found")
+        parts = []
+        for etag_file in sorted(folder.glob("part-*.etag")):
+            number = int(etag_file.name[5:10])
+            parts.append(UploadedPart(part_number=number, etag=etag_file.read_text().strip()))
+        return parts
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> None:
         folder = self._upload_dir(upload_id)

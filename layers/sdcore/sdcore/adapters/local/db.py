@@ -13,9 +13,26 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     created_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at);
+CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, created_at, task_id);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT PRIMARY KEY,
     status TEXT NOT NULL,

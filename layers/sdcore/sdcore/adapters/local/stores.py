@@ -6,15 +6,17 @@ from typing import Any
 
 from sdcore.adapters.local.db import Database
 from sdcore.domain.models import (
+    ApiKey,
     FunctionRecord,
     Lease,
     Model,
     ModelStatus,
     Task,
     TaskStatus,
+    User,
 )
 from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
-from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore
+from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
 
 
 class SqliteTaskStore(TaskStore):
@@ -27,8 +29,14 @@ class SqliteTaskStore(TaskStore):
             if exists:
                 raise ConflictError(f"task {task.task_id} exists")
             conn.execute(
-                "INSERT INTO tasks (task_id, status, created_at, data) VALUES (?,?,?,?)",
-                (task.task_id, task.status.value, task.created_at, task.model_dump_json()),
+                "INSERT INTO tasks (task_id, status, created_at, owner, data) VALUES (?,?,?,?,?)",
+                (
+                    task.task_id,
+                    task.status.value,
+                    task.created_at,
+                    task.owner,
+                    task.model_dump_json(),
+                ),
             )
 
     def get(self, task_id: str) -> Task:
@@ -87,6 +95,32 @@ class SqliteTaskStore(TaskStore):
             (status.value, limit),
         )
         return [Task.model_validate_json(r[0]) for r in rows]
+
+    def list_by_owner(
+        self,
+        owner: str,
+        status: TaskStatus | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Task]:
+        sql = "SELECT data FROM tasks WHERE owner=?"
+        args: list[Any] = [owner]
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status.value)
+        if before is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND task_id < ?))"
+            args += [before[0], before[0], before[1]]
+        sql += " ORDER BY created_at DESC, task_id DESC LIMIT ?"
+        args.append(limit)
+        return [Task.model_validate_json(r[0]) for r in self.db.conn().execute(sql, args)]
+
+    def count_active(self, owner: str, since: float) -> int:
+        row = self.db.conn().execute(
+            "SELECT COUNT(*) FROM tasks WHERE owner=? AND created_at>? AND status IN (?,?)",
+            (owner, since, TaskStatus.QUEUED.value, TaskStatus.RUNNING.value),
+        )
+        return int(row.fetchone()[0])
 
 
 class SqliteModelStore(ModelStore):
@@ -212,3 +246,81 @@ class SqliteSlotStore(SlotStore):
             )
             lease.slots.append(slot_id)
         return list(leases.values())
+
+
+class SqliteUserStore(UserStore):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, user: User) -> None:
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE name=?", (user.name,)).fetchone():
+                raise ConflictError(f"user {user.name} exists")
+            conn.execute(
+                "INSERT INTO users (name, data) VALUES (?,?)", (user.name, user.model_dump_json())
+            )
+
+    def get(self, name: str) -> User:
+        row = self.db.conn().execute("SELECT data FROM users WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"user {name} not found")
+        return User.model_validate_json(row[0])
+
+    def list(self) -> list[User]:
+        rows = self.db.conn().execute("SELECT data FROM users ORDER BY name")
+        return [User.model_validate_json(r[0]) for r in rows]
+
+    def update(self, name: str, **fields: Any) -> User:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT data FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"user {name} not found")
+            user = User.model_validate_json(row[0]).model_copy(update=fields)
+            conn.execute("UPDATE users SET data=? WHERE name=?", (user.model_dump_json(), name))
+            return user
+
+    def put_key(self, key: ApiKey) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO api_keys (key_hash, user, data) VALUES (?,?,?)",
+                (key.key_hash, key.user, key.model_dump_json()),
+            )
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        row = (
+            self.db.conn()
+            .execute("SELECT data FROM api_keys WHERE key_hash=?", (key_hash,))
+            .fetchone()
+        )
+        return None if row is None else ApiKey.model_validate_json(row[0])
+
+    def list_keys(self, user: str) -> list[ApiKey]:
+        rows = self.db.conn().execute("SELECT data FROM api_keys WHERE user=?", (user,))
+        return [ApiKey.model_validate_json(r[0]) for r in rows]
+
+    def revoke_keys(self, user: str) -> int:
+        count = 0
+        with self.db.write() as conn:
+            rows = conn.execute("SELECT data FROM api_keys WHERE user=?", (user,)).fetchall()
+            for (data,) in rows:
+                key = ApiKey.model_validate_json(data)
+                if not key.revoked:
+                    count += 1
+                    key = key.model_copy(update={"revoked": True})
+                    conn.execute(
+                        "UPDATE api_keys SET data=? WHERE key_hash=?",
+                        (key.model_dump_json(), key.key_hash),
+                    )
+        return count
+
+    def hit(self, counter: str, expires_at: float) -> int:
+        with self.db.write() as conn:
+            conn.execute(
+                "INSERT INTO counters (name, value, expires_at) VALUES (?, 1, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (counter, expires_at),
+            )
+            value = conn.execute("SELECT value FROM counters WHERE name=?", (counter,)).fetchone()
+            if value[0] == 1:  # a new window: forget windows that have passed
+                conn.execute("DELETE FROM counters WHERE expires_at < ?", (expires_at - 3600,))
+            return int(value[0])

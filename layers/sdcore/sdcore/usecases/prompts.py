@@ -1,0 +1,39 @@
+"""The prompt filter (seed 001): blocked terms from a file locally, an object on AWS, loaded once
+per execution environment and refreshed every minute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sdcore.prompt_filter import FilterCache, load_terms_from_blob, load_terms_from_file
+from sdcore.services import Services
+
+_cache: dict[int, FilterCache] = {}
+FIELDS = ("prompt", "negative_prompt")
+
+
+def prompt_filter(svc: Services) -> FilterCache:
+    cache = _cache.get(id(svc))
+    if cache is None:
+        settings = svc.settings
+        if settings.backend == "aws":
+            key = settings.blocklist or "config/blocklist.txt"
+            cache = FilterCache(lambda: load_terms_from_blob(svc.blobs, key), ttl_s=60)
+        else:
+            path = Path(settings.blocklist) if settings.blocklist else settings.data_dir
+            if path.is_dir() or not settings.blocklist:
+                path = settings.data_dir / "blocklist.txt"
+            cache = FilterCache(lambda: load_terms_from_file(path), ttl_s=60)
+        _cache.clear()  # one Services per execution environment; tests make new ones
+        _cache[id(svc)] = cache
+    return cache
+
+
+def check_prompts(svc: Services, body: Any) -> None:
+    """Raises InvalidInputError naming the field (never the term) of a blocked prompt."""
+    cache = prompt_filter(svc)
+    for field in FIELDS:
+        text = getattr(body, field, None)
+        if text:
+            cache.check(field, text)
