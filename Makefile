@@ -9,10 +9,11 @@ export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/functions/proxy:$(CURDIR)
 
 .PHONY: install run test lint format validate-template clean bench
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed

@@ -172,3 +172,101 @@ def test_a_record_over_dynamodbs_item_limit_is_refused_clearly(ports):
     ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
     with pytest.raises(InvalidInputError, match="400 KB"):
         ports.tasks.update_running("t1", info={"blob": "x" * 400_000})
+
+
+# --- a user's history and active count ----------------------------------------------------------
+def ids(tasks: list[Task]) -> list[str]:
+    return [t.task_id for t in tasks]
+
+
+def test_list_by_owner_newest_first_and_only_the_owners(ports):
+    for i, created in enumerate([1001.0, 1003.0, 1002.0]):
+        ports.tasks.create(make_task(f"a{i}", created_at=created, owner="alice"))
+    ports.tasks.create(make_task("b0", created_at=1004.0, owner="bob"))
+    ports.tasks.create(make_task("n0", created_at=1005.0))  # no owner
+
+    assert ids(ports.tasks.list_by_owner("alice")) == ["a1", "a2", "a0"]
+    assert ids(ports.tasks.list_by_owner("bob")) == ["b0"]
+    assert ports.tasks.list_by_owner("carol") == []
+    assert ids(ports.tasks.list_by_owner("alice", limit=2)) == ["a1", "a2"]
+
+
+def test_owner_round_trips_and_no_owner_stays_empty(ports):
+    ports.tasks.create(make_task("a", owner="alice", webhook="https://x.example/hook"))
+    ports.tasks.create(make_task("n"))
+
+    ports.tasks.transition("a", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED, image_md5=["d41d8c"])
+
+    got = ports.tasks.get("a")
+    assert (got.owner, got.webhook, got.image_md5) == (
+        "alice",
+        "https://x.example/hook",
+        ["d41d8c"],
+    )
+    assert ports.tasks.get("n").owner == ""
+    assert ports.tasks.transition("n", {TaskStatus.QUEUED}, TaskStatus.RUNNING).owner == ""
+
+
+def test_list_by_owner_filters_on_status(ports):
+    for i in range(5):
+        ports.tasks.create(make_task(f"a{i}", created_at=1000.0 + i, owner="alice"))
+    for i in (1, 3):
+        ports.tasks.transition(f"a{i}", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+
+    assert ids(ports.tasks.list_by_owner("alice", TaskStatus.SUCCEEDED)) == ["a3", "a1"]
+    assert ids(ports.tasks.list_by_owner("alice", TaskStatus.QUEUED, limit=2)) == ["a4", "a2"]
+    assert ports.tasks.list_by_owner("alice", TaskStatus.FAILED) == []
+
+
+def test_list_by_owner_pages_through_ties_on_created_at(ports):
+    # Given 7 tasks, 5 of them created in the same instant, created out of id order
+    times = {"t3": 1002.0, "t1": 1001.0, "t6": 1001.0, "t2": 1001.0, "t5": 1001.0, "t4": 1001.0}
+    times["t0"] = 1000.0
+    for task_id, created in times.items():
+        ports.tasks.create(make_task(task_id, created_at=created, owner="alice"))
+    ports.tasks.create(make_task("x", created_at=1001.0, owner="bob"))
+    expected = ["t3", "t6", "t5", "t4", "t2", "t1", "t0"]  # (created_at, task_id) descending
+
+    # When paging two at a time, each cursor the last task's (created_at, task_id)
+    pages, before = [], None
+    while page := ports.tasks.list_by_owner("alice", limit=2, before=before):
+        pages.append(ids(page))
+        before = (page[-1].created_at, page[-1].task_id)
+
+    # Then every task comes once, in order
+    assert pages == [["t3", "t6"], ["t5", "t4"], ["t2", "t1"], ["t0"]]
+    assert ids(ports.tasks.list_by_owner("alice", limit=100)) == expected
+    assert ids(ports.tasks.list_by_owner("alice", before=(1001.0, "t5"))) == [
+        "t4",
+        "t2",
+        "t1",
+        "t0",
+    ]
+    assert ids(ports.tasks.list_by_owner("alice", before=(1001.0, "t1"))) == ["t0"]
+    assert ports.tasks.list_by_owner("alice", before=(1000.0, "t0")) == []
+
+
+def test_list_by_owner_pages_with_a_status_filter(ports):
+    for i in range(6):
+        ports.tasks.create(make_task(f"t{i}", created_at=1000.0, owner="alice"))
+    ports.tasks.transition("t2", {TaskStatus.QUEUED}, TaskStatus.FAILED)
+
+    first = ports.tasks.list_by_owner("alice", TaskStatus.QUEUED, limit=3)
+    rest = ports.tasks.list_by_owner(
+        "alice", TaskStatus.QUEUED, limit=3, before=(1000.0, first[-1].task_id)
+    )
+
+    assert (ids(first), ids(rest)) == (["t5", "t4", "t3"], ["t1", "t0"])
+
+
+def test_count_active_counts_queued_and_running_since(ports):
+    for i in range(6):
+        ports.tasks.create(make_task(f"a{i}", created_at=1000.0 + i, owner="alice"))
+    ports.tasks.create(make_task("b0", created_at=1003.0, owner="bob"))
+    ports.tasks.transition("a4", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("a5", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+
+    assert ports.tasks.count_active("alice", since=0) == 5
+    assert ports.tasks.count_active("alice", since=1002.0) == 2  # a3, a4; a2 is not after
+    assert ports.tasks.count_active("bob", since=0) == 1
+    assert ports.tasks.count_active("carol", since=0) == 0

@@ -46,12 +46,20 @@ def test_proxy_and_admin_routes():
         ("GET", "/tasks/{taskId}/progress"),
         ("POST", "/tasks/{taskId}/cancellation"),
         ("GET", "/models"),
+        ("GET", "/tasks"),
+        ("ANY", "/sdapi/v1/{proxy+}"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
     }
     assert routes("AdminFunction") == {
         ("POST", "/admin/models"),
         ("POST", "/admin/models/{name}/complete"),
         ("GET", "/admin/models"),
         ("DELETE", "/admin/models/{name}"),
+        ("GET", "/admin/models/{name}/upload"),
+        ("POST", "/admin/users"),
+        ("GET", "/admin/users"),
+        ("POST", "/admin/users/{name}/revoke"),
     }
 
 
@@ -72,11 +80,38 @@ def test_table_keys_are_what_the_adapters_use():
         "ModelsTable": "name",
         "FunctionsTable": "name",
         "SlotsTable": "slotId",
+        "UsersTable": "pk",
+        "IdempotencyTable": "id",  # Powertools' DynamoDBPersistenceLayer default key_attr
     }
-    [index] = tables["TasksTable"]["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "byStatus"
-    assert [k["AttributeName"] for k in index["KeySchema"]] == ["status", "createdAt"]
-    assert tables["TasksTable"]["TimeToLiveSpecification"]["AttributeName"] == "expiresAt"
+    indexes = {
+        i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]]
+        for i in tables["TasksTable"]["GlobalSecondaryIndexes"]
+    }
+    assert indexes == {"byStatus": ["status", "createdAt"], "byOwner": ["owner", "createdAt"]}
+    ttl = {
+        n: t["TimeToLiveSpecification"]["AttributeName"]
+        for n, t in tables.items()
+        if "TimeToLiveSpecification" in t
+    }
+    assert ttl == {
+        "TasksTable": "expiresAt",
+        "SlotsTable": "expiresAt",
+        "UsersTable": "expiresAt",
+        "IdempotencyTable": "expiration",  # Powertools' default expiry_attr
+    }
+
+
+def test_the_api_stage_is_throttled_by_parameters():
+    template = load_template()
+    [setting] = template["Resources"]["Api"]["Properties"]["MethodSettings"]
+    plan = resources("AWS::ApiGateway::UsagePlan")["UsagePlan"]
+    assert setting["ThrottlingRateLimit"] == plan["Throttle"]["RateLimit"]
+    assert setting["ThrottlingBurstLimit"] == plan["Throttle"]["BurstLimit"]
+    assert set(setting["ThrottlingRateLimit"].values()) <= set(template["Parameters"])
+    # our keys are checked by the functions: API Gateway's own keys are never required
+    for props in functions().values():
+        for event in props.get("Events", {}).values():
+            assert not event.get("Properties", {}).get("Auth", {}).get("ApiKeyRequired")
 
 
 def test_inference_is_an_image_built_from_the_repository_root():

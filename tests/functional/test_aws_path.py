@@ -17,8 +17,11 @@ from PIL import Image
 
 from sdcore import composition
 from sdcore.client import sha256_file
+from sdcore.domain.models import Role
 from sdcore.inference.png import read_parameters
+from sdcore.usecases.auth import create_user
 from tests.aws_template import create_resources, environment
+from tests.functional import events
 from tests.functional.events import Context, api, load
 
 REGION = "us-east-1"
@@ -68,6 +71,11 @@ def aws(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     composition.reset()
+    svc = composition.get_services()
+    _, admin_key = create_user(svc, "admin", Role.ADMIN)
+    _, user_key = create_user(svc, "user", Role.USER)
+    monkeypatch.setattr(events, "DEFAULT_HEADERS", {"Authorization": f"Bearer {user_key}"})
+    monkeypatch.setattr(events, "ADMIN_HEADERS", {"Authorization": f"Bearer {admin_key}"})
     yield {"clients": clients, "names": names, "env": env}
     composition.reset()
 
@@ -193,7 +201,7 @@ def test_proxy_control_inference_on_aws_adapters(
 
     status, result = _http(proxy, "GET", f"/tasks/{task_id}/result")
     assert status == 200 and result["status"] == "succeeded"
-    assert result["images"] == [f"outputs/{task_id}/0.png"]
+    assert result["images"] == [f"outputs/user/{task_id}/0.png"]
     png = httpx.get(result["urls"][0])
     assert png.status_code == 200
     assert Image.open(io.BytesIO(png.content)).size == (64, 64)

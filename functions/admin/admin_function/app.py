@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from admin_function.routes import router
+from sdcore.api.admin_routes import router
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
 

@@ -1,5 +1,5 @@
-"""The proxy function: the public HTTP API (API Gateway REST proxy events): the native routes
-and the webui-compatible /sdapi/v1 routes."""
+"""The proxy function: the public HTTP API (API Gateway REST proxy events): the native routes,
+the webui-compatible /sdapi/v1 routes, and the API's OpenAPI document (/openapi.json, /docs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from proxy_function.docs import DOC_PATHS, docs
 from proxy_function.routes import router
 from proxy_function.webui import router as webui_router
 from sdcore.api.auth import auth_middleware
@@ -24,4 +25,5 @@ register_error_handlers(app)
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    resolver = docs if event.get("path") in DOC_PATHS else app
+    return resolver.resolve(event, context)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from proxy_function.routes import submit
 from sdcore.api.auth import principal
@@ -35,6 +35,8 @@ _TITLE = re.compile(r"^(?P<name>.+?)(?:\.safetensors)?(?: \[[0-9a-f]{8,64}\])?$"
 class _Override(BaseModel):
     model_config = ConfigDict(extra="ignore")
     override_settings: dict[str, Any] = Field(default_factory=dict)
+    # PAI-EAS clients (seed 002) name the checkpoint and an input image link here
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
 
 
 class WebuiTxt2Img(Txt2ImgBody, _Override):
@@ -42,7 +44,16 @@ class WebuiTxt2Img(Txt2ImgBody, _Override):
 
 
 class WebuiImg2Img(Img2ImgBody, _Override):
-    pass
+    init_images: list[str] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _image_link(self) -> WebuiImg2Img:
+        link = self.alwayson_scripts.get("image_link")
+        if not self.init_images and isinstance(link, str) and link:
+            self.init_images = [link]
+        if not self.init_images:
+            raise ValueError("init_images (or alwayson_scripts.image_link) is required")
+        return self
 
 
 class WebuiExtrasSingle(ExtrasBody):
@@ -113,11 +124,16 @@ def _b64(keys: list[str]) -> list[str]:
 def _checkpoint(body: _Override, who: Principal) -> str | None:
     explicit = getattr(body, "stable_diffusion_model", None)
     override = body.override_settings.get("sd_model_checkpoint")
-    return model_name(explicit or override or _defaults(who).get("sd_model_checkpoint"))
+    eas = body.alwayson_scripts.get("sd_model_checkpoint")
+    eas = eas if isinstance(eas, str) else None
+    return model_name(explicit or override or eas or _defaults(who).get("sd_model_checkpoint"))
 
 
 def _generate(body: WebuiTxt2Img | WebuiImg2Img) -> Response[dict[str, Any]]:
     who = principal(router)
+    tag = (router.current_event.query_string_parameters or {}).get("task_id")
+    if tag and not body.taskId:  # PAI-EAS's ?task_id= tag: our client-chosen task id
+        body = body.model_copy(update={"taskId": tag})
     default_vae = _defaults(who).get("sd_vae")
     if body.sd_vae is None and default_vae not in (None, "", "Automatic", "None"):
         body = body.model_copy(update={"sd_vae": default_vae})

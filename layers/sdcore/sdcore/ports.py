@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +131,7 @@ class UserStore(ABC):
     def find_key(self, key_hash: str) -> ApiKey | None: ...
 
     @abstractmethod
-    def list_keys(self, user: str) -> list[ApiKey]: ...
+    def list_keys(self, user: str) -> builtins.list[ApiKey]: ...
 
     @abstractmethod
     def revoke_keys(self, user: str) -> int:

@@ -106,6 +106,8 @@ def _credentials(headers: dict[str, str]) -> tuple[str, str | None]:
         return key, user
     if lower.get("x-api-key"):
         return lower["x-api-key"].strip(), None
+    if auth and " " not in auth:  # a bare token, as PAI-EAS clients send it (seed 002)
+        return auth, None
     raise AuthError("missing API key: send Authorization: Bearer <key> or x-api-key")
 
 
@@ -137,7 +139,7 @@ def check_rate(svc: Services, principal: Principal) -> None:
         return
     now = svc.clock.now()
     window = int(now // 60)
-    count = svc.users.hit(f"rate#{principal.user}#{window}", (window + 2) * 60)
+    count = svc.users.hit(f"{principal.user}#{window}", (window + 2) * 60)
     if count > svc.settings.rate_per_minute:
         retry = max(1, int((window + 1) * 60 - now) + 1)
         raise OverCapError(f"over {svc.settings.rate_per_minute} requests per minute", retry)

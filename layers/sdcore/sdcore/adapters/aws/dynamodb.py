@@ -3,13 +3,17 @@ racing on one record cannot both win (the local adapters get the same from SQLit
 
 Item layout: one attribute per record field, in camelCase. Floats are stored as Decimal (DynamoDB
 has no float type); free-form dicts (`Task.info`, `FunctionRecord.resources`) are stored as JSON
-strings so that they round-trip exactly (a Decimal cannot tell 7.0 from 7).
+strings so that they round-trip exactly (a Decimal cannot tell 7.0 from 7). Index key attributes
+cannot hold an empty string, so such a field (`Task.owner`) is left out when empty and reads back
+as its default.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
+import math
 import random
 from collections.abc import Iterator
 from decimal import Decimal
@@ -22,19 +26,22 @@ from pydantic import BaseModel, TypeAdapter
 
 from sdcore.domain.models import (
     TERMINAL,
+    ApiKey,
     FunctionRecord,
     Lease,
     Model,
     ModelStatus,
     Task,
     TaskStatus,
+    User,
 )
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
-from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore
+from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
 
 logger = logging.getLogger(__name__)
 
 STATUS_INDEX = "byStatus"  # tasks GSI: status HASH, createdAt RANGE (see template.yaml)
+OWNER_INDEX = "byOwner"  # tasks GSI: owner HASH, createdAt RANGE; sparse (tasks with an owner)
 # DynamoDB's hard limit is 400 KB per item; refuse well before it with a clear error.
 MAX_ITEM_BYTES = 350 * 1024
 
@@ -91,24 +98,31 @@ def _adapter(cls: type[BaseModel], field: str) -> TypeAdapter[Any]:
 class _Codec(Generic[R]):
     """Record <-> item, field by field, so partial updates use the same encoding as full puts."""
 
-    def __init__(self, cls: type[R], key_field: str, json_fields: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        cls: type[R],
+        key_field: str,
+        json_fields: frozenset[str] = frozenset(),
+        omit_empty: frozenset[str] = frozenset(),
+    ):
         self.cls = cls
         self.key_field = key_field
         self.key_attr = _camel(key_field)
         self.json_fields = json_fields
+        # index keys: DynamoDB refuses "" there, so an empty value is not stored (or is removed)
+        self.omit_empty = omit_empty
         self.attr = {field: _camel(field) for field in cls.model_fields}
         self.field = {attr: field for field, attr in self.attr.items()}
 
     def _encode(self, field: str, value: Any) -> Any:
-        if value is None:
+        if value is None or (value == "" and field in self.omit_empty):
             return None
         return json.dumps(value) if field in self.json_fields else to_dynamo(value)
 
     def item(self, record: R) -> dict[str, Any]:
         data = record.model_dump(mode="json")
-        item = {
-            self.attr[f]: _serialize(self._encode(f, v)) for f, v in data.items() if v is not None
-        }
+        encoded = {self.attr[f]: self._encode(f, v) for f, v in data.items()}
+        item = {attr: _serialize(v) for attr, v in encoded.items() if v is not None}
         _check_size(item, self.cls.__name__.lower())
         return item
 
@@ -178,7 +192,7 @@ def _scan(client: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
 
 
 class DynamoDBTaskStore(TaskStore):
-    codec: _Codec[Task] = _Codec(Task, "task_id", frozenset({"info"}))
+    codec: _Codec[Task] = _Codec(Task, "task_id", frozenset({"info"}), frozenset({"owner"}))
 
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
@@ -291,6 +305,79 @@ class DynamoDBTaskStore(TaskStore):
                 break
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return out[:limit]
+
+    def list_by_owner(
+        self,
+        owner: str,
+        status: TaskStatus | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Task]:
+        """The byOwner index, newest first. The index orders items by createdAt only: items that
+        share a createdAt come in any order, so the page is cut only after the whole group of
+        its last createdAt is read, then ordered by (createdAt, taskId) like the local store."""
+        if not owner or limit <= 0:
+            return []  # tasks without an owner are not in the (sparse) index
+        names = {"#o": "owner"}
+        values: dict[str, Any] = {":o": {"S": owner}}
+        key = "#o = :o"
+        if before is not None:
+            key += " AND createdAt <= :c"  # <=: the cursor's own createdAt may have more items
+            values[":c"] = _serialize(float(before[0]))
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": key,
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#st = :s"
+            names["#st"] = "status"
+            values[":s"] = {"S": status.value}
+        kwargs["ExpressionAttributeNames"] = names
+        kwargs["ExpressionAttributeValues"] = values
+
+        found: list[Task] = []
+        while True:
+            resp = self.client.query(**kwargs)
+            for item in resp.get("Items", []):
+                task = self.codec.record(item)
+                if before is not None and (task.created_at, task.task_id) >= before:
+                    continue  # at or after the cursor (a tie on createdAt)
+                found.append(task)
+            if len(found) > limit and found[-1].created_at < found[limit - 1].created_at:
+                break  # the group of the page's last createdAt is complete
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        found.sort(key=lambda t: (t.created_at, t.task_id), reverse=True)
+        return found[:limit]
+
+    def count_active(self, owner: str, since: float) -> int:
+        if not owner:
+            return 0
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "#o = :o AND createdAt > :since",
+            "FilterExpression": "#st IN (:q, :r)",
+            "ExpressionAttributeNames": {"#o": "owner", "#st": "status"},
+            "ExpressionAttributeValues": {
+                ":o": {"S": owner},
+                ":since": _serialize(float(since)),
+                ":q": {"S": TaskStatus.QUEUED.value},
+                ":r": {"S": TaskStatus.RUNNING.value},
+            },
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            resp = self.client.query(**kwargs)
+            count += int(resp.get("Count", 0))
+            if "LastEvaluatedKey" not in resp:
+                return count
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 class DynamoDBModelStore(ModelStore):
@@ -554,3 +641,181 @@ class DynamoDBSlotStore(SlotStore):
             lease.slots.append(item["slotId"])
             lease.expires_at = min(lease.expires_at, item["expiresAt"])
         return list(leases.values())
+
+
+class DynamoDBUserStore(UserStore):
+    """Users, their API keys and rate counters in one table keyed by the string `pk`:
+
+    - ``user#<name>``: the User fields (camelCase), plus ``keyHashes``, a string set of the
+      sha256 of every key of the user (absent until the first key). It is how list_keys and
+      revoke_keys find the keys with consistent reads and no index: a GSI on the key items
+      would be eventually consistent, and a revocation must not miss a key created a moment ago.
+    - ``key#<sha256>``: the ApiKey fields; find_key is one consistent GetItem.
+    - ``rate#<counter>``: ``value`` (a number kept by atomic ADD) and ``expiresAt``, the table's
+      TTL attribute (DynamoDB deletes the item some time after it passes).
+
+    `put_key` writes the key item and adds its hash to the user's set in one transaction, on
+    the condition that the user exists (NotFoundError otherwise).
+    """
+
+    users: _Codec[User] = _Codec(User, "name")
+    keys: _Codec[ApiKey] = _Codec(ApiKey, "key_hash")
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    @staticmethod
+    def _pk(kind: str, value: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{kind}#{value}"}}
+
+    def create(self, user: User) -> None:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={**self._pk("user", user.name), **self.users.item(user)},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise ConflictError(f"user {user.name} exists") from None
+            raise
+
+    def _get_user_item(self, name: str) -> dict[str, Any] | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self._pk("user", name), ConsistentRead=True
+        )
+        return resp.get("Item")
+
+    def get(self, name: str) -> User:
+        item = self._get_user_item(name)
+        if item is None:
+            raise NotFoundError(f"user {name} not found")
+        return self.users.record(item)
+
+    def list(self) -> list[User]:
+        # A scan, filtered to user items: admin listings are rare; keys and counters are skipped.
+        items = _scan(
+            self.client,
+            TableName=self.table,
+            ConsistentRead=True,
+            FilterExpression="begins_with(pk, :user)",
+            ExpressionAttributeValues={":user": {"S": "user#"}},
+        )
+        return sorted((self.users.record(i) for i in items), key=lambda u: u.name)
+
+    def update(self, name: str, **fields: Any) -> User:
+        if not fields:
+            return self.get(name)
+        expression, names, values = _update_expression(self.users.fields(fields))
+        kwargs: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
+        try:
+            resp = self.client.update_item(
+                TableName=self.table,
+                Key=self._pk("user", name),
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ReturnValues="ALL_NEW",
+                **kwargs,
+            )
+        except ClientError as e:
+            if _code(e) == "ConditionalCheckFailedException":
+                raise NotFoundError(f"user {name} not found") from None
+            raise
+        return self.users.record(resp["Attributes"])
+
+    def put_key(self, key: ApiKey) -> None:
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": {**self._pk("key", key.key_hash), **self.keys.item(key)},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": self._pk("user", key.user),
+                            "UpdateExpression": "ADD keyHashes :h",
+                            "ConditionExpression": "attribute_exists(pk)",
+                            "ExpressionAttributeValues": {":h": {"SS": [key.key_hash]}},
+                        }
+                    },
+                ]
+            )
+        except ClientError as e:
+            reasons = e.response.get("CancellationReasons") or []
+            if len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+                raise NotFoundError(f"user {key.user} not found") from None
+            raise
+
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        resp = self.client.get_item(
+            TableName=self.table, Key=self._pk("key", key_hash), ConsistentRead=True
+        )
+        return self.keys.record(resp["Item"]) if "Item" in resp else None
+
+    # builtins.list: in this class `list` is the method
+    def _key_hashes(self, user: str) -> builtins.list[str]:
+        item = self._get_user_item(user)
+        return sorted(item.get("keyHashes", {}).get("SS", [])) if item else []
+
+    def list_keys(self, user: str) -> builtins.list[ApiKey]:
+        hashes = self._key_hashes(user)
+        found: builtins.list[ApiKey] = []
+        for start in range(0, len(hashes), 100):
+            request: Any = {
+                self.table: {
+                    "Keys": [self._pk("key", h) for h in hashes[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                resp = self.client.batch_get_item(RequestItems=request)
+                items = resp.get("Responses", {}).get(self.table, [])
+                found += [self.keys.record(i) for i in items]
+                request = resp.get("UnprocessedKeys") or None
+        mine = [k for k in found if k.user == user]  # a key re-put under another user is theirs
+        return sorted(mine, key=lambda k: (k.created_at, k.key_hash))
+
+    def revoke_keys(self, user: str) -> int:
+        revoked = 0
+        for key_hash in self._key_hashes(user):
+            try:
+                # Conditional per key: two concurrent revocations count each key once.
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=self._pk("key", key_hash),
+                    UpdateExpression="SET revoked = :yes",
+                    ConditionExpression="attribute_exists(pk) AND #u = :u AND revoked = :no",
+                    ExpressionAttributeNames={"#u": "user"},
+                    ExpressionAttributeValues={
+                        ":yes": {"BOOL": True},
+                        ":no": {"BOOL": False},
+                        ":u": {"S": user},
+                    },
+                )
+            except ClientError as e:
+                if _code(e) != "ConditionalCheckFailedException":
+                    raise
+                continue
+            revoked += 1
+        return revoked
+
+    def hit(self, counter: str, expires_at: float) -> int:
+        resp = self.client.update_item(
+            TableName=self.table,
+            Key=self._pk("rate", counter),
+            # expiresAt is set by the first hit only, like the local store (TTL takes whole seconds)
+            UpdateExpression="ADD #v :one SET expiresAt = if_not_exists(expiresAt, :e)",
+            ExpressionAttributeNames={"#v": "value"},
+            ExpressionAttributeValues={
+                ":one": {"N": "1"},
+                ":e": {"N": str(math.ceil(expires_at))},
+            },
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(resp["Attributes"]["value"]["N"])

@@ -1,4 +1,7 @@
-"""Model management: multipart upload into storage, verification, listing, deletion."""
+"""Admin routes: users and API keys, model upload into storage, verification, listing, deletion.
+
+They live in the shared package so the proxy can describe them in its OpenAPI document; only the
+admin function serves them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,48 @@
+"""The OpenAPI document and Swagger UI of the whole API: native, webui and admin routes. A
+resolver of its own that only describes routes (the proxy and admin functions serve them)."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.models import (
+    APIKey,
+    APIKeyIn,
+    HTTPBase,
+    HTTPBearer,
+)
+
+from proxy_function.routes import router
+from proxy_function.webui import router as webui_router
+from sdcore.api.admin_routes import router as admin_router
+
+DOC_PATHS = frozenset({"/docs", "/openapi.json"})
+TITLE = "Serverless Stable Diffusion API"
+SECURITY = {
+    "bearer": HTTPBearer(description="Authorization: Bearer <API key>"),
+    "apiKey": APIKey(name="x-api-key", **{"in": APIKeyIn.header}),
+    "basic": HTTPBase(scheme="basic", description="webui clients: <user>:<API key>"),
+}
+
+docs = APIGatewayRestResolver(enable_validation=True)
+# Include here first: a router's context follows the last resolver that includes it, and the
+# proxy app (which includes them next) must own it.
+for _router in (router, webui_router, admin_router):
+    docs.include_router(_router)
+docs.enable_swagger(
+    path="/docs",
+    title=TITLE,
+    version="1.0",
+    security_schemes=SECURITY,
+    security=[{"bearer": []}, {"apiKey": []}, {"basic": []}],
+)
+
+
+@docs.get("/openapi.json", include_in_schema=False)
+def openapi_json() -> Response[str]:
+    body = docs.get_openapi_json_schema(
+        title=TITLE,
+        version="1.0",
+        security_schemes=SECURITY,
+        security=[{"bearer": []}, {"apiKey": []}, {"basic": []}],
+    )
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)

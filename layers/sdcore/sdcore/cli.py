@@ -1,0 +1,350 @@
+"""`sd`: the API from the command line.
+
+    sd txt2img "a red circle" --steps 20 --wait --out images/
+    sd img2img "a blue circle" --image in.png --mask mask.png --denoise 0.6 --wait
+    sd tasks list --status succeeded --limit 5
+    sd tasks show TASK_ID | sd tasks cancel TASK_ID
+    sd models list | sd models upload model.safetensors --name sd15 | sd models delete sd15
+
+--url (env SD_URL, default http://127.0.0.1:7860); --key (env SD_API_KEY, else the local stack's
+${SD_DATA_DIR:-./local-data}/credentials.json: admin_key for `models upload|delete`, user_key
+otherwise). Exit status: 0 ok, 1 API error or failed task (message on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sdcore.client import (
+    TERMINAL_STATUSES,
+    ApiError,
+    ChecksumError,
+    Client,
+    Progress,
+    TaskResult,
+    UploadEvent,
+)
+
+DEFAULT_URL = "http://127.0.0.1:7860"
+ADMIN_COMMANDS = {("models", "upload"), ("models", "delete")}
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit status 2)."""
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def resolve_key(args: argparse.Namespace) -> str | None:
+    """--key, else SD_API_KEY, else the local stack's credentials file (admin key for the admin
+    commands, the user key otherwise); None when there is none."""
+    if args.key:
+        return str(args.key)
+    path = Path(os.environ.get("SD_DATA_DIR") or "./local-data") / "credentials.json"
+    if not path.is_file():
+        return None
+    try:
+        creds = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = (
+        "admin_key"
+        if (args.command, getattr(args, "action", None)) in ADMIN_COMMANDS
+        else "user_key"
+    )
+    key = creds.get(wanted) if isinstance(creds, dict) else None
+    return str(key) if key else None
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def _generation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt")
+    parser.add_argument("--negative", help="negative prompt")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--sampler", help="sampler_name, e.g. 'Euler a'")
+    parser.add_argument("--cfg", type=float, help="cfg_scale")
+    parser.add_argument("--batch", type=int, help="batch_size")
+    parser.add_argument("--model", help="stable_diffusion_model")
+    parser.add_argument(
+        "--async", dest="async_", action="store_true", help="answer the task id at once"
+    )
+    parser.add_argument(
+        "--wait", action="store_true", help="show progress until the task ends, then download"
+    )
+    parser.add_argument("--out", type=Path, help="download the images here (--wait: default .)")
+
+
+def _common_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "negative_prompt": args.negative,
+        "seed": args.seed,
+        "steps": args.steps,
+        "cfg_scale": args.cfg,
+        "width": args.width,
+        "height": args.height,
+        "sampler_name": args.sampler,
+        "batch_size": args.batch,
+        "stable_diffusion_model": args.model,
+    }
+
+
+def _wait_with_bar(client: Client, task_id: str) -> TaskResult:
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", desc=task_id[:12], bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+        def on_progress(p: Progress) -> None:
+            state = p.get("state") or {}
+            bar.n = round(100 * float(p.get("progress") or 0.0))
+            postfix: str = p["status"]
+            if state.get("samplingSteps"):
+                postfix += f" step {state['samplingStep']}/{state['samplingSteps']}"
+            if (state.get("jobCount") or 0) > 1:
+                postfix += f" job {state.get('jobNo', 0) + 1}/{state['jobCount']}"
+            if p["status"] == "running" and p.get("etaRelative"):
+                postfix += f" eta {p['etaRelative']:.1f}s"
+            bar.set_postfix_str(postfix, refresh=False)
+            bar.refresh()
+
+        return client.wait(task_id, on_progress=on_progress, poll_s=0.3)
+
+
+def _finish(client: Client, args: argparse.Namespace, answer: TaskResult) -> int:
+    """Wait (--wait), download (--wait or --out), print the result; 1 if the task failed."""
+    if args.async_ and not args.wait:
+        _print_json(answer)
+        return 0
+    result = answer
+    if args.wait and answer["status"] not in TERMINAL_STATUSES:
+        result = _wait_with_bar(client, answer["taskId"])
+    elif answer["status"] not in TERMINAL_STATUSES:  # a sync request that outlasted the wait
+        _print_json(answer)
+        print(
+            f"task {answer['taskId']} is still {answer['status']}: "
+            f"`sd tasks show {answer['taskId']}` later, or use --wait",
+            file=sys.stderr,
+        )
+        return 0
+    out: dict[str, Any] = dict(result)
+    out_dir = args.out if args.out is not None else (Path(".") if args.wait else None)
+    if result["status"] == "succeeded" and out_dir is not None:
+        out["files"] = [str(p) for p in client.download(result, out_dir)]
+    _print_json(out)
+    if result["status"] != "succeeded":
+        reason = result.get("error") or result["status"]
+        print(f"task {result['taskId']} {result['status']}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_txt2img(client: Client, args: argparse.Namespace) -> int:
+    answer = client.txt2img(args.prompt, async_=args.async_ or args.wait, **_common_fields(args))
+    return _finish(client, args, answer)
+
+
+def cmd_img2img(client: Client, args: argparse.Namespace) -> int:
+    for path in (args.image, args.mask):
+        if path is not None and not path.is_file():
+            raise UsageError(f"no such file: {path}")
+    answer = client.img2img(
+        args.prompt,
+        [args.image],
+        mask=args.mask,
+        denoising_strength=args.denoise,
+        async_=args.async_ or args.wait,
+        **_common_fields(args),
+    )
+    return _finish(client, args, answer)
+
+
+# --- tasks and models ------------------------------------------------------------------------
+
+
+def cmd_tasks(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        _print_json(list(client.list_tasks(status=args.status, limit=args.limit)))
+    elif args.action == "show":
+        _print_json(client.result(args.task_id))
+    else:
+        _print_json(client.cancel(args.task_id))
+    return 0
+
+
+def _upload(client: Client, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if not args.file.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    size = args.file.stat().st_size
+    bars: dict[str, Any] = {}
+
+    def on_progress(event: UploadEvent) -> None:
+        if event.phase == "hash":
+            bar = bars.get("hash")
+            if bar is None:
+                bar = bars["hash"] = tqdm(
+                    total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="sha256"
+                )
+            bar.update(event.bytes_done - bar.n)
+            if event.sha256:
+                bar.close()
+                print(f"sha256 {event.sha256}", file=sys.stderr)
+        elif event.phase == "part":
+            bar = bars.get("upload")
+            if bar is None:
+                bar = bars["upload"] = tqdm(
+                    total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="upload"
+                )
+            bar.update(event.bytes_done - bar.n)
+            if event.skipped:
+                bar.write(f"part {event.part_number} already on the server: skipped")
+        elif event.phase == "complete" and "upload" in bars:
+            bars["upload"].close()
+
+    try:
+        done = client.upload_model(
+            args.file,
+            args.name,
+            type=args.type,
+            config=args.config,
+            parallel=args.parallel,
+            on_progress=on_progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    _print_json(done)
+    return 0
+
+
+def cmd_models(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        _print_json(client.models())
+        return 0
+    if args.action == "upload":
+        return _upload(client, args)
+    _print_json(client.delete_model(args.name))
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def _connection_args(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--url", default=default, help=f"API base URL (env SD_URL, default {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--key",
+        default=default,
+        help="API key (env SD_API_KEY, else ${SD_DATA_DIR:-./local-data}/credentials.json)",
+    )
+    parser.add_argument("--timeout", type=float, default=default, help="HTTP timeout in seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sd", description="Client of the serverless Stable Diffusion API."
+    )
+    _connection_args(parser, argparse.SUPPRESS)
+    # the same options after the command too (`sd tasks list --url ...`)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_args(common, argparse.SUPPRESS)
+    parser.set_defaults(
+        url=os.environ.get("SD_URL") or DEFAULT_URL,
+        key=os.environ.get("SD_API_KEY") or None,
+        timeout=60.0,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    txt2img = commands.add_parser("txt2img", parents=[common], help="text to image")
+    _generation_args(txt2img)
+    txt2img.set_defaults(run=cmd_txt2img)
+
+    img2img = commands.add_parser(
+        "img2img", parents=[common], help="image to image (inpainting with --mask)"
+    )
+    _generation_args(img2img)
+    img2img.add_argument("--image", type=Path, required=True, help="init image file")
+    img2img.add_argument("--mask", type=Path, help="mask image file (white = repaint)")
+    img2img.add_argument("--denoise", type=float, help="denoising_strength 0..1")
+    img2img.set_defaults(run=cmd_img2img)
+
+    tasks = commands.add_parser("tasks", help="list, show or cancel tasks")
+    task_actions = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = task_actions.add_parser(
+        "list", parents=[common], help="your tasks, newest first (JSON)"
+    )
+    listing.add_argument(
+        "--status", choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    listing.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    task_actions.add_parser("show", parents=[common], help="a task's result (JSON)").add_argument(
+        "task_id"
+    )
+    task_actions.add_parser("cancel", parents=[common], help="cancel a task").add_argument(
+        "task_id"
+    )
+    tasks.set_defaults(run=cmd_tasks)
+
+    models = commands.add_parser("models", help="list, upload or delete models")
+    model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    model_actions.add_parser("list", parents=[common], help="the models and their status (JSON)")
+    upload = model_actions.add_parser(
+        "upload", parents=[common], help="upload a model file (admin key; resumes)"
+    )
+    upload.add_argument("file", type=Path)
+    upload.add_argument("--name", required=True)
+    upload.add_argument("--type", default="checkpoint")
+    upload.add_argument("--config", default="sd15", help="sd15 (default), tiny-sd, ...")
+    upload.add_argument("--parallel", type=int, default=4, help="parts in flight (default 4)")
+    model_actions.add_parser(
+        "delete", parents=[common], help="delete a model (admin key)"
+    ).add_argument("name")
+    models.set_defaults(run=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on a usage error
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    if getattr(args, "parallel", None) is not None and args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    try:
+        with Client(args.url, api_key=resolve_key(args), timeout=args.timeout) as client:
+            return int(args.run(client, args))
+    except UsageError as exc:
+        parser.error(str(exc))
+    except ApiError as exc:
+        print(f"sd: {exc}", file=sys.stderr)
+    except ChecksumError as exc:
+        print(f"sd: {exc}", file=sys.stderr)
+    except httpx.HTTPError as exc:
+        print(f"sd: cannot reach {args.url}: {exc}", file=sys.stderr)
+    except TimeoutError as exc:
+        print(f"sd: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("sd: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
