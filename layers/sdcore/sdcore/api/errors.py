@@ -7,7 +7,10 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 
 from sdcore.errors import (
     AuthError,
@@ -45,6 +48,32 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
             for e in exc.errors()
         ]
         return _validation(detail)
+
+    def _unsupported() -> Response:
+        message = "send Content-Type: application/json"
+        return json_response(415, {"error": "unsupported_media_type", "message": message})
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _media_type(exc: RequestUnsupportedContentType) -> Response:
+        return _unsupported()
+
+    @app.exception_handler(ValueError)
+    def _value(exc: ValueError) -> Response:
+        # Powertools parses form bodies itself and raises ValueError on malformed ones (e.g.
+        # multipart without a boundary); every route here takes JSON
+        headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
+        ctype = headers.get("content-type") or ""
+        if ctype and not ctype.lower().startswith("application/json"):
+            return _unsupported()
+        log.exception("unhandled error on %s", app.current_event.path)
+        return json_response(500, {"error": "internal_error", "message": "internal error"})
+
+    @app.exception_handler(UnicodeDecodeError)
+    def _not_utf8(exc: UnicodeDecodeError) -> Response:
+        # Powertools decodes the body lazily, when validation reads it
+        return _validation(
+            [{"loc": ["body"], "msg": "body is not UTF-8 JSON", "type": "json_invalid"}]
+        )
 
     @app.exception_handler(InvalidInputError)
     def _invalid(exc: InvalidInputError) -> Response:

@@ -189,4 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionError):
             self.close_connection = True
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _route  # noqa: N815
+    def __getattr__(self, name: str) -> Any:
+        # every method goes to the functions, which answer 404/405 for what they don't serve
+        # (BaseHTTPRequestHandler would answer 501 for a method it has no do_<METHOD> for)
+        if name.startswith("do_"):
+            return self._route
+        raise AttributeError(name)
