@@ -81,6 +81,29 @@ class RunningStack:
         self.stop()
         raise RuntimeError(f"stack did not come up:\n{self.log.read_text()[-4000:]}")
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean shutdown (its worker processes are orphaned)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def workers(self) -> list[int]:
+        """Pids of the stack's inference worker processes."""
+        if self.proc is None:
+            return []
+        pids = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+                cmdline = (status.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            ppid = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("PPid:")), "")
+            if ppid == str(self.proc.pid) and b"sdcore.local.worker" in cmdline:
+                pids.append(int(status.parent.name))
+        return pids
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

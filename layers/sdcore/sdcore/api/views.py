@@ -22,6 +22,7 @@ def task_result(svc: Services, task: Task) -> dict[str, Any]:
         "parameters": wire_parameters(task),
         "info": task.info,
         "error": task.error,
+        "attempts": task.attempts,
         "timings": {
             "createdAt": iso(task.created_at),
             "startedAt": iso(task.started_at),

@@ -85,6 +85,8 @@ class Task(BaseModel):
     keep: bool = True
     attempts: int = 0
     expires_at: int | None = None
+    # the slots the running task holds, so the reaper can give them back if its worker dies
+    lease: Lease | None = None
 
 
 class ModelType(StrEnum):

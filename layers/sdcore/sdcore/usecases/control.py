@@ -115,4 +115,6 @@ def reap_lost(svc: Services) -> list[str]:
             task_ended(svc, lost)
         except StaleWriteError:
             continue
+        if task.lease is not None:  # its worker will never release them
+            svc.slots.release(task.lease)
     return reaped
