@@ -10,7 +10,8 @@ import json
 import pytest
 
 from sdcore.adapters.aws import DynamoDBFunctionStore, LambdaWorkerFleet
-from sdcore.domain.models import Model
+from sdcore.domain.models import FunctionChanges, Model
+from sdcore.errors import NotFoundError
 from sdcore.ports import function_name
 from sdcore.settings import Settings
 
@@ -143,3 +144,44 @@ def test_without_an_image_setting_the_default_function_lends_its_image(fleet, aw
     expected = lent.get("ResolvedImageUri") or lent["ImageUri"]  # pinned to the digest
     assert lam.get_function(FunctionName=record.name)["Code"]["ImageUri"] == expected
     assert record.resources["imageUri"] == expected
+
+
+def test_update_applies_memory_timeout_env_and_image_and_keeps_its_own_env(fleet, aws_stack):
+    model = make_model()
+    record = fleet.ensure(model)
+    lam = aws_stack.client("lambda")
+    own = lam.get_function(FunctionName=record.name)["Configuration"]["Environment"]["Variables"]
+    image = IMAGE.replace("v1", "v3")
+
+    updated = fleet.update(
+        model.name,
+        FunctionChanges(
+            memory_mb=4096,
+            timeout_s=300,
+            cpu=2.0,
+            env={"HF_HOME": "/tmp/hf", "SD_MODEL_NAME": "ignored"},  # an own name: kept as is
+            extra_args=["--lowvram", "a b"],
+            image=image,
+        ),
+    )
+
+    function = lam.get_function(FunctionName=record.name)
+    config = function["Configuration"]
+    assert (config["MemorySize"], config["Timeout"]) == (4096, 300)
+    env = config["Environment"]["Variables"]
+    assert env["HF_HOME"] == "/tmp/hf"
+    assert {k: env[k] for k in own} == own  # SD_MODEL_NAME and the rest untouched
+    assert env["SD_EXTRA_ARGS"] == "--lowvram 'a b'"
+    assert function["Code"]["ImageUri"] == image
+    stored = fleet.functions.get(record.name)
+    assert stored == updated
+    assert stored.resources["memoryMb"] == 4096 and stored.resources["timeoutS"] == 300
+    assert stored.resources["imageUri"] == image and stored.resources["cpu"] == 2.0
+    assert stored.resources["extraArgs"] == ["--lowvram", "a b"]
+    # a later ensure (every dispatch) keeps what the admin set
+    assert fleet.ensure(model).resources == stored.resources
+
+
+def test_update_of_a_model_without_function_is_not_found(fleet):
+    with pytest.raises(NotFoundError):
+        fleet.update("never used", FunctionChanges(memory_mb=4096))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 NOW = 1_000_000.0
 
@@ -112,6 +112,7 @@ def test_caps_hold_when_tasks_race(ports):
         # moto's DynamoDB is not thread-safe (it loses concurrent writes, seen under load), so a
         # threaded race there tests moto, not the adapter; its conditions are checked above
         pytest.skip("moto is not thread-safe; the DynamoDB conditions are tested sequentially")
+
     # Given 16 tasks over two models, acquiring from 8 threads at once
     def take(i):
         return acquire(ports, f"t{i}", "a" if i % 2 else "b", global_cap=3, model_cap=2)

@@ -270,3 +270,19 @@ def test_count_active_counts_queued_and_running_since(ports):
     assert ports.tasks.count_active("alice", since=1002.0) == 2  # a3, a4; a2 is not after
     assert ports.tasks.count_active("bob", since=0) == 1
     assert ports.tasks.count_active("carol", since=0) == 0
+
+
+def test_count_waiting_high_counts_queued_high_priority_tasks_after_since(ports):
+    # Given high and normal tasks, queued, running and finished, old and new
+    ports.tasks.create(make_task("h1", created_at=1000.0, priority=1))
+    ports.tasks.create(make_task("h2", created_at=1010.0, priority=1))
+    ports.tasks.create(make_task("h3", created_at=1020.0, priority=1))
+    ports.tasks.create(make_task("n1", created_at=1030.0))
+    ports.tasks.create(make_task("old", created_at=500.0, priority=1))
+    ports.tasks.transition("h3", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+
+    # Then only the queued high ones created after `since` count
+    assert ports.tasks.count_waiting_high(900.0) == 2
+    assert ports.tasks.count_waiting_high(1005.0) == 1
+    assert ports.tasks.count_waiting_high(0.0) == 3
+    assert ports.tasks.get("h1").priority == 1 and ports.tasks.get("n1").priority == 0

@@ -60,6 +60,10 @@ def test_proxy_and_admin_routes():
         ("POST", "/admin/users"),
         ("GET", "/admin/users"),
         ("POST", "/admin/users/{name}/revoke"),
+        ("POST", "/admin/users/{name}/keys"),
+        ("GET", "/admin/functions"),
+        ("POST", "/admin/functions/batch-update"),
+        ("POST", "/admin/functions/delete"),
     }
 
 

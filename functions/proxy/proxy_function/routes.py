@@ -53,6 +53,7 @@ def submit(
             is_admin=who.is_admin,
             webhook=body.webhook,
             task_id=body.taskId,
+            priority=body.priority,
         )
         return task.task_id
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from sdcore.domain.models import (
     ApiKey,
+    FunctionChanges,
     FunctionRecord,
     Lease,
     Model,
@@ -77,6 +78,10 @@ class TaskStore(ABC):
     @abstractmethod
     def count_active(self, owner: str, since: float) -> int:
         """How many of the owner's tasks created after `since` are queued or running."""
+
+    @abstractmethod
+    def count_waiting_high(self, since: float) -> int:
+        """How many high-priority tasks (priority 1) created after `since` are queued."""
 
 
 class ModelStore(ABC):
@@ -157,6 +162,11 @@ class FunctionStore(ABC):
     @abstractmethod
     def delete(self, name: str) -> None: ...
 
+    @abstractmethod
+    def touch(self, name: str, last_used: float) -> None:
+        """Set only `last_used` (a put of a record read earlier could undo an admin's update);
+        no error if the record is gone."""
+
 
 class SlotStore(ABC):
     @abstractmethod
@@ -187,8 +197,9 @@ class Message(BaseModel):
 
 class Queue(ABC):
     @abstractmethod
-    def send(self, body: dict[str, Any], delay_s: float = 0) -> str:
-        """Enqueue; return the message id."""
+    def send(self, body: dict[str, Any], delay_s: float = 0, priority: int = 0) -> str:
+        """Enqueue; return the message id. Where the queue can order by `priority` (the local
+        one can, SQS cannot) a higher one is received first among visible messages."""
 
     @abstractmethod
     def receive(self, max_messages: int = 10, visibility_s: float = 30) -> list[Message]:
@@ -285,6 +296,18 @@ class WorkerFleet(ABC):
     @abstractmethod
     def delete(self, model_name: str) -> None:
         """Remove the function of `model_name` (no error if there is none)."""
+
+    @abstractmethod
+    def update(self, model_name: str, changes: FunctionChanges) -> FunctionRecord:
+        """Apply an admin's changes to the function of `model_name` and record its new resources.
+
+        Raises
+        ------
+        NotFoundError
+            `model_name` has no function.
+        InvalidInputError
+            The backend refused a value (a memory size or timeout out of its range).
+        """
 
     @abstractmethod
     def list(self) -> list[FunctionRecord]: ...

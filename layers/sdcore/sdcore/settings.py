@@ -37,6 +37,7 @@ _ENV = {
     "task_ttl_days": "SD_TASK_TTL_DAYS",
     "lease_s": "SD_LEASE_SECONDS",
     "heartbeat_stale_s": "SD_HEARTBEAT_STALE_SECONDS",
+    "max_attempts": "SD_MAX_ATTEMPTS",
     "progress_interval_s": "SD_PROGRESS_INTERVAL",
     "url_expires_s": "SD_URL_EXPIRES",
     "requeue_delay_s": "SD_REQUEUE_DELAY",
@@ -52,6 +53,7 @@ _ENV = {
     "inference_function": "SD_INFERENCE_FUNCTION",
     "model_cache_dir": "SD_MODEL_CACHE_DIR",
     "device": "SD_DEVICE",
+    "extra_args": "SD_EXTRA_ARGS",
 }
 
 
@@ -96,6 +98,9 @@ class Settings(BaseModel):
     task_ttl_days: int = 30
     lease_s: int = 960
     heartbeat_stale_s: float = 60.0
+    # runs a task may start; a lost worker's task is retried while it has attempts left
+    # (1: never retried, as seed 002's max_delivery=1)
+    max_attempts: int = Field(1, ge=1)
     progress_interval_s: float = 0.5
     url_expires_s: int = 3600
     requeue_delay_s: float = 1.0
@@ -106,6 +111,8 @@ class Settings(BaseModel):
     model_key: str = ""
     model_cache_dir: Path = Path("/tmp/sd-models")
     device: str = "auto"
+    # the admin's extra arguments for this inference function (shell words; batch-update sets them)
+    extra_args: str = ""
 
     @property
     def base_url(self) -> str:

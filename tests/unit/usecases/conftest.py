@@ -21,7 +21,13 @@ from sdcore.adapters.local.stores import (
     SqliteUserStore,
 )
 from sdcore.clock import Clock, IdFactory
-from sdcore.domain.models import FunctionRecord, GenerationParams, Model, ModelStatus
+from sdcore.domain.models import (
+    FunctionChanges,
+    FunctionRecord,
+    GenerationParams,
+    Model,
+    ModelStatus,
+)
 from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
 from sdcore.ports import WorkerFleet, function_name
 from sdcore.services import Services
@@ -32,6 +38,7 @@ class RecordingFleet(WorkerFleet):
     def __init__(self) -> None:
         self.invocations: list[tuple[str, dict[str, Any]]] = []
         self.deleted: list[str] = []
+        self.updated: list[tuple[str, FunctionChanges]] = []
         self.status = "active"
 
     def ensure(self, model: Model) -> FunctionRecord:
@@ -43,6 +50,11 @@ class RecordingFleet(WorkerFleet):
 
     def delete(self, model_name: str) -> None:
         self.deleted.append(model_name)
+
+    def update(self, model_name: str, changes: FunctionChanges) -> FunctionRecord:
+        self.updated.append((model_name, changes))
+        name = function_name("sd", model_name)
+        return FunctionRecord(name=name, model=model_name, status=self.status, created_at=0)
 
     def list(self) -> list[FunctionRecord]:
         return []

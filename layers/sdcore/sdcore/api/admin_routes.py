@@ -1,4 +1,5 @@
-"""Admin routes: users and API keys, model upload into storage, verification, listing, deletion.
+"""Admin routes: users and API keys, model upload into storage, verification, listing, deletion,
+and the inference functions (one per checkpoint).
 
 They live in the shared package so the proxy can describe them in its OpenAPI document; only the
 admin function serves them."""
@@ -11,12 +12,19 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from sdcore.api.errors import json_response
-from sdcore.api.schemas import CompleteBody, ModelUploadBody, UserBody
+from sdcore.api.schemas import (
+    CompleteBody,
+    FunctionsDeleteBody,
+    FunctionsUpdateBody,
+    ModelUploadBody,
+    UserBody,
+)
 from sdcore.clock import iso
 from sdcore.composition import get_services
-from sdcore.domain.models import Model, User
+from sdcore.domain.models import FunctionRecord, Model, User
 from sdcore.ports import UploadedPart
 from sdcore.usecases import auth as auth_cases
+from sdcore.usecases import functions as function_cases
 from sdcore.usecases import models as model_cases
 
 router = APIGatewayRouter()
@@ -34,6 +42,18 @@ def _model(m: Model) -> dict[str, Any]:
         "error": m.error,
         "registeredTime": iso(m.registered_at),
         "lastModificationTime": iso(m.modified_at),
+    }
+
+
+def _function(f: FunctionRecord) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "model": f.model,
+        "resources": f.resources,
+        "status": f.status,
+        "lastUsed": iso(f.last_used),
+        "pid": f.pid,  # a local worker process; None on AWS
+        "createdTime": iso(f.created_at),
     }
 
 
@@ -133,3 +153,22 @@ def list_models() -> list[dict[str, Any]]:
 def delete_model(name: str) -> dict[str, Any]:
     """Delete a model, its file and its inference function."""
     return _model(model_cases.delete_model(get_services(), name))
+
+
+@router.get("/admin/functions")
+def list_functions() -> list[dict[str, Any]]:
+    """Every inference function: its model, resources, status and when it was last used."""
+    return [_function(f) for f in function_cases.list_functions(get_services())]
+
+
+@router.post("/admin/functions/batch-update")
+def update_functions(body: FunctionsUpdateBody) -> list[dict[str, Any]]:
+    """Change the resources, image, env or extra args of the listed models' functions (or all)."""
+    records = function_cases.update_functions(get_services(), body.models, body.to_domain())
+    return [_function(f) for f in records]
+
+
+@router.post("/admin/functions/delete")
+def delete_functions(body: FunctionsDeleteBody) -> list[str]:
+    """Delete the listed models' functions (the next task for a model creates its function)."""
+    return function_cases.delete_functions(get_services(), body.models)

@@ -9,12 +9,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sdcore.domain.models import GenerationParams, ModelType, Role, Task, TaskKind
+from sdcore.domain.models import (
+    FunctionChanges,
+    GenerationParams,
+    ModelType,
+    Role,
+    Task,
+    TaskKind,
+)
 from sdcore.errors import InvalidInputError
 from sdcore.samplers import DEFAULT_SAMPLER, NO_UPSCALER, SAMPLERS, UPSCALERS
 from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def decode_image(field: str, value: str) -> ImageInput:
@@ -46,6 +54,7 @@ class _Body(BaseModel):
     webhook: str | None = Field(
         None, max_length=2048, description="POSTed the result, signed, when the task ends"
     )
+    priority: int = Field(0, ge=0, le=1, description="0 normal, 1 high: high runs first")
 
     @field_validator("sd_vae")
     @classmethod
@@ -200,3 +209,45 @@ class CompleteBody(BaseModel):
 class UserBody(BaseModel):
     name: str = Field(..., min_length=1, max_length=63)
     role: Role = Role.USER
+
+
+class FunctionsUpdateBody(BaseModel):
+    """Changes for the inference functions of `models` (omitted: every function). A field left
+    out stays as it is; `env` replaces the variables set before (SD_* names are the function's
+    own and cannot be set)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(None, min_length=1, max_length=1000)
+    memory: int | None = Field(None, ge=128, le=262_144, description="MB")
+    cpu: float | None = Field(None, gt=0, le=256, description="vCPUs")
+    gpuMemory: int | None = Field(None, ge=0, le=1_048_576, description="MB")  # noqa: N815
+    image: str | None = Field(None, min_length=1, max_length=1024)
+    timeout: int | None = Field(None, ge=1, le=86_400, description="seconds")
+    env: dict[str, str] | None = Field(None, max_length=100)
+    extraArgs: list[str] | None = Field(None, max_length=100)  # noqa: N815
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name.startswith(("SD_", "AWS_", "LAMBDA_")):
+                raise ValueError(f"{name!r}: SD_, AWS_ and LAMBDA_ names are reserved")
+        return value
+
+    def to_domain(self) -> FunctionChanges:
+        return FunctionChanges(
+            memory_mb=self.memory,
+            cpu=self.cpu,
+            gpu_memory_mb=self.gpuMemory,
+            image=self.image,
+            timeout_s=self.timeout,
+            env=self.env,
+            extra_args=self.extraArgs,
+        )
+
+
+class FunctionsDeleteBody(BaseModel):
+    models: list[str] = Field(..., min_length=1, max_length=1000)

@@ -87,6 +87,8 @@ class Task(BaseModel):
     expires_at: int | None = None
     # the slots the running task holds, so the reaper can give them back if its worker dies
     lease: Lease | None = None
+    # 0 normal, 1 high: control hands a slot to a normal task only while no high one waits
+    priority: int = Field(0, ge=0, le=1)
 
 
 class ModelType(StrEnum):
@@ -144,6 +146,21 @@ class FunctionRecord(BaseModel):
     pid: int | None = None
     created_at: float
     last_used: float | None = None
+
+
+class FunctionChanges(BaseModel):
+    """An admin's changes to one inference function; None leaves a setting as it is.
+
+    `env` replaces the variables the admin set before (the function's own SD_* variables are
+    kept); `extra_args` reach the worker as SD_EXTRA_ARGS."""
+
+    memory_mb: int | None = None
+    cpu: float | None = None
+    gpu_memory_mb: int | None = None
+    image: str | None = None
+    timeout_s: int | None = None
+    env: dict[str, str] | None = None
+    extra_args: list[str] | None = None
 
 
 class Lease(BaseModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import threading
 import time
 
 from sdcore.adapters.local.fleet import invocation_queue
@@ -31,8 +33,11 @@ def main() -> None:
         engine()  # load at start, not on the first task: the checkpoint stays warm from here
     except Exception:
         log.exception("model failed to load; tasks sent here will fail with the reason")
+    stopping = threading.Event()
+    # SIGTERM (stack shutdown, a function update or delete): finish the task at hand, then exit
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     last_work = time.monotonic()
-    while os.getppid() == parent:
+    while os.getppid() == parent and not stopping.is_set():
         messages = queue.receive(1, visibility_s=svc.settings.lease_s)
         if not messages:
             if time.monotonic() - last_work > svc.settings.idle_s:

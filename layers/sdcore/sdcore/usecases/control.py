@@ -13,6 +13,10 @@ from sdcore.usecases.notify import task_ended
 
 log = logging.getLogger(__name__)
 
+# A high-priority task queued longer than this no longer holds normal tasks back: bounds how
+# long normal work can starve, and a high task stuck in the queue cannot block it forever.
+HIGH_PRIORITY_HOLD_S = 900.0
+
 
 class Outcome(StrEnum):
     DISPATCHED = "dispatched"
@@ -40,6 +44,14 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
     Over a cap the task is re-queued with a delay (never dropped, never failed). Safe under
     at-least-once delivery: only the holder of a slot lease can start the task, and the task's
     own queued->running transition is conditional.
+
+    Priorities: a normal task (priority 0) does not take a slot while a high-priority task
+    (priority 1) of any checkpoint is queued (created in the last HIGH_PRIORITY_HOLD_S); it waits
+    like a task over a cap. So when a slot frees, only a high task can take it, whatever order
+    the queue delivers in: SQS has no priorities, the local queue merely delivers high first.
+    A high task never waits for normal ones, and no loop spins: waiting is the usual delayed
+    re-queue. A dispatched high task counts as waiting until its worker starts it (a cold start
+    at most), so normal tasks may wait that long too.
     """
     try:
         task = svc.tasks.get(task_id)
@@ -71,6 +83,9 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
         return Outcome.ENDED
 
     settings = svc.settings
+    if task.priority == 0 and svc.tasks.count_waiting_high(svc.clock.now() - HIGH_PRIORITY_HOLD_S):
+        svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
+        return Outcome.WAITING
     lease = svc.slots.acquire(
         task_id,
         task.model,
@@ -80,13 +95,17 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
         settings.max_per_model,
     )
     if lease is None:
-        svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
+        svc.queue.send(
+            {"taskId": task_id}, delay_s=settings.requeue_delay_s, priority=task.priority
+        )
         return Outcome.WAITING
     try:
         record = svc.fleet.ensure(model)
         if record.status != "active":
             svc.slots.release(lease)
-            svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
+            svc.queue.send(
+                {"taskId": task_id}, delay_s=settings.requeue_delay_s, priority=task.priority
+            )
             return Outcome.WAITING
         svc.fleet.invoke(record, {"taskId": task_id, "lease": lease.model_dump()})
     except BaseException:
@@ -96,25 +115,53 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
 
 
 def reap_lost(svc: Services) -> list[str]:
-    """End running tasks whose heartbeat stopped: their worker died. Returns their ids."""
-    cutoff = svc.clock.now() - svc.settings.heartbeat_stale_s
+    """End or retry running tasks whose heartbeat stopped: their worker died.
+
+    A task that has run fewer than SD_MAX_ATTEMPTS times goes back to `queued` (conditional
+    running->queued, its run's fields cleared) and is queued for control again; any other ends
+    as `failed: worker lost`. Either way the slots it held come back. Returns the ids reaped.
+    """
+    now = svc.clock.now()
+    cutoff = now - svc.settings.heartbeat_stale_s
     reaped = []
     for task in svc.tasks.list_by_status(TaskStatus.RUNNING, limit=500):
         beat = task.heartbeat_at or task.started_at or task.created_at
         if beat >= cutoff:
             continue
+        runs = max(task.attempts, 1)  # a running task has started at least once
+        retry = runs < svc.settings.max_attempts
         try:
-            lost = svc.tasks.transition(
-                task.task_id,
-                {TaskStatus.RUNNING},
-                TaskStatus.FAILED,
-                error="worker lost",
-                finished_at=svc.clock.now(),
-            )
-            reaped.append(task.task_id)
-            task_ended(svc, lost)
+            if retry:
+                svc.tasks.transition(
+                    task.task_id,
+                    {TaskStatus.RUNNING},
+                    TaskStatus.QUEUED,
+                    started_at=None,
+                    heartbeat_at=None,
+                    lease=None,
+                    progress=0.0,
+                    sampling_step=0,
+                    sampling_steps=0,
+                    job_no=0,
+                    eta_s=None,
+                    info={**task.info, "lastError": f"worker lost (attempt {runs})"},
+                )
+            else:
+                lost = svc.tasks.transition(
+                    task.task_id,
+                    {TaskStatus.RUNNING},
+                    TaskStatus.FAILED,
+                    error="worker lost",
+                    finished_at=now,
+                )
         except StaleWriteError:
             continue
+        reaped.append(task.task_id)
         if task.lease is not None:  # its worker will never release them
             svc.slots.release(task.lease)
+        if retry:
+            log.warning("task %s lost its worker; retrying", task.task_id)
+            svc.queue.send({"taskId": task.task_id}, priority=task.priority)
+        else:
+            task_ended(svc, lost)
     return reaped

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import threading
 from typing import Any
 
@@ -55,7 +56,8 @@ class _Progress:
         self.svc = svc
         self.task_id = task_id
         self.interval = svc.settings.progress_interval_s
-        self.last_write = 0.0
+        # the running transition has just been written: the first progress write can wait
+        self.last_write = svc.clock.now()
         self.last_check = 0.0
         self.cancelled = False
         self.last: StepInfo | None = None
@@ -187,7 +189,8 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
             TaskStatus.SUCCEEDED,
             images=keys,
             image_md5=md5s,
-            info=result.info,
+            # which execution environment ran it: a checkpoint stays loaded in its worker
+            info={**result.info, "worker_pid": os.getpid()},
             **progress.final(),
         )
         return TaskStatus.SUCCEEDED

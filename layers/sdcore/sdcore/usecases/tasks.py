@@ -104,8 +104,9 @@ def submit_task(
     is_admin: bool = False,
     webhook: str | None = None,
     task_id: str | None = None,
+    priority: int = 0,
 ) -> Task:
-    """Record a task and queue it for control.
+    """Record a task and queue it for control. `priority` 1 (high) runs before 0 (normal).
 
     A client-chosen `task_id` makes the submit idempotent: repeating it returns the task it
     created, never a second one.
@@ -156,12 +157,13 @@ def submit_task(
         keep=keep,
         job_count=params.image_count,
         expires_at=int(now + svc.settings.task_ttl_days * 86400),
+        priority=priority,
     )
     try:
         svc.tasks.create(task)
     except ConflictError:  # the same client task id submitted twice at once
         return svc.tasks.get(task_id)
-    svc.queue.send({"taskId": task_id})
+    svc.queue.send({"taskId": task_id}, priority=priority)
     return task
 
 

@@ -379,6 +379,30 @@ class DynamoDBTaskStore(TaskStore):
                 return count
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def count_waiting_high(self, since: float) -> int:
+        # The byStatus index holds every task (status is always set); the filter reads the queued
+        # ones after `since` and counts the high ones. Eventually consistent, like list_by_status.
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#st = :q AND createdAt > :since",
+            "FilterExpression": "#p = :high",
+            "ExpressionAttributeNames": {"#st": "status", "#p": "priority"},
+            "ExpressionAttributeValues": {
+                ":q": {"S": TaskStatus.QUEUED.value},
+                ":since": _serialize(float(since)),
+                ":high": {"N": "1"},
+            },
+            "Select": "COUNT",
+        }
+        count = 0
+        while True:
+            resp = self.client.query(**kwargs)
+            count += int(resp.get("Count", 0))
+            if "LastEvaluatedKey" not in resp:
+                return count
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
 
 class DynamoDBModelStore(ModelStore):
     codec: _Codec[Model] = _Codec(Model, "name")
@@ -490,6 +514,20 @@ class DynamoDBFunctionStore(FunctionStore):
 
     def delete(self, name: str) -> None:
         self.client.delete_item(TableName=self.table, Key=self.codec.key(name))
+
+    def touch(self, name: str, last_used: float) -> None:
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=self.codec.key(name),
+                UpdateExpression="SET lastUsed = :t",
+                ConditionExpression="attribute_exists(#pk)",
+                ExpressionAttributeNames={"#pk": "name"},
+                ExpressionAttributeValues={":t": _serialize(float(last_used))},
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
 
 
 class DynamoDBSlotStore(SlotStore):

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sdcore.domain.models import FunctionRecord, Model
-from sdcore.errors import NotFoundError
+from sdcore.domain.models import FunctionChanges, FunctionRecord, Model
+from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.ports import FunctionStore, WorkerFleet, function_name
 from sdcore.settings import Settings
 
@@ -54,6 +55,9 @@ def inference_environment(settings: Settings, model: Model) -> dict[str, str]:
     return env
 
 
+TOUCH_EVERY_S = 60.0
+
+
 class LambdaWorkerFleet(WorkerFleet):
     def __init__(
         self,
@@ -68,6 +72,7 @@ class LambdaWorkerFleet(WorkerFleet):
         function (the stack's InferenceFunction: template.yaml passes SD_INFERENCE_FUNCTION)."""
         self.client = client
         self.functions = functions
+        self._touched: dict[str, float] = {}
         self.settings = settings
         self.image_from_function = image_from_function
         self._image: str | None = None
@@ -79,6 +84,8 @@ class LambdaWorkerFleet(WorkerFleet):
         return function_name(self.settings.function_prefix, model_name)
 
     def _resources(self, config: dict[str, Any], image: str) -> dict[str, Any]:
+        """What Lambda says the function has. An admin's cpu, gpu memory, env and extra args
+        are kept beside these in the record (Lambda has no cpu or gpu setting to read back)."""
         return {
             "arn": config.get("FunctionArn"),
             "imageUri": image,
@@ -143,19 +150,29 @@ class LambdaWorkerFleet(WorkerFleet):
             logger.info("created inference function %s for model %s", name, model.name)
         config, image = found
         status = _STATES.get(str(config.get("State", "Pending")), "pending")
+        new = False
         try:
             record = self.functions.get(name)
         except NotFoundError:
             record = FunctionRecord(name=name, model=model.name, created_at=self.now())
-        record = record.model_copy(
+            new = True
+        updated = record.model_copy(
             update={
                 "status": status,
                 "model": model.name,
-                "resources": self._resources(config, image),
+                "resources": {**record.resources, **self._resources(config, image)},
             }
         )
-        self.functions.put(record)
-        return record
+        if new or updated != record:
+            self.functions.put(updated)  # not on every dispatch: only when something changed
+        return updated
+
+    def _touch(self, name: str, now: float) -> None:
+        # `last_used` is for people reading the function list: a write a minute at most per
+        # function, not one per task (table writes per task are a cost)
+        if now - self._touched.get(name, 0.0) >= TOUCH_EVERY_S:
+            self._touched[name] = now
+            self.functions.touch(name, now)
 
     def invoke(self, record: FunctionRecord, payload: dict[str, Any]) -> None:
         # "Event": Lambda queues the invocation durably and retries it; we do not wait.
@@ -164,7 +181,7 @@ class LambdaWorkerFleet(WorkerFleet):
             InvocationType="Event",
             Payload=json.dumps(payload).encode(),
         )
-        self.functions.put(record.model_copy(update={"last_used": self.now()}))
+        self._touch(record.name, self.now())
 
     def delete(self, model_name: str) -> None:
         name = self._name(model_name)
@@ -174,6 +191,73 @@ class LambdaWorkerFleet(WorkerFleet):
             if _code(e) != "ResourceNotFoundException":
                 raise
         self.functions.delete(name)
+
+    def update(self, model_name: str, changes: FunctionChanges) -> FunctionRecord:
+        """UpdateFunctionConfiguration (memory, timeout, environment), then UpdateFunctionCode
+        when an image is given. The admin's env is merged under the function's own SD_*
+        variables, which it cannot replace; extra args go in SD_EXTRA_ARGS. Lambda has no cpu
+        (it follows memory) nor gpu setting: those are recorded for a fleet that has them."""
+        name = self._name(model_name)
+        found = self._describe(name)
+        if found is None:
+            raise NotFoundError(f"model {model_name} has no inference function")
+        config, _ = found
+        try:
+            record = self.functions.get(name)
+        except NotFoundError:
+            record = FunctionRecord(name=name, model=model_name, created_at=self.now())
+        params: dict[str, Any] = {}
+        if changes.memory_mb is not None:
+            params["MemorySize"] = changes.memory_mb
+        if changes.timeout_s is not None:
+            params["Timeout"] = changes.timeout_s
+        if changes.env is not None or changes.extra_args is not None:
+            current = dict(config.get("Environment", {}).get("Variables", {}))
+            own = {k: v for k, v in current.items() if k.startswith("SD_")}
+            admin_env = record.resources.get("env") or {}
+            if changes.env is not None:
+                admin_env = changes.env
+            extra = record.resources.get("extraArgs") or []
+            if changes.extra_args is not None:
+                extra = changes.extra_args
+            own["SD_EXTRA_ARGS"] = shlex.join(extra)
+            params["Environment"] = {"Variables": {**admin_env, **own}}
+        try:
+            if params:
+                self.client.update_function_configuration(FunctionName=name, **params)
+            if changes.image is not None:
+                if params:  # one update at a time: a second one now is a ResourceConflict
+                    self._wait_updated(name)
+                self.client.update_function_code(FunctionName=name, ImageUri=changes.image)
+        except ClientError as e:
+            if _code(e) == "InvalidParameterValueException":
+                message = str(e.response.get("Error", {}).get("Message", ""))
+                raise InvalidInputError("functions", message or "refused by Lambda") from None
+            if _code(e) == "ResourceNotFoundException":
+                raise NotFoundError(f"model {model_name} has no inference function") from None
+            raise
+        config, image = self._describe(name) or (config, "")
+        given = {
+            "cpu": changes.cpu,
+            "gpuMemoryMb": changes.gpu_memory_mb,
+            "env": changes.env,
+            "extraArgs": changes.extra_args,
+        }
+        resources = {
+            **record.resources,
+            **{k: v for k, v in given.items() if v is not None},
+            **self._resources(config, image),
+        }
+        status = _STATES.get(str(config.get("State", "Pending")), "pending")
+        record = record.model_copy(update={"resources": resources, "status": status})
+        self.functions.put(record)
+        logger.info("updated inference function %s", name)
+        return record
+
+    def _wait_updated(self, name: str) -> None:
+        self.client.get_waiter("function_updated_v2").wait(
+            FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
+        )
 
     def list(self) -> list[FunctionRecord]:
         return self.functions.list()

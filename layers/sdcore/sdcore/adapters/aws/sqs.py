@@ -38,11 +38,15 @@ class SqsQueue(Queue):
         self.client = client
         self.queue_url = queue_url
 
-    def send(self, body: dict[str, Any], delay_s: float = 0) -> str:
+    def send(self, body: dict[str, Any], delay_s: float = 0, priority: int = 0) -> str:
+        # SQS cannot order by it: the attribute is for whoever reads the queue (logs, consoles);
+        # control's dispatch rule is what runs high-priority tasks first (usecases/control.py).
+        attributes = {"priority": {"DataType": "Number", "StringValue": str(priority)}}
         resp = self.client.send_message(
             QueueUrl=self.queue_url,
             MessageBody=json.dumps(body),
             DelaySeconds=_seconds(delay_s, MAX_DELAY_S),
+            MessageAttributes=attributes,
         )
         return str(resp["MessageId"])
 

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at REAL NOT NULL,
     receipt TEXT,
     receive_count INTEGER NOT NULL DEFAULT 0,
-    sent_at REAL NOT NULL
+    sent_at REAL NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at);
 """
@@ -70,6 +71,18 @@ class Database:
         self._local = threading.local()
         # executescript manages its own transaction; CREATE ... IF NOT EXISTS is idempotent
         self.conn().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a data directory was first created."""
+        conn = self.conn()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+        if "priority" not in columns:
+            try:
+                conn.execute("ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+            except sqlite3.OperationalError as e:  # another process added it first
+                if "duplicate column" not in str(e):
+                    raise
 
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

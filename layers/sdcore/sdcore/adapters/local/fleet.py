@@ -1,14 +1,21 @@
 """Inference functions as local worker processes: one per checkpoint, loaded once, kept warm,
 exiting after SD_IDLE_SECONDS idle (scale to zero). Each has a durable invocation queue, the
-counterpart of Lambda's asynchronous-invoke queue."""
+counterpart of Lambda's asynchronous-invoke queue.
+
+A worker's process belongs to the fleet that spawned it (the local stack's control loop), but the
+admin function runs in other processes: so liveness is judged from the recorded pid, and an
+admin's update stops a running worker for its owner to start again with the new settings.
+"""
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +23,7 @@ from sdcore.adapters.local.db import Database
 from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.stores import SqliteSlotStore
 from sdcore.clock import Clock
-from sdcore.domain.models import FunctionRecord, Lease, Model
+from sdcore.domain.models import FunctionChanges, FunctionRecord, Lease, Model
 from sdcore.errors import NotFoundError
 from sdcore.ports import FunctionStore, WorkerFleet, function_name
 from sdcore.settings import Settings
@@ -33,12 +40,16 @@ def invocation_queue(db: Database, name: str, now: Any = None) -> SqliteQueue:
     return SqliteQueue(db, f"fn:{name}", max_receives=3, **kwargs)
 
 
+TOUCH_EVERY_S = 60.0
+
+
 class ProcessWorkerFleet(WorkerFleet):
     def __init__(
         self, db: Database, functions: FunctionStore, settings: Settings, clock: Clock
     ) -> None:
         self.db = db
         self.functions = functions
+        self._touched: dict[str, float] = {}
         self.settings = settings
         self.clock = clock
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -48,18 +59,27 @@ class ProcessWorkerFleet(WorkerFleet):
         proc = self._procs.get(name)
         return proc is not None and proc.poll() is None
 
-    def _spawn(self, name: str, model_name: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.settings.to_env(), "SD_MODEL_NAME": model_name}
+    def _running(self, record: FunctionRecord) -> bool:
+        """Whether the record's worker process runs, also when another process spawned it."""
+        if record.name in self._procs:
+            return self._alive(record.name)
+        return record.pid is not None and _is_worker(record.pid, record.name)
+
+    def _spawn(self, record: FunctionRecord) -> subprocess.Popen[bytes]:
+        # the admin's env first: the function's own variables (settings, model) always win
+        admin_env = record.resources.get("env") or {}
+        env = {**os.environ, **admin_env, **self.settings.to_env(), "SD_MODEL_NAME": record.model}
+        env["SD_EXTRA_ARGS"] = shlex.join(record.resources.get("extraArgs") or [])
         env["PYTHONPATH"] = os.pathsep.join(
             [str(p) for p in PYTHONPATH] + [env.get("PYTHONPATH", "")]
         )
         env.setdefault("HF_HUB_OFFLINE", "1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sdcore.local.worker", "--function", name],
+            [sys.executable, "-m", "sdcore.local.worker", "--function", record.name],
             env=env,
             stdin=subprocess.DEVNULL,
         )
-        self._procs[name] = proc
+        self._procs[record.name] = proc
         return proc
 
     def ensure(self, model: Model) -> FunctionRecord:
@@ -70,13 +90,21 @@ class ProcessWorkerFleet(WorkerFleet):
             except NotFoundError:
                 record = FunctionRecord(name=name, model=model.name, created_at=self.clock.now())
             if not self._alive(name):
-                proc = self._spawn(name, model.name)
+                proc = self._spawn(record)
                 record = record.model_copy(update={"pid": proc.pid, "status": "active"})
                 self.functions.put(record)
             return record
 
+    def _touch(self, name: str, now: float) -> None:
+        # `last_used` is for people reading the function list: a write a minute at most per
+        # function, not one per task (table writes per task are a cost)
+        if now - self._touched.get(name, 0.0) >= TOUCH_EVERY_S:
+            self._touched[name] = now
+            self.functions.touch(name, now)
+
     def invoke(self, record: FunctionRecord, payload: dict[str, Any]) -> None:
         invocation_queue(self.db, record.name, self.clock.now).send(payload)
+        self._touch(record.name, self.clock.now())
 
     def revive(self) -> list[str]:
         """Start a worker for every function with invocations waiting and no live process
@@ -87,7 +115,7 @@ class ProcessWorkerFleet(WorkerFleet):
                 continue
             if invocation_queue(self.db, record.name).depth() > 0:
                 with self._lock:
-                    proc = self._spawn(record.name, record.model)
+                    proc = self._spawn(record)
                 self.functions.put(record.model_copy(update={"pid": proc.pid, "status": "active"}))
                 started.append(record.name)
         return started
@@ -100,17 +128,10 @@ class ProcessWorkerFleet(WorkerFleet):
             record = self.functions.get(name)
         except NotFoundError:
             record = None
-        pid = proc.pid if proc else (record.pid if record else None)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        if proc:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            _stop(None, proc)
+        elif record is not None and record.pid and _is_worker(record.pid, name):
+            _stop(record.pid, None)  # a worker another process spawned
         # Invocations still waiting go back to control, which ends them (their model is gone).
         queue = invocation_queue(self.db, name, self.clock.now)
         slots = SqliteSlotStore(self.db)
@@ -123,15 +144,39 @@ class ProcessWorkerFleet(WorkerFleet):
                 queue.delete(message.receipt)
         self.functions.delete(name)
 
+    def update(self, model_name: str, changes: FunctionChanges) -> FunctionRecord:
+        """Record the new resources. There are no resource limits on a local process: memory,
+        cpu, gpu memory, image and timeout are recorded only; env and extra args reach the
+        worker's environment, so a running worker is stopped and started again with them (by
+        its owner when another process spawned it: on its next task). A task it was running
+        then ends as `worker lost`, or is retried (SD_MAX_ATTEMPTS)."""
+        name = function_name(self.settings.function_prefix, model_name)
+        with self._lock:
+            try:
+                record = self.functions.get(name)
+            except NotFoundError:
+                raise NotFoundError(f"model {model_name} has no inference function") from None
+            record = record.model_copy(update={"resources": _resources(record, changes)})
+            self.functions.put(record)
+            if changes.env is None and changes.extra_args is None:
+                return record
+            if not self._running(record):
+                return record  # the next spawn reads the new settings from the record
+            owned = self._procs.pop(name, None)
+            _stop(record.pid, owned)
+            if owned is None:
+                record = record.model_copy(update={"status": "stopped", "pid": None})
+            else:
+                proc = self._spawn(record)
+                record = record.model_copy(update={"status": "active", "pid": proc.pid})
+            self.functions.put(record)
+            return record
+
     def list(self) -> list[FunctionRecord]:
         out = []
         for record in self.functions.list():
-            if (
-                record.status == "active"
-                and record.name in self._procs
-                and not self._alive(record.name)
-            ):
-                record = record.model_copy(update={"status": "stopped"})
+            if record.status == "active" and not self._running(record):
+                record = record.model_copy(update={"status": "stopped", "pid": None})
             out.append(record)
         return out
 
@@ -147,3 +192,63 @@ class ProcessWorkerFleet(WorkerFleet):
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+_RECORDED = {
+    "memory_mb": "memoryMb",
+    "cpu": "cpu",
+    "gpu_memory_mb": "gpuMemoryMb",
+    "image": "imageUri",
+    "timeout_s": "timeoutS",
+    "env": "env",
+    "extra_args": "extraArgs",
+}
+
+
+def _resources(record: FunctionRecord, changes: FunctionChanges) -> dict[str, Any]:
+    given = changes.model_dump(exclude_none=True)
+    return {**record.resources, **{_RECORDED[k]: v for k, v in given.items()}}
+
+
+def _is_worker(pid: int, name: str | None = None) -> bool:
+    """Whether `pid` is a live worker (of function `name`): a pid alone may have been reused."""
+    if Path("/proc/self/cmdline").exists():
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        # an exited worker its parent has not reaped yet (a zombie) has an empty cmdline
+        return b"sdcore.local.worker" in args and (name is None or name.encode() in args)
+    try:  # no /proc (macOS): the pid is the best evidence there is
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop(pid: int | None, proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a worker and wait for it (SIGKILL after 10 s)."""
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        if not _is_worker(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

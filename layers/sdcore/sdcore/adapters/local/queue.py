@@ -28,13 +28,14 @@ class SqliteQueue(Queue):
         self.dead_letter = dead_letter if dead_letter is not None else f"{name}:dlq"
         self.now = now
 
-    def send(self, body: dict[str, Any], delay_s: float = 0) -> str:
+    def send(self, body: dict[str, Any], delay_s: float = 0, priority: int = 0) -> str:
         message_id = uuid.uuid4().hex
         now = self.now()
         with self.db.write() as conn:
             conn.execute(
-                "INSERT INTO messages (id, queue, body, visible_at, sent_at) VALUES (?,?,?,?,?)",
-                (message_id, self.name, json.dumps(body), now + delay_s, now),
+                "INSERT INTO messages (id, queue, body, visible_at, sent_at, priority)"
+                " VALUES (?,?,?,?,?,?)",
+                (message_id, self.name, json.dumps(body), now + delay_s, now, priority),
             )
         return message_id
 
@@ -44,7 +45,7 @@ class SqliteQueue(Queue):
         with self.db.write() as conn:
             rows = conn.execute(
                 "SELECT id, body, receive_count FROM messages WHERE queue=? AND visible_at<=?"
-                " ORDER BY visible_at LIMIT ?",
+                " ORDER BY priority DESC, visible_at LIMIT ?",
                 (self.name, now, max_messages),
             ).fetchall()
             for message_id, body, count in rows:

@@ -122,6 +122,14 @@ class SqliteTaskStore(TaskStore):
         )
         return int(row.fetchone()[0])
 
+    def count_waiting_high(self, since: float) -> int:
+        row = self.db.conn().execute(
+            "SELECT COUNT(*) FROM tasks WHERE status=? AND created_at>?"
+            " AND json_extract(data, '$.priority')=1",
+            (TaskStatus.QUEUED.value, since),
+        )
+        return int(row.fetchone()[0])
+
 
 class SqliteModelStore(ModelStore):
     def __init__(self, db: Database) -> None:
@@ -192,6 +200,13 @@ class SqliteFunctionStore(FunctionStore):
     def delete(self, name: str) -> None:
         with self.db.write() as conn:
             conn.execute("DELETE FROM functions WHERE name=?", (name,))
+
+    def touch(self, name: str, last_used: float) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                "UPDATE functions SET data=json_set(data, '$.last_used', ?) WHERE name=?",
+                (last_used, name),
+            )
 
 
 class SqliteSlotStore(SlotStore):

@@ -1,0 +1,51 @@
+"""Inference function admin (the admin function's use cases): list, batch update, delete."""
+
+from __future__ import annotations
+
+from sdcore.domain.models import FunctionChanges, FunctionRecord
+from sdcore.errors import NotFoundError
+from sdcore.services import Services
+
+
+def list_functions(svc: Services) -> list[FunctionRecord]:
+    """Every inference function, by name, with its status as the backend sees it now."""
+    return svc.fleet.list()
+
+
+def _targets(svc: Services, models: list[str] | None) -> list[str]:
+    existing = {record.model for record in svc.fleet.list()}
+    if models is None:
+        return sorted(existing)
+    missing = sorted(set(models) - existing)
+    if missing:
+        raise NotFoundError(f"no inference function for model(s): {', '.join(missing)}")
+    return list(dict.fromkeys(models))  # in the caller's order, once each
+
+
+def update_functions(
+    svc: Services, models: list[str] | None, changes: FunctionChanges
+) -> list[FunctionRecord]:
+    """Apply `changes` to the functions of `models` (None: every function).
+
+    Every named model is checked before any function changes, so a typo changes nothing.
+
+    Raises
+    ------
+    NotFoundError
+        A named model has no inference function (functions are created on first use).
+    InvalidInputError
+        The backend refused a value.
+    """
+    return [svc.fleet.update(model, changes) for model in _targets(svc, models)]
+
+
+def delete_functions(svc: Services, models: list[str]) -> list[str]:
+    """Delete the functions of `models`; returns the names of those that existed. A model
+    without a function is skipped (a later task for it creates one again)."""
+    by_model = {record.model: record.name for record in svc.fleet.list()}
+    deleted = []
+    for model in dict.fromkeys(models):
+        if model in by_model:
+            svc.fleet.delete(model)
+            deleted.append(by_model[model])
+    return deleted
