@@ -27,13 +27,21 @@ def test_no_server_errors(tmp_path: Path) -> None:
         schemathesis = Path(sys.executable).with_name("schemathesis")
         run = subprocess.run(
             [
-                str(schemathesis), "run", f"{stack.url}/openapi.json",
-                "--checks", "not_a_server_error",
-                "--max-examples", "5",
-                "--exclude-path-regex", EXCLUDE,
-                "-H", f"Authorization: Bearer {stack.credentials['admin_key']}",
-                "--workers", "1",
-                "--seed", "1",
+                str(schemathesis),
+                "run",
+                f"{stack.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "5",
+                "--exclude-path-regex",
+                EXCLUDE,
+                "-H",
+                f"Authorization: Bearer {stack.credentials['admin_key']}",
+                "--workers",
+                "1",
+                "--seed",
+                "1",
                 "--no-color",
             ],  # fmt: skip
             capture_output=True,
