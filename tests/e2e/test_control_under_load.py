@@ -55,7 +55,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         SD_MAX_PER_MODEL="1",
         SD_MAX_QUEUED_PER_USER="1000",
         SD_HEARTBEAT_STALE_SECONDS="6",
-        SD_REQUEUE_DELAY="0.1",
         SD_PROGRESS_INTERVAL="0.2",
     ).start()
     # a second checkpoint: the demo file again, under another name (its own function)

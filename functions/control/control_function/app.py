@@ -30,7 +30,7 @@ def record_handler(record: SQSRecord) -> str:
         logger.info("webhook", extra={"taskId": body["webhook"], "outcome": outcome})
         return outcome
     task_id = body["taskId"]
-    dispatched = dispatch_task(get_services(), task_id)
+    dispatched = dispatch_task(get_services(), task_id, int(body.get("waits", 0)))
     logger.info("dispatch", extra={"taskId": task_id, "outcome": dispatched.value})
     return dispatched.value
 

@@ -41,6 +41,7 @@ _ENV = {
     "progress_interval_s": "SD_PROGRESS_INTERVAL",
     "url_expires_s": "SD_URL_EXPIRES",
     "requeue_delay_s": "SD_REQUEUE_DELAY",
+    "requeue_max_delay_s": "SD_REQUEUE_MAX_DELAY",
     "idle_s": "SD_IDLE_SECONDS",
     "part_size": "SD_PART_SIZE",
     "inference_image_uri": "SD_INFERENCE_IMAGE_URI",
@@ -103,7 +104,9 @@ class Settings(BaseModel):
     max_attempts: int = Field(1, ge=1)
     progress_interval_s: float = 0.5
     url_expires_s: int = 3600
-    requeue_delay_s: float = 1.0
+    requeue_delay_s: float = 0.25
+    # a task over a cap waits requeue_delay_s, doubling per wait up to this
+    requeue_max_delay_s: float = 4.0
     idle_s: float = 300.0
     part_size: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
     # an inference function serves exactly one model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 
-from sdcore.domain.models import TaskStatus
+from sdcore.domain.models import Task, TaskStatus
 from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
@@ -38,7 +38,18 @@ def _fail(svc: Services, task_id: str, reason: str) -> None:
         pass
 
 
-def dispatch_task(svc: Services, task_id: str) -> Outcome:
+def _wait(svc: Services, task: Task, waits: int) -> Outcome:
+    """Back in the queue, after a delay that doubles with each wait up to a ceiling: many waiting
+    tasks then cost a few queue operations a second, not a busy loop."""
+    settings = svc.settings
+    delay = min(settings.requeue_delay_s * 2 ** min(waits, 16), settings.requeue_max_delay_s)
+    svc.queue.send(
+        {"taskId": task.task_id, "waits": waits + 1}, delay_s=delay, priority=task.priority
+    )
+    return Outcome.WAITING
+
+
+def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
     """Hand one queued task to the inference function of its checkpoint, if the caps allow.
 
     Over a cap the task is re-queued with a delay (never dropped, never failed). Safe under
@@ -84,8 +95,7 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
 
     settings = svc.settings
     if task.priority == 0 and svc.tasks.count_waiting_high(svc.clock.now() - HIGH_PRIORITY_HOLD_S):
-        svc.queue.send({"taskId": task_id}, delay_s=settings.requeue_delay_s)
-        return Outcome.WAITING
+        return _wait(svc, task, waits)
     lease = svc.slots.acquire(
         task_id,
         task.model,
@@ -95,18 +105,12 @@ def dispatch_task(svc: Services, task_id: str) -> Outcome:
         settings.max_per_model,
     )
     if lease is None:
-        svc.queue.send(
-            {"taskId": task_id}, delay_s=settings.requeue_delay_s, priority=task.priority
-        )
-        return Outcome.WAITING
+        return _wait(svc, task, waits)
     try:
         record = svc.fleet.ensure(model)
         if record.status != "active":
             svc.slots.release(lease)
-            svc.queue.send(
-                {"taskId": task_id}, delay_s=settings.requeue_delay_s, priority=task.priority
-            )
-            return Outcome.WAITING
+            return _wait(svc, task, waits)
         svc.fleet.invoke(record, {"taskId": task_id, "lease": lease.model_dump()})
     except BaseException:
         svc.slots.release(lease)
