@@ -8,6 +8,8 @@ Two vocabularies:
   ``<|startoftext|>`` = 49406, ``<|endoftext|>`` = 49407.
 * ``--tiny``: a small byte-level vocabulary (256 byte symbols, their ``</w>`` forms, a few merges,
   the two special tokens) for the tiny demo model, so its text encoder stays small.
+* ``--words w1 w2 ...``: the same byte-level vocabulary with just the merges that make each given
+  word one token (the trained shapes demo model: ``--words shapes`` takes its prompt words).
 
 Usage::
 
@@ -15,6 +17,8 @@ Usage::
         --out layers/sdcore/sdcore/inference/configs/sd15/tokenizer
     python scripts/make_clip_tokenizer.py --tiny \
         --out layers/sdcore/sdcore/inference/configs/tiny-sd/tokenizer
+    python scripts/make_clip_tokenizer.py --words shapes \
+        --out layers/sdcore/sdcore/inference/configs/demo-shapes/tokenizer
 """
 
 from __future__ import annotations
@@ -64,6 +68,47 @@ def build(merges: list[tuple[str, str]]) -> tuple[dict[str, int], list[tuple[str
     return encoder, merges
 
 
+def bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE of one lower-case word (no spaces): the lowest-ranked pair merges first."""
+    parts = list(word[:-1]) + [word[-1] + "</w>"]
+    while len(parts) > 1:
+        pairs = [
+            (ranks.get(p, len(ranks)), i) for i, p in enumerate(zip(parts, parts[1:], strict=False))
+        ]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        a, b = parts[i], parts[i + 1]
+        merged: list[str] = []
+        j = 0
+        while j < len(parts):  # merge every occurrence of the pair, left to right
+            if j + 1 < len(parts) and parts[j] == a and parts[j + 1] == b:
+                merged.append(a + b)
+                j += 2
+            else:
+                merged.append(parts[j])
+                j += 1
+        parts = merged
+    return parts
+
+
+def word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Merges that make each word a single token.
+
+    Words are taken in order; a word's missing merges are appended after all earlier ones, so
+    they can never change how an earlier (already single-token) word splits.
+    """
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    for word in words:
+        word = word.lower()
+        while len(parts := bpe(word, ranks)) > 1:
+            pair = (parts[0], parts[1])
+            ranks[pair] = len(merges)
+            merges.append(pair)
+    return merges
+
+
 def read_bpe(path: Path) -> list[tuple[str, str]]:
     with gzip.open(path) as fh:
         lines = fh.read().decode("utf-8").split("\n")
@@ -94,15 +139,26 @@ def write(out: Path, encoder: dict[str, int], merges: list[tuple[str, str]]) -> 
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
+def shapes_words() -> list[str]:
+    from sdcore.demo.shapes import WORDS  # torch-free
+
+    return list(WORDS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--bpe", type=Path, help="bpe_simple_vocab_16e6.txt.gz from open_clip")
     group.add_argument("--tiny", action="store_true", help="small byte-level vocabulary")
+    group.add_argument(
+        "--words", nargs="+", help="words to make single tokens ('shapes': the demo's prompt words)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="tokenizer folder to write")
     args = parser.parse_args()
     if args.tiny:
         merges = [tuple(m.split()) for m in TINY_MERGES]
+    elif args.words:
+        merges = word_merges(shapes_words() if args.words == ["shapes"] else args.words)
     else:
         merges = read_bpe(args.bpe)
     encoder, merges = build(merges)  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,16 +49,10 @@ def admin(stack: RunningStack) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def model_file(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real single-file checkpoint of the demo architecture (~11 MB): a copy of the stack's
-    stored `demo` file (saves importing torch here), else built anew."""
-    target = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    stored = sorted((stack.data_dir / "objects" / "models" / "checkpoint" / "demo").glob("*"))
-    if stored:
-        shutil.copyfile(stored[0], target)
-    else:
-        from sdcore.demo.tiny import save_single_file
+    """A real single-file checkpoint of the tiny test architecture (~11 MB, config tiny-sd)."""
+    from sdcore.demo.tiny import save_single_file
 
-        save_single_file(target)
+    target = save_single_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")
     assert 2 * PART_SIZE < target.stat().st_size <= 3 * PART_SIZE
     return target
 

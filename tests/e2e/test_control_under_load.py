@@ -59,7 +59,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     ).start()
     # a second checkpoint: the demo file again, under another name (its own function)
     demo = next((running.data_dir / "objects" / "models" / "checkpoint" / "demo").iterdir())
-    upload_model(running.url, demo, "demo2", config="tiny-sd",
+    upload_model(running.url, demo, "demo2", config="demo-shapes",
                  api_key=running.credentials["admin_key"])  # fmt: skip
     yield running
     running.stop()

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -75,14 +74,16 @@ class ControlLoop(threading.Thread):
                 self.stop_event.wait(1)
 
 
-def register_demo(base_url: str, name: str, data_dir: Path, api_key: str | None) -> None:
-    """Register the demo checkpoint through the ordinary admin upload path."""
-    from sdcore.client import upload_model
-    from sdcore.demo.tiny import save_single_file
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[4] / "models" / "demo-shapes.safetensors"
 
-    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
-        path = save_single_file(Path(tmp) / f"{name}.safetensors")
-        upload_model(base_url, path, name, "checkpoint", config="tiny-sd", api_key=api_key)
+
+def register_demo(base_url: str, name: str, api_key: str | None) -> None:
+    """Register the shipped demo checkpoint (models/demo-shapes.safetensors, trained by
+    scripts/train_demo_model.py) through the ordinary admin upload path."""
+    from sdcore.client import upload_model
+
+    upload_model(base_url, DEMO_CHECKPOINT, name, "checkpoint", config="demo-shapes",
+                 api_key=api_key)  # fmt: skip
 
 
 def credentials(data_dir: Path) -> dict[str, str]:
@@ -163,9 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             stack.svc.models.get(settings.default_model)
         except NotFoundError:
             log.info("registering the demo checkpoint %r", settings.default_model)
-            register_demo(
-                stack.base_url, settings.default_model, settings.data_dir, creds.get("admin_key")
-            )
+            register_demo(stack.base_url, settings.default_model, creds.get("admin_key"))
     print(f"Local stack on {stack.base_url}  (data in {settings.data_dir})", flush=True)
     if created:
         print(f"  created API keys (saved in {settings.data_dir / 'credentials.json'}):")
