@@ -95,8 +95,9 @@ def test_classifier_reads_back_what_the_generator_drew() -> None:
         if shapes.classify(im) != s.as_tuple()
     ]
     assert not wrong, wrong[:3]
-    # every combination and both prompt forms were drawn
-    assert {s.as_tuple() for s in scenes} >= set(shapes.combinations()[:40])
+    # the sample spans the grammar: many combinations, both prompt forms
+    drawn = {s.as_tuple() for s in scenes}
+    assert drawn <= set(shapes.combinations()) and len(drawn) >= 100
     assert any(s.short for s in scenes) and not all(s.short for s in scenes)
 
 
