@@ -170,7 +170,10 @@ def task_progress(taskId: str) -> dict[str, Any]:  # noqa: N803
             "jobNo": task.job_no,
             "jobCount": task.job_count,
             "interrupted": task.cancel_requested or task.status is TaskStatus.CANCELLED,
+            "skipped": task.skip_requests > 0,
         },
+        # base64 PNG preview while running (SD_PREVIEW_EVERY > 0), else null
+        "currentImage": task.current_image,
     }
 
 

@@ -22,7 +22,7 @@ from sdcore.domain.models import ModelType, Task, TaskStatus
 from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.inference.png import read_parameters
 from sdcore.infotext import parse_infotext
-from sdcore.samplers import SAMPLERS, UPSCALERS
+from sdcore.samplers import SAMPLER_ALIASES, SAMPLERS, SCHEDULES, UPSCALERS, sampler_options
 from sdcore.usecases import models as model_cases
 from sdcore.usecases import tasks as task_cases
 from sdcore.usecases.auth import Principal
@@ -226,7 +226,7 @@ def webui_progress() -> dict[str, Any]:
     """Progress of the caller's current task."""
     task = _current(principal(router))
     state = {
-        "skipped": False,
+        "skipped": bool(task and task.skip_requests),
         "interrupted": bool(task and task.cancel_requested),
         "job": task.task_id if task else "",
         "job_count": task.job_count if task else 0,
@@ -239,7 +239,7 @@ def webui_progress() -> dict[str, Any]:
         "progress": task.progress if task else 0.0,
         "eta_relative": (task.eta_s or 0.0) if task else 0.0,
         "state": state,
-        "current_image": None,
+        "current_image": task.current_image if task else None,
         "textinfo": None,
     }
 
@@ -260,8 +260,11 @@ def webui_interrupt() -> dict[str, Any]:
 
 @router.post(f"{PREFIX}/skip")
 def webui_skip() -> dict[str, Any]:
-    """Stop the caller's current task (per-image skip within a batch is not supported yet)."""
-    return _stop_current()
+    """End the current job (one n_iter batch) of the caller's running task; the next runs."""
+    task = _current(principal(router))
+    if task is not None:
+        task_cases.request_skip(get_services(), task.task_id, principal(router).user)
+    return {}
 
 
 def _checkpoints() -> list[Any]:
@@ -355,20 +358,24 @@ def webui_loras() -> list[dict[str, Any]]:
 @router.get(f"{PREFIX}/samplers")
 def webui_samplers() -> list[dict[str, Any]]:
     """Samplers this service runs."""
-    return [{"name": name, "aliases": [], "options": {}} for name in SAMPLERS]
+    return [
+        {"name": name, "aliases": list(SAMPLER_ALIASES[name]), "options": sampler_options(name)}
+        for name in SAMPLERS
+    ]
 
 
 @router.get(f"{PREFIX}/schedulers")
 def webui_schedulers() -> list[dict[str, Any]]:
-    """Sigma schedules (the sampler's own for now)."""
+    """Schedule types this service runs (the `scheduler` field)."""
     return [
         {
-            "name": "automatic",
-            "label": "Automatic",
-            "aliases": None,
-            "default_rho": -1,
-            "need_inner_model": False,
+            "name": s.name,
+            "label": s.label,
+            "aliases": list(s.aliases) or None,
+            "default_rho": s.default_rho,
+            "need_inner_model": s.need_inner_model,
         }
+        for s in SCHEDULES
     ]
 
 

@@ -1,37 +1,188 @@
-"""The webui's generation-parameters text (PNG `parameters` chunk), parsed back into fields."""
+"""The webui's generation-parameters text ("infotext", the PNG `parameters` chunk): built from
+a request, parsed back into fields, and turned into request fields again (torch-free).
+
+Format, as the webui writes it::
+
+    <prompt, possibly several lines>
+    Negative prompt: <negative prompt, possibly several lines>
+    Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 1, Size: 512x512, ...
+
+A value holding `,`, `:` or a newline is written as a JSON string (quoted, escaped). Fields
+whose value is None are left out.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-_PAIR = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.errors import InvalidInputError
+from sdcore.samplers import AUTOMATIC, check_sampler, check_schedule
+
+_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
+NEGATIVE = "Negative prompt:"
+
+
+def quote(value: Any) -> str:
+    """A value as the webui writes it: JSON-quoted when it holds `,`, `:` or a newline."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def build_infotext(prompt: str, negative_prompt: str, fields: Iterable[tuple[str, Any]]) -> str:
+    """The infotext of `fields` in order (None values left out), after the prompt lines."""
+    params = ", ".join(f"{k}: {quote(v)}" for k, v in fields if v is not None)
+    negative = f"\n{NEGATIVE} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{params}".strip()
+
+
+def generation_infotext(
+    params: GenerationParams,
+    *,
+    seed: int,
+    subseed: int,
+    width: int,
+    height: int,
+    model_name: str,
+    model_hash: str,
+    sampler: str,
+    schedule: str,
+    inpaint: bool = False,
+    extra: Sequence[tuple[str, Any]] = (),
+) -> str:
+    """One image's infotext, fields in the webui's order; `extra` (e.g. a hires fix's fields)
+    goes last. `sampler`/`schedule` are the resolved names (see `sdcore.samplers.resolve`)."""
+    variation = params.subseed_strength > 0
+    resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
+    fields: list[tuple[str, Any]] = [
+        ("Steps", params.steps),
+        ("Sampler", sampler),
+        ("Schedule type", None if schedule == AUTOMATIC else schedule),
+        ("CFG scale", float(params.guidance)),
+        ("Seed", seed),
+        ("Size", f"{width}x{height}"),
+        ("Model hash", model_hash[:10] or None),
+        ("Model", model_name),
+        ("Variation seed", subseed if variation else None),
+        ("Variation seed strength", params.subseed_strength if variation else None),
+        (
+            "Seed resize from",
+            f"{params.seed_resize_from_w}x{params.seed_resize_from_h}" if resized else None,
+        ),
+        (
+            "Denoising strength",
+            params.denoising_strength if params.kind is TaskKind.IMG2IMG else None,
+        ),
+        ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
+        ("Mask blur", params.mask_blur if inpaint else None),
+        *extra,
+    ]
+    return build_infotext(params.prompt, params.negative_prompt, fields)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+        try:
+            return str(json.loads(value))
+        except ValueError:
+            return value
+    return value
 
 
 def parse_infotext(text: str) -> dict[str, str]:
-    """Split a webui infotext into {"Prompt", "Negative prompt", "Steps", "Sampler", ...}.
+    """Fields of a webui infotext: "Prompt", "Negative prompt", then each `key: value` of the
+    parameter line, as the webui's parse_generation_parameters reads them.
 
-    As the webui does: the last line holding at least three `key: value` pairs is the
-    parameter line; lines before it are the prompt, from `Negative prompt:` on the negative
-    prompt; `Size: WxH` also gives `Size-1` and `Size-2`.
+    The last line is the parameter line when it holds at least three `key: value` pairs (else
+    it belongs to the prompt); lines from `Negative prompt:` on are the negative prompt. Quoted
+    values are unquoted; `WxH` values become `<key>-1` and `<key>-2` (so `Size` gives `Size-1`
+    and `Size-2`). As the webui: a missing `Clip skip` reads as "1", a missing `Schedule type`
+    as "Automatic", and an old suffixed sampler ("DPM++ 2M Karras") is split into `Sampler` and
+    `Schedule type`.
     """
-    *lines, last = text.strip().split("\n") or [""]
+    *lines, last = text.strip().split("\n")
     if len(_PAIR.findall(last)) < 3:
         lines.append(last)
         last = ""
-    prompt, negative, in_negative = [], [], False
+    prompt: list[str] = []
+    negative: list[str] = []
+    in_negative = False
     for line in lines:
-        if line.startswith("Negative prompt:"):
+        line = line.strip()
+        if line.startswith(NEGATIVE):
             in_negative = True
-            line = line[len("Negative prompt:") :].strip()
+            line = line[len(NEGATIVE) :].strip()
         (negative if in_negative else prompt).append(line)
-    out = {"Prompt": "\n".join(prompt).strip(), "Negative prompt": "\n".join(negative).strip()}
-    for key, value in _PAIR.findall(last):
-        key, value = key.strip(), value.strip()
-        if value.startswith('"') and value.endswith('"'):
-            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        out[key] = value
-        size = _SIZE.match(value) if key == "Size" else None
+    out = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, raw in _PAIR.findall(last):
+        key, value = key.strip(), _unquote(raw.strip())
+        size = _SIZE.match(value)
         if size:
-            out["Size-1"], out["Size-2"] = size.group(1), size.group(2)
+            out[f"{key}-1"], out[f"{key}-2"] = size.group(1), size.group(2)
+        else:
+            out[key] = value
+    out.setdefault("Clip skip", "1")
+    out.setdefault("Schedule type", AUTOMATIC)
+    if "Sampler" in out:
+        try:
+            sampler, suffix = check_sampler(out["Sampler"])
+        except InvalidInputError:
+            pass  # a sampler we don't run: kept as written; a request using it gets a 422
+        else:
+            out["Sampler"] = sampler
+            if suffix and out["Schedule type"] == AUTOMATIC:
+                out["Schedule type"] = suffix
+    return out
+
+
+# infotext field -> (request field, type); the webui's paste fields for txt2img/img2img
+_REQUEST_FIELDS: dict[str, tuple[str, type]] = {
+    "Prompt": ("prompt", str),
+    "Negative prompt": ("negative_prompt", str),
+    "Steps": ("steps", int),
+    "Sampler": ("sampler_name", str),
+    "Schedule type": ("scheduler", str),
+    "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int),
+    "Size-1": ("width", int),
+    "Size-2": ("height", int),
+    "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float),
+    "Seed resize from-1": ("seed_resize_from_w", int),
+    "Seed resize from-2": ("seed_resize_from_h", int),
+    "Clip skip": ("clip_skip", int),
+}
+_IMG2IMG_FIELDS: dict[str, tuple[str, type]] = {
+    "Denoising strength": ("denoising_strength", float),
+    "Mask blur": ("mask_blur", int),
+}
+
+
+def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
+    """The request fields a pasted infotext sets (webui names, typed). Values that do not parse
+    as their type are left out; the model (`Model`, `Model hash`) is not taken from it.
+
+    Raises
+    ------
+    InvalidInputError
+        A `Schedule type` that is not known (field `scheduler`).
+    """
+    parsed = parse_infotext(text)
+    table = {**_REQUEST_FIELDS, **(_IMG2IMG_FIELDS if img2img else {})}
+    out: dict[str, Any] = {}
+    for key, (name, kind) in table.items():
+        if key not in parsed:
+            continue
+        try:
+            out[name] = kind(float(parsed[key])) if kind is int else kind(parsed[key])
+        except ValueError:
+            continue
+    if "scheduler" in out:
+        out["scheduler"] = check_schedule(out["scheduler"])
     return out

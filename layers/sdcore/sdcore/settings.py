@@ -39,6 +39,7 @@ _ENV = {
     "heartbeat_stale_s": "SD_HEARTBEAT_STALE_SECONDS",
     "max_attempts": "SD_MAX_ATTEMPTS",
     "progress_interval_s": "SD_PROGRESS_INTERVAL",
+    "preview_every": "SD_PREVIEW_EVERY",
     "url_expires_s": "SD_URL_EXPIRES",
     "requeue_delay_s": "SD_REQUEUE_DELAY",
     "requeue_max_delay_s": "SD_REQUEUE_MAX_DELAY",
@@ -103,6 +104,8 @@ class Settings(BaseModel):
     # (1: never retried, as seed 002's max_delivery=1)
     max_attempts: int = Field(1, ge=1)
     progress_interval_s: float = 0.5
+    # a live preview (cheap latent approximation) with progress at most every N steps; 0 = off
+    preview_every: int = Field(0, ge=0)
     url_expires_s: int = 3600
     requeue_delay_s: float = 0.25
     # a task over a cap waits requeue_delay_s, doubling per wait up to this

@@ -18,7 +18,9 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from scripts import make_clip_tokenizer
 from sdcore.demo import tiny
-from sdcore.inference.engine import CONFIGS_DIR, SCHEDULERS, bundled_config_dir, make_scheduler
+from sdcore.inference.engine import CONFIGS_DIR, bundled_config_dir
+from sdcore.inference.engine_samplers import make_scheduler
+from sdcore.samplers import SAMPLERS
 
 from .support import TinyFiles
 
@@ -149,9 +151,10 @@ def test_config_folders_have_the_same_layout_and_every_sampler(name: str) -> Non
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(SD15)) for p in SD15.rglob("*") if p.is_file())
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    for sampler in SCHEDULERS:
-        scheduler = make_scheduler(sampler, config)
-        scheduler.set_timesteps(4)
+    for sampler in SAMPLERS:
+        for schedule in ("Automatic", "Karras", "Exponential", "Beta", "SGM Uniform"):
+            scheduler = make_scheduler(sampler, schedule, config, [0])
+            scheduler.set_timesteps(4)
     with pytest.raises(ValueError):
         bundled_config_dir("sdxl")
 

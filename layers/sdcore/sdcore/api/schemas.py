@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sdcore.domain.models import (
     FunctionChanges,
@@ -18,7 +18,8 @@ from sdcore.domain.models import (
     TaskKind,
 )
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import DEFAULT_SAMPLER, NO_UPSCALER, SAMPLERS, UPSCALERS
+from sdcore.infotext import request_fields
+from sdcore.samplers import NO_UPSCALER, UPSCALERS, check_sampler, check_schedule, resolve
 from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
@@ -74,15 +75,68 @@ class _GenerationBody(_Body):
     sampler_index: str | None = Field(None, description="older webui spelling of sampler_name")
     batch_size: int = Field(1, ge=1, le=8)
     n_iter: int = Field(1, ge=1, le=16)
+    scheduler: str | None = Field(
+        None,
+        description="schedule type: Automatic (the sampler's default), Uniform, Karras, "
+        "Exponential, SGM Uniform, Beta; a sampler name suffix (DPM++ 2M Karras) also sets it",
+    )
+    subseed: int = Field(-1, ge=-1, le=2**32 - 1, description="variation seed (-1: random)")
+    subseed_strength: float = Field(0.0, ge=0, le=1, description="variation strength (0: off)")
+    seed_resize_from_h: int = Field(-1, ge=-1, le=2048, description="<= 0: off")
+    seed_resize_from_w: int = Field(-1, ge=-1, le=2048, description="<= 0: off")
+    clip_skip: int = Field(1, ge=1, le=12, description="the webui's Clip skip")
+    infotext: str | None = Field(
+        None,
+        max_length=40_000,
+        description="a webui infotext (PNG parameters); its fields fill those the request omits",
+    )
+
+    # whether a pasted infotext may set img2img fields (denoising strength, mask blur)
+    _pastes_img2img: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paste(cls, data: Any) -> Any:
+        """Apply `infotext` and `override_settings.CLIP_stop_at_last_layers` as the webui's API
+        does: they fill only the fields the request leaves out."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        overrides = data.get("override_settings")
+        clip = overrides.get("CLIP_stop_at_last_layers") if isinstance(overrides, dict) else None
+        if clip is not None and "clip_skip" not in data:
+            data["clip_skip"] = clip
+        text = data.get("infotext")
+        if isinstance(text, str) and text.strip():
+            try:
+                pasted = request_fields(text, img2img=cls._pastes_img2img)
+            except InvalidInputError as exc:
+                raise InvalidInputError("infotext", exc.message) from None
+            data = {**pasted, **data}
+        return data
 
     @field_validator("sampler_name", "sampler_index")
     @classmethod
     def _sampler(cls, value: str | None) -> str | None:
-        if value is not None and value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}; valid: {', '.join(SAMPLERS)}")
+        if value is not None:
+            try:
+                check_sampler(value)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_schedule(value)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from None
         return value
 
     def _common(self, kind: TaskKind) -> dict[str, Any]:
+        sampler, schedule = resolve(self.sampler_name or self.sampler_index, self.scheduler)
         return {
             "kind": kind,
             "prompt": self.prompt,
@@ -92,7 +146,13 @@ class _GenerationBody(_Body):
             "guidance": self.cfg_scale,
             "width": self.width,
             "height": self.height,
-            "sampler": self.sampler_name or self.sampler_index or DEFAULT_SAMPLER,
+            "sampler": sampler,
+            "scheduler": schedule,
+            "subseed": self.subseed,
+            "subseed_strength": self.subseed_strength,
+            "seed_resize_from_w": max(0, self.seed_resize_from_w),
+            "seed_resize_from_h": max(0, self.seed_resize_from_h),
+            "clip_skip": self.clip_skip,
             "batch_size": self.batch_size,
             "batches": self.n_iter,
             "vae": self.sd_vae,
@@ -110,6 +170,8 @@ class Img2ImgBody(_GenerationBody):
     denoising_strength: float = Field(0.75, ge=0, le=1)
     mask_blur: int = Field(4, ge=0, le=64)
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
+
+    _pastes_img2img: ClassVar[bool] = True
 
     def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
         params = GenerationParams(
@@ -175,6 +237,12 @@ def wire_parameters(task: Task) -> dict[str, Any]:
         "width": p.width,
         "height": p.height,
         "sampler_name": p.sampler,
+        "scheduler": p.scheduler,
+        "subseed": p.subseed,
+        "subseed_strength": p.subseed_strength,
+        "seed_resize_from_w": p.seed_resize_from_w or -1,
+        "seed_resize_from_h": p.seed_resize_from_h or -1,
+        "clip_skip": p.clip_skip,
         "batch_size": p.batch_size,
         "n_iter": p.batches,
     }

@@ -41,6 +41,15 @@ class GenerationParams(BaseModel):
     width: int | None = None
     height: int | None = None
     sampler: str = "Euler"
+    # the webui's schedule type label ("Automatic", "Karras", ...); see sdcore.samplers
+    scheduler: str = "Automatic"
+    # webui variation seeds: noise from `subseed` slerped in at `subseed_strength` (0 = off)
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    # draw the seed's noise as for this size (0 = off), so a seed keeps its picture when resized
+    seed_resize_from_w: int = 0
+    seed_resize_from_h: int = 0
+    clip_skip: int = 1
     batch_size: int = 1
     batches: int = 1
     denoising_strength: float = 0.75
@@ -82,6 +91,11 @@ class Task(BaseModel):
     job_count: int = 0
     eta_s: float | None = None
     cancel_requested: bool = False
+    # webui "skip": each request ends the job (one n_iter batch) running when the worker sees it
+    skip_requests: int = 0
+    # live preview of the running task: a base64 PNG from a cheap latent approximation, written
+    # with progress when SD_PREVIEW_EVERY is set; cleared when the task ends
+    current_image: str | None = None
     keep: bool = True
     attempts: int = 0
     expires_at: int | None = None

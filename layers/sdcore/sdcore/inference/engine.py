@@ -16,16 +16,9 @@ from typing import Any
 
 import torch
 from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LMSDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
-    UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
@@ -34,8 +27,19 @@ from transformers.utils import logging as transformers_logging
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
-from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
-from sdcore.samplers import NO_UPSCALER, SAMPLERS, UPSCALERS
+from sdcore.inference.engine_conditioning import PromptEncoder
+from sdcore.inference.engine_noise import image_noise, latent_preview
+from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
+from sdcore.inference.port import (
+    Engine,
+    EngineInputs,
+    EngineResult,
+    StepAction,
+    StepCallback,
+    StepInfo,
+)
+from sdcore.infotext import generation_infotext
+from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, UPSCALERS, resolve
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +48,6 @@ MAX_SIDE = 2048  # generation; a 2048x2048 SD 1.x image already needs ~10 GB of 
 MAX_UPSCALE_SIDE = 8192  # extras is a plain resample: memory is the only limit
 MAX_SEED = 2**32 - 1  # the webui's range; torch takes larger, clients expect this one
 
-# webui sampler name -> (diffusers scheduler class, options on top of the checkpoint's config)
-SCHEDULERS: dict[str, tuple[type[Any], dict[str, Any]]] = {
-    "Euler": (EulerDiscreteScheduler, {}),
-    "Euler a": (EulerAncestralDiscreteScheduler, {}),
-    "LMS": (LMSDiscreteScheduler, {}),
-    "Heun": (HeunDiscreteScheduler, {}),
-    "DPM++ 2M": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "DPM++ 2M Karras": (
-        DPMSolverMultistepScheduler,
-        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
-    ),
-    "DDIM": (DDIMScheduler, {}),
-    "UniPC": (UniPCMultistepScheduler, {}),
-}
 _RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
@@ -68,27 +58,6 @@ def bundled_config_dir(name: str = "sd15") -> Path:
         known = sorted(p.name for p in CONFIGS_DIR.iterdir() if (p / "model_index.json").is_file())
         raise ValueError(f"no bundled config {name!r}; known: {', '.join(known)}")
     return path
-
-
-def check_sampler(sampler: str) -> None:
-    if sampler not in SCHEDULERS:
-        raise InvalidInputError(
-            "sampler_name", f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}"
-        )
-
-
-def make_scheduler(sampler: str, base_config: Any) -> SchedulerMixin:
-    """A fresh scheduler for a webui sampler name, built on the checkpoint's scheduler config.
-
-    Raises
-    ------
-    InvalidInputError
-        On a name the engine does not know (field `sampler_name`).
-    """
-    check_sampler(sampler)
-    cls, options = SCHEDULERS[sampler]
-    scheduler: SchedulerMixin = cls.from_config(base_config, **options)
-    return scheduler
 
 
 def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
@@ -104,36 +73,39 @@ def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
     return preference, torch.float16 if preference.startswith("cuda") else torch.float32
 
 
-def infotext(
-    params: GenerationParams,
-    *,
-    seed: int,
-    width: int,
-    height: int,
-    model_name: str,
-    model_hash: str,
-    inpaint: bool = False,
-) -> str:
-    """The webui's generation-parameters text for one image (stored in the PNG)."""
-    lines = [params.prompt]
-    if params.negative_prompt:
-        lines.append(f"Negative prompt: {params.negative_prompt}")
-    fields: list[tuple[str, Any]] = [
-        ("Steps", params.steps),
-        ("Sampler", params.sampler),
-        ("CFG scale", float(params.guidance)),
-        ("Seed", seed),
-        ("Size", f"{width}x{height}"),
-    ]
-    if model_hash:
-        fields.append(("Model hash", model_hash[:10]))
-    fields.append(("Model", model_name))
-    if params.kind is TaskKind.IMG2IMG:
-        fields.append(("Denoising strength", float(params.denoising_strength)))
-    if inpaint:
-        fields.append(("Mask blur", params.mask_blur))
-    lines.append(", ".join(f"{k}: {v}" for k, v in fields))
-    return "\n".join(lines)
+class _WebuiGuidance:
+    """The webui applies classifier-free guidance at any scale but 1; diffusers only above 1,
+    which would make a scale below 1 mean "no guidance" instead of weak (or inverted) guidance."""
+
+    _guidance_scale: float
+    unet: Any
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale != 1 and self.unet.config.time_cond_proj_dim is None
+
+
+class _Txt2Img(_WebuiGuidance, StableDiffusionPipeline):
+    pass
+
+
+class _Img2Img(_WebuiGuidance, StableDiffusionImg2ImgPipeline):
+    pass
+
+
+class _Inpaint(_WebuiGuidance, StableDiffusionInpaintPipeline):
+    pass
+
+
+def _use_noise(scheduler: SchedulerMixin, noise: torch.Tensor) -> None:
+    """img2img and inpaint draw their noise inside the pipeline and add it to the image latents
+    with `scheduler.add_noise`; this run's scheduler adds ours (seed, variation, resize) instead."""
+    base = scheduler.add_noise  # type: ignore[attr-defined]
+
+    def add_noise(original: torch.Tensor, _drawn: torch.Tensor, timesteps: Any) -> Any:
+        return base(original, noise.to(original.device, original.dtype), timesteps)
+
+    scheduler.add_noise = add_noise  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -149,9 +121,9 @@ class _Job:
 
 
 class _Progress:
-    """`callback_on_step_end` adapter: a StepInfo to the port's callback after every step;
-    its True sets the pipeline's interrupt flag (remaining steps are skipped, the partial
-    latents are still decoded)."""
+    """`callback_on_step_end` adapter: a StepInfo to the port's callback after every step. A
+    STOP (or True) answer sets the pipeline's interrupt flag and ends the run; SKIP sets it for
+    the current job only (remaining steps are skipped, the partial latents are still decoded)."""
 
     def __init__(self, on_step: StepCallback, job_count: int, started: float) -> None:
         self.on_step = on_step
@@ -159,8 +131,28 @@ class _Progress:
         self.started = started
         self.job_no = 0
         self.stopped = False
+        self.skipped = False
+        self.skipped_jobs: list[int] = []
+        self._last: float | None = None  # time of this job's previous step
+        self._durations: list[float] = []  # step times measured so far, all jobs
+
+    def start_job(self, job_no: int) -> None:
+        self.job_no = job_no
+        self.skipped = False
+        self._last = None  # the gap to the first step holds setup and decoding, not a step
 
     def __call__(self, pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        now = time.perf_counter()
+        if self._last is not None:
+            self._durations.append(now - self._last)
+        self._last = now
+        latents = kwargs.get("latents")
+        preview = None
+        if latents is not None and latents.shape[1] == 4:
+
+            def preview() -> Image.Image:
+                return latent_preview(latents[0])
+
         # num_timesteps is what the loop really runs: img2img int(steps * strength), Heun
         # two entries per step; the requested `steps` would stall progress short of 100 %.
         info = StepInfo(
@@ -168,9 +160,16 @@ class _Progress:
             steps=int(pipe.num_timesteps),
             job_no=self.job_no,
             job_count=self.job_count,
-            elapsed_s=time.perf_counter() - self.started,
+            elapsed_s=now - self.started,
+            step_s=sum(self._durations) / len(self._durations) if self._durations else None,
+            preview=preview,
         )
-        if self.on_step(info):
+        action = self.on_step(info)
+        if action == StepAction.SKIP and not self.skipped:
+            pipe._interrupt = True
+            self.skipped = True
+            self.skipped_jobs.append(self.job_no)
+        elif action == StepAction.STOP:
             pipe._interrupt = True
             self.stopped = True
         return kwargs
@@ -212,6 +211,7 @@ class DiffusersEngine(Engine):
         self._txt2img: Any = None
         self._img2img: Any = None
         self._inpaint: Any = None
+        self._encoder: PromptEncoder | None = None
         self._scheduler_config: dict[str, Any] = {}
 
     # --- loading ---------------------------------------------------------------------------
@@ -253,18 +253,22 @@ class DiffusersEngine(Engine):
             raise ValueError(f"{path}: expected a diffusers folder or a .safetensors file")
         if self.device != "cpu":  # already there; `to` would only warn about dtypes
             pipe = pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
         # samplers are built from the checkpoint's own scheduler config, never from the last
         # sampler's (whose options, e.g. Karras sigmas, would leak into the next run)
         self._scheduler_config = dict(pipe.scheduler.config)
-        for sampler in SCHEDULERS:  # fail at load, not mid-task (LMS needs scipy, for one)
-            make_scheduler(sampler, self._scheduler_config)
-        components = pipe.components  # the same modules: no second copy of the weights
-        self._txt2img = pipe
-        self._img2img = StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
-        self._inpaint = StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
-        for p in (self._img2img, self._inpaint):
+        # fail at load, not mid-task (LMS and Beta need scipy, DPM++ SDE torchsde)
+        for sampler in SAMPLER_CLASSES:
+            for schedule in SCHEDULE_OPTIONS:
+                if sampler not in TIMESTEP_SAMPLERS or schedule == "Automatic":
+                    make_scheduler(sampler, schedule, self._scheduler_config, [0])
+        components = {**pipe.components, "requires_safety_checker": False}
+        # the same modules in all three: no second copy of the weights
+        self._txt2img = _Txt2Img(**components)
+        self._img2img = _Img2Img(**components)
+        self._inpaint = _Inpaint(**components)
+        for p in (self._txt2img, self._img2img, self._inpaint):
             p.set_progress_bar_config(disable=True)
+        self._encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.load_s = time.perf_counter() - started
         log.info("loaded %s on %s in %.2fs", self.model_name, self.device, self.load_s)
 
@@ -298,47 +302,76 @@ class DiffusersEngine(Engine):
             return self._extras(params, inputs, started)
 
         job = self._prepare(params, inputs)
-        base_seed = self._seed(params)
+        sampler, schedule = resolve(params.sampler, params.scheduler)
         total = params.batch_size * params.batches
+        base_seed = self._seed(params.seed, total, "seed")
+        base_subseed = self._seed(params.subseed, total, "subseed")
         seeds = [base_seed + i for i in range(total)]
+        subseeds = [base_subseed + i for i in range(total)]
+        resize_from = self._resize_from(params)
+        assert self._encoder is not None
+        cond, uncond = self._encoder.encode_pair(
+            params.prompt, params.negative_prompt, params.clip_skip
+        )
+        pipe = job.pipe
+        cond = cond.to(pipe.device, pipe.unet.dtype)
+        uncond = uncond.to(pipe.device, pipe.unet.dtype)
+        latent_shape = (
+            int(pipe.vae.config.latent_channels),
+            job.height // int(pipe.vae_scale_factor),
+            job.width // int(pipe.vae_scale_factor),
+        )
         images: list[Image.Image] = []
-        interrupted = False
         progress = _Progress(on_step, params.batches, started)
 
         for job_no in range(params.batches):
-            batch_seeds = seeds[job_no * params.batch_size : (job_no + 1) * params.batch_size]
+            part = slice(job_no * params.batch_size, (job_no + 1) * params.batch_size)
             # one CPU generator per image: image i is the same whatever the batch size or device
-            generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
-            job.pipe.scheduler = make_scheduler(params.sampler, self._scheduler_config)
-            progress.job_no = job_no
-            out = job.pipe(
-                prompt=params.prompt,
-                negative_prompt=params.negative_prompt,
+            drawn = [
+                image_noise(latent_shape, s, v, params.subseed_strength, resize_from)
+                for s, v in zip(seeds[part], subseeds[part], strict=True)
+            ]
+            noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
+            generators = [g for _, g in drawn]
+            scheduler = make_scheduler(sampler, schedule, self._scheduler_config, seeds[part])
+            kwargs = dict(job.kwargs)
+            if params.kind is TaskKind.TXT2IMG or (job.inpaint and job.kwargs["strength"] >= 1):
+                kwargs["latents"] = noise
+            else:
+                _use_noise(scheduler, noise)
+            pipe.scheduler = scheduler
+            progress.start_job(job_no)
+            out = pipe(
+                prompt_embeds=cond,
+                negative_prompt_embeds=uncond,
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance,
-                num_images_per_prompt=len(batch_seeds),
+                num_images_per_prompt=len(generators),
                 generator=generators,
                 callback_on_step_end=progress,
                 output_type="pil",
-                **job.kwargs,
+                **kwargs,
             )
             batch = list(out.images)
             if job.overlay is not None:
                 mask, init = job.overlay
-                batch = [job.pipe.image_processor.apply_overlay(mask, init, im) for im in batch]
+                batch = [pipe.image_processor.apply_overlay(mask, init, im) for im in batch]
             images.extend(batch)
             if progress.stopped:
-                interrupted = True
                 break
 
+        interrupted = progress.stopped
         texts = [
-            infotext(
+            generation_infotext(
                 params,
                 seed=seeds[i],
+                subseed=subseeds[i],
                 width=job.width,
                 height=job.height,
                 model_name=self.model_name,
                 model_hash=self.model_hash,
+                sampler=sampler,
+                schedule=schedule,
                 inpaint=job.inpaint,
             )
             for i in range(len(images))
@@ -348,9 +381,16 @@ class DiffusersEngine(Engine):
             "negative_prompt": params.negative_prompt,
             "seed": base_seed,
             "all_seeds": seeds,
+            "subseed": base_subseed,
+            "all_subseeds": subseeds,
+            "subseed_strength": params.subseed_strength,
+            "seed_resize_from_w": params.seed_resize_from_w if resize_from else -1,
+            "seed_resize_from_h": params.seed_resize_from_h if resize_from else -1,
             "steps": params.steps,
-            "sampler_name": params.sampler,
+            "sampler_name": sampler,
+            "scheduler": schedule,
             "cfg_scale": params.guidance,
+            "clip_skip": params.clip_skip,
             "width": job.width,
             "height": job.height,
             "batch_size": params.batch_size,
@@ -367,12 +407,13 @@ class DiffusersEngine(Engine):
             "elapsed_s": round(time.perf_counter() - started, 4),
             "infotexts": texts,
             "interrupted": interrupted,
+            "skipped_jobs": progress.skipped_jobs,
         }
         return EngineResult(images=images, infotexts=texts, info=info, interrupted=interrupted)
 
     def _prepare(self, params: GenerationParams, inputs: EngineInputs) -> _Job:
         width, height = self._size(params)
-        check_sampler(params.sampler)
+        resolve(params.sampler, params.scheduler)  # a 422 before any work
         for field, value in (("steps", params.steps), ("batch_size", params.batch_size)):
             if value < 1:
                 raise InvalidInputError(field, f"must be at least 1, got {value}")
@@ -427,13 +468,24 @@ class DiffusersEngine(Engine):
         return width, height
 
     @staticmethod
-    def _seed(params: GenerationParams) -> int:
-        total = params.batch_size * params.batches
-        if params.seed < 0:  # -1 (any negative, as the webui) draws one
+    def _seed(seed: int, total: int, field: str) -> int:
+        """The first of `total` consecutive seeds; a negative one (-1, as the webui) is drawn."""
+        if seed < 0:
             return random.randrange(MAX_SEED - total + 1)
-        if params.seed + total - 1 > MAX_SEED:
-            raise InvalidInputError("seed", f"must be at most {MAX_SEED - total + 1}")
-        return params.seed
+        if seed + total - 1 > MAX_SEED:
+            raise InvalidInputError(field, f"must be at most {MAX_SEED - total + 1}")
+        return seed
+
+    def _resize_from(self, params: GenerationParams) -> tuple[int, int] | None:
+        """(latent height, latent width) to draw the seed's noise at, or None (off)."""
+        w, h = params.seed_resize_from_w, params.seed_resize_from_h
+        if w <= 0 or h <= 0:
+            return None
+        scale = int(self._require().vae_scale_factor)
+        for field, value in (("seed_resize_from_w", w), ("seed_resize_from_h", h)):
+            if not scale <= value <= MAX_SIDE:
+                raise InvalidInputError(field, f"must be {scale}..{MAX_SIDE} (or <= 0: off)")
+        return h // scale, w // scale
 
     # --- extras ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from PIL import Image
@@ -21,6 +22,11 @@ class StepInfo:
     job_no: int
     job_count: int
     elapsed_s: float
+    # mean seconds per denoising step measured so far (None until two steps were timed)
+    step_s: float | None = None
+    # renders a cheap preview of the current latents (no VAE decode) when called; None when
+    # the model's latents have no known approximation
+    preview: Callable[[], Image.Image] | None = field(default=None, repr=False)
 
     @property
     def progress(self) -> float:
@@ -30,12 +36,25 @@ class StepInfo:
 
     @property
     def eta_s(self) -> float | None:
+        """Seconds left: the steps still to run at the measured step time; before two steps
+        were timed, extrapolated from the elapsed time."""
+        if self.step_s is not None and self.steps > 0:
+            left = (self.steps - self.step) + (self.job_count - self.job_no - 1) * self.steps
+            return max(0, left) * self.step_s
         p = self.progress
         return None if p <= 0 else self.elapsed_s * (1 - p) / p
 
 
-# Called after every denoising step; returning True asks the engine to stop (cancellation).
-StepCallback = Callable[[StepInfo], bool]
+class StepAction(IntEnum):
+    """What a step callback asks for. A plain bool works too: True is STOP, False CONTINUE."""
+
+    CONTINUE = 0
+    STOP = 1  # cancel the task: no more steps, no more images
+    SKIP = 2  # end the current job (one n_iter batch) early; the next job runs
+
+
+# Called after every denoising step; its answer (a StepAction or a bool) steers the run.
+StepCallback = Callable[[StepInfo], "StepAction | bool"]
 
 
 @dataclass

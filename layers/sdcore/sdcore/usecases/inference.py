@@ -3,6 +3,7 @@ store the PNGs and end the task."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import logging
@@ -15,7 +16,7 @@ from PIL import Image
 from sdcore.domain.models import Lease, Task, TaskStatus
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.inference.png import png_bytes
-from sdcore.inference.port import Engine, EngineInputs, StepInfo
+from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
@@ -50,21 +51,26 @@ class _Heartbeat:
 
 
 class _Progress:
-    """The step callback: throttled progress writes and cancellation checks."""
+    """The step callback: throttled progress writes (with a live preview every
+    `preview_every` steps when set), cancellation and skip checks."""
 
-    def __init__(self, svc: Services, task_id: str) -> None:
+    def __init__(self, svc: Services, task: Task) -> None:
         self.svc = svc
-        self.task_id = task_id
+        self.task_id = task.task_id
         self.interval = svc.settings.progress_interval_s
+        self.preview_every = svc.settings.preview_every
         # the running transition has just been written: the first progress write can wait
         self.last_write = svc.clock.now()
         self.last_check = 0.0
         self.cancelled = False
+        self.skips_seen = task.skip_requests  # skips asked before it ran skip nothing
+        self.steps_seen = 0
+        self.last_preview = 0  # steps_seen at the last preview
         self.last: StepInfo | None = None
 
     def final(self) -> dict[str, Any]:
         """The progress fields of a finished task, written with its end transition."""
-        done: dict[str, Any] = {"progress": 1.0, "eta_s": 0.0}
+        done: dict[str, Any] = {"progress": 1.0, "eta_s": 0.0, "current_image": None}
         if self.last is not None:
             done.update(
                 sampling_step=self.last.step,
@@ -74,8 +80,19 @@ class _Progress:
             )
         return done
 
-    def __call__(self, step: StepInfo) -> bool:
+    def _preview(self, step: StepInfo) -> dict[str, Any]:
+        if not self.preview_every or step.preview is None:
+            return {}
+        if self.steps_seen - self.last_preview < self.preview_every:
+            return {}
+        self.last_preview = self.steps_seen
+        buf = io.BytesIO()
+        step.preview().save(buf, format="PNG")
+        return {"current_image": base64.b64encode(buf.getvalue()).decode()}
+
+    def __call__(self, step: StepInfo) -> StepAction:
         self.last = step
+        self.steps_seen += 1
         now = self.svc.clock.now()
         # Time-throttled only: the final state is written by the task's end transition, so a
         # write at the last step would be one more table write per task for nothing.
@@ -90,11 +107,17 @@ class _Progress:
                 job_count=step.job_count,
                 eta_s=None if step.eta_s is None else round(step.eta_s, 3),
                 heartbeat_at=now,
+                **self._preview(step),
             )
+        action = StepAction.CONTINUE
         if now - self.last_check >= min(self.interval, 0.2):
             self.last_check = now
-            self.cancelled = self.svc.tasks.get(self.task_id).cancel_requested
-        return self.cancelled
+            task = self.svc.tasks.get(self.task_id)
+            self.cancelled = task.cancel_requested
+            if task.skip_requests > self.skips_seen:
+                self.skips_seen = task.skip_requests
+                action = StepAction.SKIP
+        return StepAction.STOP if self.cancelled else action
 
 
 def _load_inputs(svc: Services, task: Task) -> EngineInputs:
@@ -169,7 +192,7 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
 
 
 def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
-    progress = _Progress(svc, task.task_id)
+    progress = _Progress(svc, task)
     try:
         inputs = _load_inputs(svc, task)
         result = engine.run(task.params, inputs, progress)

@@ -236,5 +236,18 @@ def request_cancel(svc: Services, task_id: str, owner: str | None = None) -> Tas
     return task
 
 
+def request_skip(svc: Services, task_id: str, owner: str | None = None) -> Task:
+    """The webui's "skip": end the job (one n_iter batch) of the running task that the worker
+    is on when it sees the request; its partial images are kept and the next job runs.
+
+    A task that is not running is returned unchanged. Raises NotFoundError.
+    """
+    task = get_task(svc, task_id, owner)
+    if task.status is TaskStatus.RUNNING:
+        svc.tasks.update_running(task_id, skip_requests=task.skip_requests + 1)
+        task = svc.tasks.get(task_id)
+    return task
+
+
 def result_urls(svc: Services, task: Task) -> list[str]:
     return [svc.blobs.url(key, svc.settings.url_expires_s) for key in task.images]

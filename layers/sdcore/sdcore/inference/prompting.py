@@ -1,0 +1,196 @@
+"""The webui's prompt syntax, torch-free: extra-network tags, emphasis, BREAK, 75-token chunks.
+
+Written from the webui's documented behaviour (its wiki, "Attention/emphasis"):
+
+- `(text)` multiplies the attention to `text` by 1.1, `[text]` divides it by 1.1, `(text:1.3)`
+  sets the multiplier to 1.3; they nest (multipliers multiply). `\\(`, `\\)`, `\\[`, `\\]` and
+  `\\\\` are literal characters. A bracket left open applies to the end of the prompt; a stray
+  closing bracket is literal text; a `:` that does not end a `(text:number)` is literal text.
+- `BREAK` (upper case, a word on its own) ends the current 75-token chunk.
+- Tokens fill chunks of 75; each chunk becomes BOS + 75 tokens (padded) + EOS = 77 positions,
+  encoded separately and concatenated. A chunk that fills up with a comma among its last 20
+  tokens is cut after that comma and the rest moves on to the next chunk.
+- `<lora:name:weight>` and other `<kind:...>` extra-network tags are removed from the text the
+  text encoder sees; `extract_networks` returns the LoRAs they asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sdcore.errors import InvalidInputError
+
+CHUNK_TOKENS = 75  # tokens per chunk, between BOS and EOS
+COMMA_BACKTRACK = 20  # the webui's default "comma padding backtrack"
+BREAK = "BREAK"
+ROUND, SQUARE = 1.1, 1 / 1.1
+
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+_TOKEN = re.compile(
+    r"""
+    \\[()\[\]\\]                              # an escaped bracket or backslash
+    | :\s*(?P<weight>[+-]?[\d.]+)\s*\)        # ":1.3)" closes a weighted group
+    | [()\[\]]                                # a bracket
+    | [^\\()\[\]:]+                           # plain text
+    | [\\:]                                   # a lone backslash or colon: literal
+    """,
+    re.VERBOSE,
+)
+_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
+
+
+def extract_networks(prompt: str, field: str = "prompt") -> tuple[str, list[tuple[str, float]]]:
+    """(prompt without extra-network tags, [(lora name, weight), ...] in prompt order).
+
+    `<lora:name>` means weight 1.0; `<lora:name:0.6>` 0.6; further `:...` arguments (the webui's
+    separate UNet weight and options) are ignored here. Tags of other kinds (`<hypernet:...>`)
+    are removed from the text too, as the webui does, but not returned.
+
+    Raises
+    ------
+    InvalidInputError
+        A LoRA weight that is not a number (naming `field`).
+    """
+    loras: list[tuple[str, float]] = []
+
+    def take(match: re.Match[str]) -> str:
+        kind, args = match.group(1), match.group(2).split(":")
+        if kind.lower() in ("lora", "lyco"):
+            name = args[0].strip()
+            try:
+                weight = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
+            except ValueError:
+                raise InvalidInputError(
+                    field, f"LoRA {name!r}: weight {args[1]!r} is not a number"
+                ) from None
+            loras.append((name, weight))
+        return ""
+
+    return _EXTRA_NETWORK.sub(take, prompt), loras
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into (text, multiplier) runs; `("BREAK", -1.0)` marks a BREAK.
+
+    Adjacent runs with the same multiplier are merged; an empty prompt is `[("", 1.0)]`.
+    """
+    runs: list[list[str | float]] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply(start: int, factor: float) -> None:
+        for run in runs[start:]:
+            run[1] = float(run[1]) * factor
+
+    def literal(piece: str) -> None:
+        for i, part in enumerate(_BREAK_SPLIT.split(piece)):
+            if i > 0:
+                runs.append([BREAK, -1.0])
+            runs.append([part, 1.0])
+
+    for match in _TOKEN.finditer(text):
+        token, weight = match.group(0), match.group("weight")
+        if token.startswith("\\") and len(token) == 2:
+            literal(token[1])
+        elif token == "(":
+            round_open.append(len(runs))
+        elif token == "[":
+            square_open.append(len(runs))
+        elif weight is not None and round_open and _number(weight) is not None:
+            multiply(round_open.pop(), _number(weight) or 0.0)
+        elif token == ")" and round_open:
+            multiply(round_open.pop(), ROUND)
+        elif token == "]" and square_open:
+            multiply(square_open.pop(), SQUARE)
+        else:
+            literal(token)
+    for start in round_open:
+        multiply(start, ROUND)
+    for start in square_open:
+        multiply(start, SQUARE)
+
+    merged: list[tuple[str, float]] = []
+    for piece, mult in runs:
+        piece, mult = str(piece), float(mult)
+        if piece == BREAK and mult == -1.0:
+            merged.append((BREAK, -1.0))
+        elif not piece:
+            continue
+        elif merged and merged[-1][1] == mult and merged[-1] != (BREAK, -1.0):
+            merged[-1] = (merged[-1][0] + piece, mult)
+        else:
+            merged.append((piece, mult))
+    return merged or [("", 1.0)]
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Chunk:
+    """One 77-position text-encoder input: token ids and their attention multipliers."""
+
+    tokens: list[int] = field(default_factory=list)
+    multipliers: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The ids chunking needs from a tokenizer. `comma` is None when the vocabulary has none."""
+
+    bos: int
+    eos: int
+    pad: int
+    comma: int | None
+
+
+def chunk_prompt(
+    parsed: Sequence[tuple[str, float]],
+    tokenize: Callable[[str], list[int]],
+    vocab: Vocabulary,
+) -> list[Chunk]:
+    """Token chunks of a parsed prompt: each BOS + 75 tokens (pad-filled) + EOS, multiplier 1.0
+    on BOS, EOS and padding. At least one chunk (an empty prompt is all padding)."""
+    chunks: list[Chunk] = []
+    current = Chunk()
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal current, last_comma
+        fill = CHUNK_TOKENS - len(current.tokens)
+        current.tokens = [vocab.bos, *current.tokens, *[vocab.pad] * fill, vocab.eos]
+        current.multipliers = [1.0, *current.multipliers, *[1.0] * fill, 1.0]
+        chunks.append(current)
+        current, last_comma = Chunk(), -1
+
+    for text, mult in parsed:
+        if text == BREAK and mult == -1.0:
+            close()
+            continue
+        for token in tokenize(text):
+            if token == vocab.comma:
+                last_comma = len(current.tokens)
+            elif (
+                len(current.tokens) == CHUNK_TOKENS
+                and last_comma != -1
+                and len(current.tokens) - last_comma <= COMMA_BACKTRACK
+            ):
+                # the chunk is full: cut it after its last comma, carry the rest over
+                cut = last_comma + 1
+                moved = Chunk(current.tokens[cut:], current.multipliers[cut:])
+                del current.tokens[cut:], current.multipliers[cut:]
+                close()
+                current = moved
+            if len(current.tokens) == CHUNK_TOKENS:
+                close()
+            current.tokens.append(token)
+            current.multipliers.append(mult)
+    if current.tokens or not chunks:
+        close()
+    return chunks
