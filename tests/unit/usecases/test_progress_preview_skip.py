@@ -39,7 +39,7 @@ class RecordingEngine(Engine):
 
     def _preview(self) -> Image.Image:
         self.previews += 1
-        return Image.new("RGB", (8, 8), (10, 20, 30))
+        return Image.new("RGB", (256, 128), (10, 20, 30))  # a 2048 x 1024 task's latents
 
     def run(
         self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
@@ -77,7 +77,9 @@ def test_previews_every_n_steps_and_eta_from_step_times(svc: Services) -> None:
     images = [s["image"] for s in engine.stored]
     assert [i is not None for i in images] == [False, False, True, True, True, True, True]
     png = base64.b64decode(images[2])
-    assert Image.open(io.BytesIO(png)).getpixel((0, 0)) == (10, 20, 30)
+    preview = Image.open(io.BytesIO(png))
+    assert preview.getpixel((0, 0)) == (10, 20, 30)
+    assert preview.size == (128, 64)  # capped at 128 px a side
     # 7 steps at 0.05 s: after step 1, 6 left
     assert engine.stored[0]["eta"] == 0.3
     done = svc.tasks.get(task_id)

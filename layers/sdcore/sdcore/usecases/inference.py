@@ -21,6 +21,7 @@ from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
 log = logging.getLogger(__name__)
+PREVIEW_MAX_SIDE = 128  # px, the longest side of a live preview
 
 
 class _Heartbeat:
@@ -86,8 +87,12 @@ class _Progress:
         if self.steps_seen - self.last_preview < self.preview_every:
             return {}
         self.last_preview = self.steps_seen
+        image = step.preview()
+        # latent resolution is already small (64 px for 512); the cap keeps a 2048 px task's
+        # row far below DynamoDB's 400 KB item limit
+        image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
         buf = io.BytesIO()
-        step.preview().save(buf, format="PNG")
+        image.save(buf, format="PNG")
         return {"current_image": base64.b64encode(buf.getvalue()).decode()}
 
     def __call__(self, step: StepInfo) -> StepAction:
