@@ -116,6 +116,32 @@ def test_update_running_only_while_running(ports):
     assert (got.progress, got.sampling_step, got.eta_s) == (0.5, 10, 1.5)
 
 
+def test_skip_requests_previews_and_webui_params_round_trip(ports):
+    # Given a task with the webui generation fields (issue 6) set
+    params = GenerationParams(
+        kind=TaskKind.TXT2IMG,
+        sampler="DPM++ 2M SDE",
+        scheduler="Exponential",
+        subseed=5,
+        subseed_strength=0.25,
+        seed_resize_from_w=96,
+        seed_resize_from_h=64,
+        clip_skip=2,
+    )
+    ports.tasks.create(make_task().model_copy(update={"params": params}))
+    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+
+    # When a skip is asked for and a preview written, then the preview cleared at the end
+    assert ports.tasks.update_running("t1", skip_requests=1, current_image="aGk=") is True
+    running = ports.tasks.get("t1")
+    ports.tasks.transition("t1", {TaskStatus.RUNNING}, TaskStatus.SUCCEEDED, current_image=None)
+
+    # Then both backends keep them exactly
+    assert running.params == params
+    assert (running.skip_requests, running.current_image) == (1, "aGk=")
+    assert ports.tasks.get("t1").current_image is None
+
+
 def test_update_running_missing_is_false(ports):
     assert ports.tasks.update_running("nope", progress=0.5) is False
 
