@@ -48,10 +48,11 @@ class _EulerAncestral(EulerAncestralDiscreteScheduler):
     schedule: dict[str, Any] = {}
 
     def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
-        super().set_timesteps(num_inference_steps, device)
+        super().set_timesteps(num_inference_steps, device)  # type: ignore[misc]
         if not self.schedule:
             return
-        twin = EulerDiscreteScheduler.from_config(self.config, **self.schedule)
+        config = self.config  # type: ignore[attr-defined]  # registered by diffusers' ConfigMixin
+        twin = EulerDiscreteScheduler.from_config(config, **self.schedule)
         twin.set_timesteps(num_inference_steps, device)
         self.sigmas = twin.sigmas.to("cpu")
         self.timesteps = twin.timesteps
