@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 
+from sdcore.api.schemas import Txt2ImgBody
 from sdcore.inference.engine import DiffusersEngine
 from sdcore.inference.png import png_bytes, read_parameters
 from sdcore.inference.port import EngineInputs
@@ -41,3 +43,34 @@ def test_unicode_round_trips_and_missing_chunks_read_as_none() -> None:
     plain = png_bytes(image, "x").replace(b"parameters", b"parametrix")  # other key, same size
     assert read_parameters(plain) is None
     assert read_parameters(b"not an image") is None
+
+
+def test_pasting_an_infotext_back_gives_the_same_pixels(engine: DiffusersEngine) -> None:
+    # Given an image made with most of the webui's generation fields
+    params = gen(
+        prompt="a (red:1.2) circle BREAK [white] background",
+        negative_prompt="blue, dark",
+        sampler="DPM++ 2M SDE",
+        scheduler="Karras",
+        seed=77,
+        subseed=5,
+        subseed_strength=0.3,
+        seed_resize_from_w=32,
+        seed_resize_from_h=48,
+        clip_skip=2,
+        guidance=5.5,
+        steps=4,
+        width=64,
+        height=48,
+    )
+    first = engine.run(params, EngineInputs(), Steps())
+    text = read_parameters(png_bytes(first.images[0], first.infotexts[0]))
+    assert text is not None and "Schedule type: Karras" in text and "Clip skip: 2" in text
+
+    # When its PNG infotext is pasted into an otherwise empty request
+    pasted, _, _ = Txt2ImgBody(infotext=text).to_domain()
+    again = engine.run(pasted, EngineInputs(), Steps())
+
+    # Then the request means the same: same infotext, same pixels
+    assert again.infotexts == first.infotexts
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(first.images[0]))
