@@ -94,7 +94,7 @@ class Settings(BaseModel):
     # blocked prompt terms: a file path locally, an object key in the bucket on AWS
     blocklist: str = ""
     webui_timeout_s: float = Field(25.0, ge=0)
-    max_concurrency: int = Field(2, ge=1)
+    max_concurrency: int = Field(2, ge=0)  # 0 pauses dispatch: tasks are accepted and wait
     max_per_model: int = Field(1, ge=1)
     sync_timeout_s: float = Field(25.0, ge=0)
     task_ttl_days: int = 30

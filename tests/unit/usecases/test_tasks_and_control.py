@@ -66,6 +66,19 @@ def test_dispatch_holds_the_caps_and_requeues_the_rest(svc: Services) -> None:
     assert len(svc.queue.receive(10)) == 2
 
 
+def test_global_cap_zero_pauses_dispatch(svc: Services) -> None:
+    # Given dispatch paused (SD_MAX_CONCURRENCY=0) and two submitted tasks
+    svc.settings.max_concurrency = 0
+    ids = [submit_task(svc, TXT, "demo", []).task_id for _ in range(2)]
+    # When control drains the queue
+    outcomes = _drain(svc)
+    # Then nothing runs, nothing fails: both wait, queued, their messages back in the queue
+    assert outcomes == ["waiting", "waiting"]
+    assert svc.fleet.invocations == []  # type: ignore[attr-defined]
+    assert {svc.tasks.get(i).status for i in ids} == {TaskStatus.QUEUED}
+    assert len(svc.queue.receive(10)) == 2
+
+
 def test_dispatch_of_a_duplicate_message_does_not_take_a_second_slot(svc: Services) -> None:
     task = submit_task(svc, TXT, None, [])
     assert dispatch_task(svc, task.task_id) is Outcome.DISPATCHED

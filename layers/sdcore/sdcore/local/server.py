@@ -1,22 +1,32 @@
 """The local HTTP front door: API Gateway's role for the proxy and admin functions, and S3's
 role for signed object GETs and part PUTs.
 
-Each request to a function runs in a pool of worker processes, one request at a time per
-process, as Lambda runs one event at a time per execution environment (Powertools' resolver
-keeps the current event in class state, so it must not serve two requests at once in one
-process)."""
+HTTP is served by uvicorn (httptools parser, uvloop where installed) in one event loop. Each
+request to a function is handed, as an API Gateway event, to a pool of long-lived worker
+processes over a pipe, one request at a time per process, as Lambda runs one event at a time per
+execution environment (Powertools' resolver keeps the current event in class state, so it must
+not serve two requests at once in one process). A request that finds every worker busy waits
+for the next free one; a worker that dies answers 502 and is replaced."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import logging
 import mimetypes
 import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -24,8 +34,15 @@ from sdcore.adapters.local.blobs import FileBlobStore
 from sdcore.errors import DomainError
 from sdcore.local.context import LocalContext
 
+log = logging.getLogger("sdcore.server")
+
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
 MAX_PART = 5 * 1024**3  # S3's largest part
+READ_CHUNK = 1024 * 1024
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _invoke(target: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -36,9 +53,28 @@ def _invoke(target: str, event: dict[str, Any]) -> dict[str, Any]:
     return lambda_handler(event, LocalContext(function_name=target))
 
 
-def _warm(_: int) -> None:
+def _worker_main(conn: Connection, parent: int) -> None:
+    """A function's execution environment: import once, then serve events one at a time."""
+    _die_with(parent)
     import admin_function.app  # noqa: F401
     import proxy_function.app  # noqa: F401
+
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            target, event = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        try:
+            response = _invoke(target, event)
+        except Exception as exc:  # what Lambda reports for an unhandled error
+            log.exception("unhandled error in the %s function", target)
+            response = {
+                "statusCode": 502,
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"error": "function_error", "message": type(exc).__name__}),
+            }
+        conn.send_bytes(pickle.dumps(response, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def api_gateway_event(
@@ -76,122 +112,382 @@ def api_gateway_event(
     }
 
 
-class LocalServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, host: str, port: int, blobs: FileBlobStore, workers: int) -> None:
-        super().__init__((host, port), _Handler)
-        self.blobs = blobs
-        ctx = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-        list(self.pool.map(_warm, range(workers)))
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+class FunctionError(Exception):
+    """The worker process died while serving a request."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: LocalServer
-    protocol_version = "HTTP/1.1"
+class _Worker:
+    def __init__(self, ctx: Any) -> None:
+        parent, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, os.getpid()), name="sd-http-worker"
+        )
+        self.process.start()
+        child.close()
+        self.conn: Connection = parent
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # quiet: the functions log what matters
+    def wait_ready(self, timeout: float = 120) -> None:
+        if not self.conn.poll(timeout) or self.conn.recv_bytes() != b"ready":
+            raise RuntimeError("an HTTP worker process did not start")
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
 
-    def _json(self, status: int, body: Any) -> None:
-        self._send(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
-    def _length(self) -> int:
+class WorkerPool:
+    """Long-lived function processes, each serving one request at a time over its pipe."""
+
+    def __init__(self, size: int) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.workers = [_Worker(self.ctx) for _ in range(size)]
+        for worker in self.workers:
+            worker.wait_ready()
+        self.idle: asyncio.Queue[_Worker] | None = None
+
+    def bind(self) -> None:
+        """Attach to the running event loop."""
+        self.idle = asyncio.Queue()
+        for worker in self.workers:
+            self.idle.put_nowait(worker)
+
+    async def call(self, target: str, event: dict[str, Any]) -> dict[str, Any]:
+        assert self.idle is not None, "bind() first"
+        loop = asyncio.get_running_loop()
+        worker = await self.idle.get()
         try:
-            return int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            return -1
+            fd = worker.conn.fileno()
+            os.set_blocking(fd, True)  # the loop's reader (uvloop) leaves the pipe non-blocking
+            worker.conn.send_bytes(pickle.dumps((target, event), protocol=pickle.HIGHEST_PROTOCOL))
+            readable = loop.create_future()
 
-    def _signed(self, resource: str) -> bool:
-        query = parse_qs(urlsplit(self.path).query)
+            def ready() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(fd, ready)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+                os.set_blocking(fd, True)  # the answer may be bigger than the pipe's buffer
+            response: dict[str, Any] = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError, pickle.UnpicklingError) as exc:
+            log.error("HTTP worker %s died; starting another", worker.process.pid)
+            worker.close()
+            self.workers.remove(worker)
+            worker = await loop.run_in_executor(None, self._replacement)
+            raise FunctionError(str(exc)) from exc
+        finally:
+            self.idle.put_nowait(worker)
+        return response
+
+    def _replacement(self) -> _Worker:
+        worker = _Worker(self.ctx)
+        worker.wait_ready()
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in list(self.workers):
+            worker.close()
+
+
+def _headers(scope: Scope) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for key, value in scope["headers"]:
+        headers.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
+    return headers
+
+
+class FrontDoor:
+    """The ASGI application: routes a request to S3's role or to a function."""
+
+    def __init__(self, blobs: FileBlobStore, pool: WorkerPool) -> None:
+        self.blobs = blobs
+        self.pool = pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        try:
+            if method in ("GET", "HEAD") and path.startswith("/files/"):
+                return await self._get_file(scope, send)
+            if method == "PUT" and path.startswith("/uploads/") and path.count("/") == 3:
+                return await self._put_part(scope, receive, send)
+            return await self._function(scope, receive, send)
+        except OSError:
+            return  # the client went away
+
+    @staticmethod
+    async def _send(
+        send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        raw.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(self, send: Send, status: int, code: str, message: str) -> None:
+        body = json.dumps({"error": code, "message": message}).encode()
+        await self._send(send, status, body, {"Content-Type": "application/json"})
+
+    def _signed(self, scope: Scope) -> bool:
+        query = parse_qs(scope["query_string"].decode("latin-1"))
         expires = query.get("expires", [""])[0]
         signature = query.get("signature", [""])[0]
-        return self.server.blobs.verify(resource, expires, signature)
+        return self.blobs.verify(scope["path"], expires, signature)
+
+    @staticmethod
+    def _length(scope: Scope) -> int:
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return -1
+        return 0
 
     # --- S3's role -----------------------------------------------------------------------------
-    def _get_file(self, path: str) -> None:
-        if not self._signed(path):
-            return self._json(403, {"error": "forbidden", "message": "bad or expired signature"})
-        key = path[len("/files/") :]
-        local = self.server.blobs.local_path(key)
+    async def _get_file(self, scope: Scope, send: Send) -> None:
+        if not self._signed(scope):
+            return await self._error(send, 403, "forbidden", "bad or expired signature")
+        key = scope["path"][len("/files/") :]
+        local = self.blobs.local_path(key)
         if local is None:
-            return self._json(404, {"error": "not_found", "message": f"object {key} not found"})
+            return await self._error(send, 404, "not_found", f"object {key} not found")
         ctype = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        self._send(200, local.read_bytes(), {"Content-Type": ctype})
+        loop = asyncio.get_running_loop()
+        with open(local, "rb") as fh:  # noqa: ASYNC230 (reads go to a thread below)
+            size = local.stat().st_size
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", ctype.encode()), (b"content-length", str(size).encode())
+            ]})  # fmt: skip
+            if scope["method"] == "HEAD":
+                return await send({"type": "http.response.body", "body": b""})
+            left = size
+            while left > 0:
+                chunk = await loop.run_in_executor(None, fh.read, min(left, READ_CHUNK))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
+            if left > 0:  # the file shrank under us: end the response short, not hang
+                await send({"type": "http.response.body", "body": b""})
 
-    def _put_part(self, path: str) -> None:
-        if not self._signed(path):
-            return self._json(403, {"error": "forbidden", "message": "bad or expired signature"})
-        _, _, upload_id, number = path.split("/", 3)
-        length = self._length()
+    async def _put_part(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._signed(scope):
+            return await self._error(send, 403, "forbidden", "bad or expired signature")
+        _, _, upload_id, number = scope["path"].split("/", 3)
+        length = self._length(scope)
         if length < 0 or length > MAX_PART:
-            return self._json(400, {"error": "bad_request", "message": "bad Content-Length"})
+            return await self._error(send, 400, "bad_request", "bad Content-Length")
+        # the part is streamed to the blob store in a thread, through a small bounded queue
+        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        finished = threading.Event()
+        loop = asyncio.get_running_loop()
 
         def body() -> Iterator[bytes]:
             left = length
             while left > 0:
-                chunk = self.rfile.read(min(left, 1024 * 1024))
-                if not chunk:
+                chunk = chunks.get()
+                if chunk is None:
                     raise ConnectionError("client closed mid-part")
                 left -= len(chunk)
                 yield chunk
 
+        def write() -> str:
+            try:
+                return self.blobs.write_part(upload_id, int(number), body())
+            finally:
+                finished.set()
+
+        def put(item: bytes | None) -> None:
+            while not finished.is_set():
+                try:
+                    return chunks.put(item, timeout=0.5)
+                except queue.Full:
+                    continue
+
+        writer = loop.run_in_executor(None, write)
+        received = 0
+        while received < length and not writer.done():
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if chunk:
+                received += len(chunk)
+                await loop.run_in_executor(None, put, chunk)
+            if not message.get("more_body", False):
+                break
+        if received < length and not writer.done():
+            await loop.run_in_executor(None, put, None)
         try:
-            etag = self.server.blobs.write_part(upload_id, int(number), body())
+            etag = await writer
         except (DomainError, ValueError) as exc:
-            return self._json(400, {"error": "bad_request", "message": str(exc)})
-        self._send(200, b"", {"ETag": f'"{etag}"'})
+            return await self._error(send, 400, "bad_request", str(exc))
+        except ConnectionError:
+            return
+        await self._send(send, 200, b"", {"ETag": f'"{etag}"'})
 
     # --- API Gateway's role --------------------------------------------------------------------
-    def _function(self, path: str) -> None:
-        length = self._length()
+    async def _function(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = self._length(scope)
         if length < 0 or length > MAX_BODY:
-            self.close_connection = True
-            return self._json(413, {"error": "payload_too_large", "message": "body over 10 MB"})
-        body = self.rfile.read(length) if length else b""
-        headers: dict[str, list[str]] = {}
-        for key, value in self.headers.items():
-            headers.setdefault(key, []).append(value)
-        event = api_gateway_event(self.command, self.path, headers, body, self.client_address[0])
+            return await self._error(send, 413, "payload_too_large", "body over 10 MB")
+        parts: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                return await self._error(send, 413, "payload_too_large", "body over 10 MB")
+            parts.append(chunk)
+            more = message.get("more_body", False)
+        raw_path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            raw_path += "?" + scope["query_string"].decode("latin-1")
+        client = scope.get("client") or ("127.0.0.1", 0)
+        event = api_gateway_event(scope["method"], raw_path, _headers(scope), b"".join(parts),
+                                  client[0])  # fmt: skip
+        path = scope["path"]
         target = "admin" if path == "/admin" or path.startswith("/admin/") else "proxy"
-        response = self.server.pool.submit(_invoke, target, event).result()
+        try:
+            response = await self.pool.call(target, event)
+        except FunctionError:
+            return await self._error(send, 502, "function_error", "the function's process died")
         data = response.get("body") or ""
-        raw = base64.b64decode(data) if response.get("isBase64Encoded") else data.encode()
+        body = base64.b64decode(data) if response.get("isBase64Encoded") else data.encode()
         out: dict[str, str] = {}
         for key, values in (response.get("multiValueHeaders") or {}).items():
             out[key] = ", ".join(values)
         out.update(response.get("headers") or {})
-        self._send(int(response["statusCode"]), raw, out)
+        out.pop("Content-Length", None)
+        out.pop("content-length", None)
+        await self._send(send, int(response["statusCode"]), body, out)
 
-    def _route(self) -> None:
-        path = unquote(urlsplit(self.path).path)
+
+class _Serving:
+    """uvicorn on host:port with the worker pool, in the front door's process."""
+
+    def __init__(self, host: str, port: int, blobs: FileBlobStore, workers: int) -> None:
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 10
+        while True:  # a front door of a stack that was just killed may still be letting go
+            try:
+                self.socket.bind((host, port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.socket.listen(1024)
+        self.server_address = self.socket.getsockname()
+        self.pool = WorkerPool(workers)
+        config = uvicorn.Config(
+            FrontDoor(blobs, self.pool), lifespan="off", access_log=False, log_level="warning",
+            server_header=False, timeout_keep_alive=30, backlog=1024, timeout_graceful_shutdown=5,
+        )  # fmt: skip
+        self.uvicorn = uvicorn.Server(config)
+
+    def serve(self) -> None:
+        async def serve() -> None:
+            self.pool.bind()
+            await self.uvicorn.serve(sockets=[self.socket])
+
         try:
-            if self.command in ("GET", "HEAD") and path.startswith("/files/"):
-                return self._get_file(path)
-            if self.command == "PUT" and path.startswith("/uploads/") and path.count("/") == 3:
-                return self._put_part(path)
-            return self._function(path)
-        except (BrokenPipeError, ConnectionError):
-            self.close_connection = True
+            with asyncio.Runner(loop_factory=self.uvicorn.config.get_loop_factory()) as runner:
+                runner.run(serve())
+        finally:
+            self.socket.close()
+            self.pool.close()
 
-    def __getattr__(self, name: str) -> Any:
-        # every method goes to the functions, which answer 404/405 for what they don't serve
-        # (BaseHTTPRequestHandler would answer 501 for a method it has no do_<METHOD> for)
-        if name.startswith("do_"):
-            return self._route
-        raise AttributeError(name)
+
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the stack's process dies (Linux), so a killed
+    stack leaves no front door answering on its port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that took effect
+        os._exit(0)
+
+
+def _front_door_main(host: str, port: int, workers: int, conn: Connection, parent: int) -> None:
+    """The front door's process: serves until told to stop, or until the stack is gone."""
+    from sdcore.composition import get_services
+
+    _die_with(parent)
+
+    try:
+        serving = _Serving(host, port, get_services().blobs, workers)
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", serving.server_address))
+
+    def watch() -> None:
+        # a stop message, the stack's end of the pipe closing, or the stack gone (kill -9)
+        while os.getppid() == parent:
+            try:
+                if conn.poll(0.5):
+                    conn.recv()
+                    break
+            except (EOFError, OSError):
+                break
+        serving.uvicorn.should_exit = True
+        time.sleep(15)  # graceful shutdown has had its time
+        os._exit(0)
+
+    threading.Thread(target=watch, name="front-door-watch", daemon=True).start()
+    serving.serve()
+
+
+class LocalServer:
+    """The front door, run in its own process so that HTTP never waits for the stack's own
+    threads (control loop, fleet) to release the interpreter lock."""
+
+    def __init__(self, host: str, port: int, workers: int, start_timeout: float = 180) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_front_door_main,
+            args=(host, port, workers, child, os.getpid()),
+            name="sd-front-door",
+        )
+        self.process.start()
+        child.close()
+        if not self._conn.poll(start_timeout):
+            self.process.kill()
+            raise RuntimeError("the HTTP front door did not start")
+        status, detail = self._conn.recv()
+        if status != "ready":
+            self.process.join(timeout=5)
+            raise RuntimeError(f"the HTTP front door did not start: {detail}")
+        self.server_address: tuple[str, int] = tuple(detail)  # type: ignore[assignment]
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send("stop")
+
+    def server_close(self, timeout: float = 15) -> None:
+        self.process.join(timeout=timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self._conn.close()

@@ -120,10 +120,7 @@ class Stack:
 
         self.svc = get_services()
         settings = self.svc.settings
-        self.server = LocalServer(
-            settings.host, settings.port, self.svc.blobs, settings.http_workers
-        )
-        self.http = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self.server = LocalServer(settings.host, settings.port, settings.http_workers)
         self.control = ControlLoop(self.svc)
 
     @property
@@ -132,7 +129,6 @@ class Stack:
         return f"http://{host}:{port}"
 
     def start(self) -> None:
-        self.http.start()
         self.control.start()
 
     def stop(self) -> None:

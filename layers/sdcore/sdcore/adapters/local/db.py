@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, created_at, task_id);
+-- the per-user quota counts queued/running tasks from this index alone
+CREATE INDEX IF NOT EXISTS tasks_owner_status ON tasks (owner, status, created_at);
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL

@@ -1,0 +1,174 @@
+"""The local front door on its own (no control loop, no workers): its process, the function
+worker pool, API Gateway's limits and S3's signed GET/PUT roles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sdcore.composition import get_services
+from sdcore.composition import reset as reset_services
+from sdcore.domain.models import Model, ModelStatus
+from sdcore.local.server import LocalServer
+from sdcore.local.stack import configure_env
+from sdcore.usecases.auth import bootstrap_local
+
+
+class _Args:
+    port = None
+
+
+@pytest.fixture(scope="module")
+def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, dict]]:
+    data_dir = tmp_path_factory.mktemp("front-door")
+    saved = dict(os.environ)
+    os.environ.update({"SD_DATA_DIR": str(data_dir), "SD_BACKEND": "local",
+                       "SD_SYNC_TIMEOUT": "20"})  # fmt: skip
+    configure_env(_Args())
+    reset_services()
+    svc = get_services()
+    keys = bootstrap_local(svc, data_dir) or {}
+    now = svc.clock.now()
+    svc.models.create(
+        Model(
+            name="demo",
+            status=ModelStatus.UNLOADED,
+            sha256="0" * 64,
+            size=1,
+            key="models/demo.safetensors",
+            registered_at=now,
+            modified_at=now,
+        )
+    )
+    server = LocalServer("127.0.0.1", 0, workers=1)
+    try:
+        yield server, keys
+    finally:
+        server.shutdown()
+        server.server_close()
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_services()
+
+
+def _url(server: LocalServer) -> str:
+    host, port = server.server_address
+    return f"http://{host}:{port}"
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+        except OSError:
+            continue
+        if any(ln.split()[1:] == [str(pid)] for ln in lines if ln.startswith("PPid:")):
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_functions_answer_with_lowercase_headers_and_query(front_door) -> None:
+    server, keys = front_door
+    with httpx.Client(base_url=_url(server), timeout=30) as api:
+        assert api.get("/health").json() == {"status": "ok"}
+        resp = api.get("/tasks", params={"limit": "1"},
+                       headers={"authorization": f"Bearer {keys['user_key']}"})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        assert api.get("/tasks").status_code == 401
+
+
+def test_requests_and_answers_bigger_than_a_pipe_buffer(front_door) -> None:
+    server, keys = front_door
+    with httpx.Client(base_url=_url(server), timeout=30) as api:
+        spec = api.get("/openapi.json")  # more than a pipe buffer (64 kB) from the function
+        assert spec.status_code == 200 and len(spec.content) > 64 * 1024
+        assert "paths" in spec.json()
+        big = {"prompt": "p", "init_images": ["A" * (6 * 1024 * 1024)]}
+        resp = api.post("/img2img", json=big,
+                        headers={"Authorization": f"Bearer {keys['user_key']}"})  # fmt: skip
+        assert resp.status_code == 422, resp.text  # the function read all 6 MB and answered
+
+
+def test_body_over_api_gateway_limit_is_413(front_door) -> None:
+    server, keys = front_door
+    body = b"x" * (10 * 1024 * 1024 + 1)
+    resp = httpx.post(f"{_url(server)}/txt2img", content=body, timeout=30,
+                      headers={"Authorization": f"Bearer {keys['user_key']}"})  # fmt: skip
+    assert resp.status_code == 413
+    assert resp.json()["error"] == "payload_too_large"
+
+
+def test_signed_get_head_and_part_put(front_door) -> None:
+    server, _ = front_door
+    blobs = get_services().blobs
+    blobs.put("outputs/u/t/0.png", b"\x89PNG fake", "image/png")
+    url = blobs.url("outputs/u/t/0.png", 60)
+    path_q = url[url.index("/files/") :]
+    with httpx.Client(base_url=_url(server), timeout=30) as api:
+        got = api.get(path_q)
+        assert got.status_code == 200 and got.content == b"\x89PNG fake"
+        assert got.headers["content-type"] == "image/png"
+        head = api.head(path_q)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(b"\x89PNG fake"))
+        assert api.get(path_q.replace("signature=", "signature=0")).status_code == 403
+
+        upload = blobs.create_multipart("models/m.safetensors")
+        part_url = blobs.part_url("models/m.safetensors", upload, 1, 60)
+        part = os.urandom(3 * 1024 * 1024 + 17)  # several network chunks
+        put = api.put(part_url[part_url.index("/uploads/") :], content=part)
+        assert put.status_code == 200, put.text
+        assert put.headers["etag"].strip('"') == hashlib.md5(part).hexdigest()
+        assert [p.etag for p in blobs.list_parts("models/m.safetensors", upload)] == [
+            hashlib.md5(part).hexdigest()
+        ]
+
+
+def test_a_dead_function_process_answers_502_and_is_replaced(front_door) -> None:
+    server, keys = front_door
+    base = _url(server)
+    workers = _children(server.process.pid)
+    assert len(workers) == 1
+    headers = {"Authorization": f"Bearer {keys['user_key']}"}
+    with httpx.Client(base_url=base, timeout=60, headers=headers) as api:
+        import threading
+
+        answer: dict[str, httpx.Response] = {}
+
+        def sync_wait() -> None:  # nothing runs tasks here: the sync wait holds the worker
+            answer["r"] = api.post("/txt2img", json={"prompt": "a red circle"})
+
+        waiting = threading.Thread(target=sync_wait)
+        waiting.start()
+        time.sleep(1.5)
+        os.kill(workers[0], signal.SIGKILL)
+        waiting.join(timeout=30)
+        assert answer["r"].status_code == 502
+        assert answer["r"].json()["error"] == "function_error"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the next request waits for the replacement
+            resp = api.get("/health")
+            if resp.status_code == 200:
+                break
+        assert resp.status_code == 200
+        replaced = _children(server.process.pid)
+        assert len(replaced) == 1 and replaced != workers
+
+
+def test_the_front_door_ends_with_the_stack(front_door) -> None:
+    """A front door whose stack is gone (its end of the pipe closed) stops serving."""
+    server, _ = front_door
+    other = LocalServer("127.0.0.1", 0, workers=1)
+    other._conn.close()  # what the stack's death does to the pipe
+    other.process.join(timeout=30)
+    assert not other.process.is_alive()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{_url(other)}/health", timeout=5)
