@@ -1,0 +1,142 @@
+"""Tiny model files with the key layouts of each model type, written by hand (no torch): a
+safetensors header (names, dtypes, shapes, offsets) and zeroed data. What `sdcore.modelfiles`
+checks is the layout, so these are what a real file of each type looks like to it."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from math import prod
+
+Shapes = dict[str, list[int]]
+
+
+def safetensors(
+    shapes: Shapes, dtype: str = "F16", metadata: dict[str, str] | None = None
+) -> bytes:
+    width = {"F16": 2, "F32": 4, "U8": 1}[dtype]
+    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = prod(shape) * width
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes
+    return len(raw).to_bytes(8, "little") + raw + b"\0" * offset
+
+
+def checkpoint_shapes(channels: int = 32) -> Shapes:
+    """The LDM/webui single-file layout (a few tensors of each part), `channels` base width."""
+    unet = "model.diffusion_model."
+    vae = "first_stage_model."
+    clip = "cond_stage_model.transformer.text_model."
+    return {
+        f"{unet}input_blocks.0.0.weight": [channels, 4, 3, 3],
+        f"{unet}input_blocks.0.0.bias": [channels],
+        f"{unet}time_embed.0.weight": [channels * 4, channels],
+        f"{unet}out.2.weight": [4, channels, 3, 3],
+        f"{vae}encoder.conv_in.weight": [32, 3, 3, 3],
+        f"{vae}decoder.conv_out.weight": [3, 32, 3, 3],
+        f"{vae}quant_conv.weight": [8, 8, 1, 1],
+        f"{clip}embeddings.token_embedding.weight": [1000, 32],
+        f"{clip}final_layer_norm.weight": [32],
+    }
+
+
+def vae_shapes() -> Shapes:
+    return {
+        "encoder.conv_in.weight": [32, 3, 3, 3],
+        "encoder.conv_out.weight": [8, 32, 3, 3],
+        "decoder.conv_in.weight": [32, 4, 3, 3],
+        "decoder.conv_out.weight": [3, 32, 3, 3],
+        "quant_conv.weight": [8, 8, 1, 1],
+        "post_quant_conv.weight": [4, 4, 1, 1],
+    }
+
+
+def lora_shapes(rank: int = 4) -> Shapes:
+    """kohya's layout: lora_down [rank, in], lora_up [out, rank], alpha []."""
+    out: Shapes = {}
+    for module, (width_in, width_out) in {
+        "lora_unet_down_blocks_0_attentions_0_proj_in": (32, 32),
+        "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q": (64, 64),
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj": (32, 32),
+    }.items():
+        out[f"{module}.lora_down.weight"] = [rank, width_in]
+        out[f"{module}.lora_up.weight"] = [width_out, rank]
+        out[f"{module}.alpha"] = []
+    return out
+
+
+def embedding_shapes(vectors: int = 2, width: int = 32) -> Shapes:
+    return {"emb_params": [vectors, width]}
+
+
+def upscaler_shapes(scale: int = 2) -> Shapes:
+    """Real-ESRGAN's compact (SRVGG) layout: body.0 takes RGB, the last conv gives 3*scale^2."""
+    return {
+        "body.0.weight": [16, 3, 3, 3],
+        "body.0.bias": [16],
+        "body.1.weight": [16],
+        "body.2.weight": [16, 16, 3, 3],
+        "body.4.weight": [3 * scale * scale, 16, 3, 3],
+    }
+
+
+def controlnet_shapes() -> Shapes:
+    """The LDM ControlNet layout (control_v11*.safetensors)."""
+    return {
+        "control_model.input_hint_block.0.weight": [16, 3, 3, 3],
+        "control_model.input_blocks.0.0.weight": [32, 4, 3, 3],
+        "control_model.zero_convs.0.0.weight": [32, 32, 1, 1],
+        "control_model.middle_block_out.0.weight": [64, 64, 1, 1],
+    }
+
+
+def diffusers_tar(root: str = "", pickle_unet: bool = False) -> bytes:
+    """An uncompressed tar of a diffusers pipeline folder (tiny safetensors components)."""
+    files: dict[str, bytes] = {
+        "model_index.json": json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "scheduler": ["diffusers", "PNDMScheduler"],
+            }
+        ).encode(),
+        "unet/config.json": b'{"_class_name": "UNet2DConditionModel"}',
+        "vae/config.json": b'{"_class_name": "AutoencoderKL"}',
+        "vae/diffusion_pytorch_model.safetensors": safetensors(vae_shapes()),
+        "text_encoder/config.json": b'{"architectures": ["CLIPTextModel"]}',
+        "text_encoder/model.safetensors": safetensors(
+            {"embeddings.token_embedding.weight": [100, 32]}
+        ),
+        "scheduler/scheduler_config.json": b'{"_class_name": "PNDMScheduler"}',
+        "tokenizer/tokenizer.json": b"{}",
+    }
+    unet = safetensors({"conv_in.weight": [32, 4, 3, 3], "conv_out.weight": [4, 32, 3, 3]})
+    if pickle_unet:
+        files["unet/diffusion_pytorch_model.bin"] = b"\x80\x04" + b"\0" * 64
+    else:
+        files["unet/diffusion_pytorch_model.safetensors"] = unet
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{root}/{name}" if root else name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+BY_TYPE = {
+    "checkpoint": lambda: safetensors(checkpoint_shapes()),
+    "vae": lambda: safetensors(vae_shapes()),
+    "lora": lambda: safetensors(lora_shapes()),
+    "embedding": lambda: safetensors(embedding_shapes()),
+    "upscaler": lambda: safetensors(upscaler_shapes()),
+    "controlnet": lambda: safetensors(controlnet_shapes()),
+}

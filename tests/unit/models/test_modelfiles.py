@@ -1,0 +1,128 @@
+"""The model file check: each type is accepted as itself and refused as any other, with the
+reason; pickles, truncated files and things that are no model are refused; nothing is run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from sdcore.domain.models import ModelFormat, ModelType
+from sdcore.modelfiles import ModelFileError, inspect_stream
+from tests import model_files as mf
+
+CONFIGS = Path(__file__).resolve().parents[3] / "layers/sdcore/sdcore/inference/configs"
+TINY = json.loads((CONFIGS / "tiny-sd" / "unet" / "config.json").read_text())
+SD15 = json.loads((CONFIGS / "sd15" / "unet" / "config.json").read_text())
+
+
+def chunked(data: bytes, size: int = 1000) -> list[bytes]:
+    """As storage streams it: in chunks that cut the header anywhere."""
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def check(data: bytes, kind: str, config: dict | None = None):
+    return inspect_stream(chunked(data), ModelType(kind), config)
+
+
+@pytest.mark.parametrize("kind", list(mf.BY_TYPE))
+def test_each_type_is_accepted_as_itself_with_digest_and_size(kind):
+    data = mf.BY_TYPE[kind]()
+
+    found = check(data, kind, TINY if kind == "checkpoint" else None)
+
+    assert found.format is ModelFormat.SAFETENSORS
+    assert found.sha256 == hashlib.sha256(data).hexdigest() and found.size == len(data)
+
+
+@pytest.mark.parametrize("kind", list(mf.BY_TYPE))
+@pytest.mark.parametrize("claimed", list(mf.BY_TYPE))
+def test_a_file_of_another_type_is_refused_naming_what_it_is(kind, claimed):
+    if kind == claimed:
+        return
+    with pytest.raises(ModelFileError) as refused:
+        check(mf.BY_TYPE[kind](), claimed, TINY)
+    assert re.search(f"looks like an? {kind}, not an? {claimed}$", str(refused.value))
+    # the whole file was still read: the caller can report its digest
+    assert refused.value.sha256 == hashlib.sha256(mf.BY_TYPE[kind]()).hexdigest()
+
+
+def test_details_for_listings():
+    assert check(mf.safetensors(mf.lora_shapes(rank=8)), "lora").details == {"rank": 8}
+    embedding = check(mf.safetensors(mf.embedding_shapes(3, 48)), "embedding")
+    assert embedding.details == {"vectors": 3, "shape": 48}
+    assert check(mf.safetensors(mf.upscaler_shapes(4)), "upscaler").details == {"scale": 4}
+
+
+def test_not_a_model_pickles_and_compressed_tars_are_refused():
+    for data, reason in [
+        (b"hello world, this is not a model at all", "not a .safetensors file"),
+        (b"PK\x03\x04" + b"\0" * 600, "pickle checkpoint"),
+        (b"\x80\x02}q\x00" + b"\0" * 600, "pickle checkpoint"),
+        (b"\x1f\x8b\x08" + b"\0" * 600, "compressed tar"),
+        (b"", "not a .safetensors file"),
+    ]:
+        with pytest.raises(ModelFileError, match=reason):
+            check(data, "checkpoint")
+
+
+def test_truncated_or_padded_safetensors_are_refused():
+    data = mf.safetensors(mf.lora_shapes())
+    with pytest.raises(ModelFileError, match="truncated: .* expected"):
+        check(data[:-1], "lora")
+    with pytest.raises(ModelFileError, match="longer than its header says"):
+        check(data + b"\0", "lora")
+    with pytest.raises(ModelFileError, match="truncated safetensors header"):
+        check(data[:40], "lora")
+
+
+def test_a_malformed_header_is_refused():
+    data = mf.safetensors({"emb_params": [2, 32]})
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header["emb_params"]["shape"] = [3, 32]  # the byte range no longer fits the shape
+    raw = json.dumps(header).encode()
+    bad = len(raw).to_bytes(8, "little") + raw + data[8 + length :]
+    with pytest.raises(ModelFileError, match="does not fit its shape"):
+        check(bad, "embedding")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        check((10).to_bytes(8, "little") + b"{not json}" + b"\0" * 600, "embedding")
+
+
+def test_checkpoint_rules():
+    with pytest.raises(ModelFileError, match="config expects 320"):
+        check(mf.safetensors(mf.checkpoint_shapes(32)), "checkpoint", SD15)
+    no_vae = {k: v for k, v in mf.checkpoint_shapes().items() if "first_stage" not in k}
+    with pytest.raises(ModelFileError, match="no tensors under first_stage_model"):
+        check(mf.safetensors(no_vae), "checkpoint", TINY)
+    a_vae_with_prefix = {f"first_stage_model.{k}": v for k, v in mf.vae_shapes().items()}
+    with pytest.raises(ModelFileError, match="model.diffusion_model"):
+        check(mf.safetensors(a_vae_with_prefix), "checkpoint", TINY)
+
+
+def test_lora_factors_must_pair_with_matching_ranks():
+    shapes = mf.lora_shapes(4)
+    key = next(k for k in shapes if k.endswith("lora_up.weight"))
+    with pytest.raises(ModelFileError, match="ranks do not match"):
+        check(mf.safetensors({**shapes, key: [32, 8]}), "lora")
+    with pytest.raises(ModelFileError, match="without its up factor"):
+        check(mf.safetensors({k: v for k, v in shapes.items() if k != key}), "lora")
+
+
+def test_diffusers_tar_is_accepted_with_or_without_a_root_folder():
+    for root in ("", "my-model"):
+        data = mf.diffusers_tar(root)
+        found = check(data, "checkpoint")
+        assert found.format is ModelFormat.DIFFUSERS and found.size == len(data)
+
+
+def test_diffusers_tar_refusals():
+    with pytest.raises(ModelFileError, match="pickle file"):
+        check(mf.diffusers_tar(pickle_unet=True), "checkpoint")
+    with pytest.raises(ModelFileError, match="must be one .safetensors file"):
+        check(mf.diffusers_tar(), "lora")
+    with pytest.raises(ModelFileError, match="no config.json at the top"):
+        check(mf.diffusers_tar(), "vae")
