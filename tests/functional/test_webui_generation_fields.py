@@ -173,6 +173,9 @@ def test_bad_names_are_field_errors() -> None:
     with pytest.raises(InvalidInputError) as inv:
         Txt2ImgBody(infotext="p\nSteps: 2, Sampler: Euler, Schedule type: Wavy, Seed: 1")
     assert inv.value.field == "infotext"
+    # values that are not numbers are left out, as the webui's paste leaves them
+    odd = request_fields("p\nSteps: many, CFG scale: nan, Seed: 1e999, Size: 64x64")
+    assert odd["width"] == 64 and "steps" not in odd and "seed" not in odd
     suffixed, _, _ = Txt2ImgBody(sampler_name="DPM++ 2M SDE Karras").to_domain()
     assert (suffixed.sampler, suffixed.scheduler) == ("DPM++ 2M SDE", "Karras")
 

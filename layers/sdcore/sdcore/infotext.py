@@ -181,7 +181,7 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
             continue
         try:
             out[name] = kind(float(parsed[key])) if kind is int else kind(parsed[key])
-        except ValueError:
+        except (ValueError, OverflowError):  # "abc", "nan", "1e999"
             continue
     if "scheduler" in out:
         out["scheduler"] = check_schedule(out["scheduler"])
