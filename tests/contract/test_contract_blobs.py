@@ -4,6 +4,7 @@ over real HTTP on moto's server."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import httpx
 import pytest
@@ -161,3 +162,38 @@ def test_presigned_get_url_serves_the_object(http_blobs):
 
     assert resp.status_code == 200
     assert resp.content == b"\x89PNG!"
+
+
+def test_put_stream_stores_chunks_of_unknown_total(ports):
+    chunks = [bytes([n]) * 1000 for n in range(50)]
+
+    size = ports.blobs.put_stream("models/lora/x/v1", iter(chunks))
+
+    assert size == 50_000
+    assert ports.blobs.get("models/lora/x/v1") == b"".join(chunks)
+
+
+def test_put_stream_that_fails_leaves_nothing(ports):
+    def broken():
+        yield b"a" * 1000
+        raise ConnectionError("source went away")
+
+    with pytest.raises(ConnectionError):
+        ports.blobs.put_stream("models/lora/x/v1", broken())
+    assert not ports.blobs.exists("models/lora/x/v1")
+
+
+def test_list_multipart_lists_uploads_in_progress_under_a_prefix(ports):
+    first = ports.blobs.create_multipart("models/checkpoint/a/v1")
+    second = ports.blobs.create_multipart("models/lora/b/v1")
+    ports.blobs.create_multipart("inputs/other")
+
+    found = {u.upload_id: u for u in ports.blobs.list_multipart("models/")}
+
+    assert set(found) == {first, second}
+    assert found[first].key == "models/checkpoint/a/v1"
+    if ports.backend == "local":  # moto answers a fixed Initiated (2010-11-10) for every upload
+        assert abs(found[first].initiated - time.time()) < 120
+    assert 0 < found[first].initiated < time.time() + 120
+    ports.blobs.abort_multipart("models/checkpoint/a/v1", first)
+    assert [u.upload_id for u in ports.blobs.list_multipart("models/")] == [second]

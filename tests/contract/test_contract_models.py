@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sdcore.domain.models import FunctionRecord, Model, ModelFormat, ModelStatus
+from sdcore.domain.models import (
+    FunctionRecord,
+    Model,
+    ModelFormat,
+    ModelStage,
+    ModelStatus,
+    ModelType,
+    PendingVersion,
+)
 from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
 
 
@@ -19,10 +27,44 @@ def make_model(name: str = "sd15", **kw: object) -> Model:
     return Model(name=name, **{**fields, **kw})  # type: ignore[arg-type]
 
 
+def make_pending(key: str = "models/checkpoint/sd15/v2", **kw: object) -> PendingVersion:
+    fields: dict[str, object] = {
+        "stage": ModelStage.UPLOADING,
+        "sha256": "cd" * 32,
+        "size": 7 << 30,
+        "upload_id": "u-1",
+        "part_size": 64 << 20,
+        "started_at": 1000.25,
+        "updated_at": 1000.5,
+    }
+    return PendingVersion(key=key, **{**fields, **kw})  # type: ignore[arg-type]
+
+
 def test_create_then_get_round_trips(ports):
-    model = make_model(format=ModelFormat.SAFETENSORS, upload_id="u-1", part_size=64 << 20)
+    model = make_model(
+        format=ModelFormat.SAFETENSORS,
+        type=ModelType.LORA,
+        version=3,
+        details={"rank": 8, "note": 0.5},
+        pending=make_pending(source="https://example.com/m.safetensors"),
+    )
     ports.models.create(model)
     assert ports.models.get("sd15") == model
+
+
+def test_update_only_while_the_pending_version_is_the_same(ports):
+    ports.models.create(make_model(pending=make_pending()))
+    verifying = make_pending(stage=ModelStage.VERIFYING, bytes_done=123, upload_id=None)
+
+    model = ports.models.update("sd15", pending_key="models/checkpoint/sd15/v2", pending=verifying)
+
+    assert model.pending == verifying and ports.models.get("sd15").pending == verifying
+    with pytest.raises(StaleWriteError):  # another version replaced it
+        ports.models.update("sd15", pending_key="models/checkpoint/sd15/v1", pending=None)
+    ports.models.update("sd15", pending=None)
+    with pytest.raises(StaleWriteError):  # nothing pending any more
+        ports.models.update("sd15", pending_key="models/checkpoint/sd15/v2", size=1)
+    assert ports.models.get("sd15").pending is None and ports.models.get("sd15").size != 1
 
 
 def test_create_existing_conflicts(ports):

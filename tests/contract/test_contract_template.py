@@ -53,10 +53,14 @@ def test_proxy_and_admin_routes():
     }
     assert routes("AdminFunction") == {
         ("POST", "/admin/models"),
+        ("POST", "/admin/models/import"),
         ("POST", "/admin/models/{name}/complete"),
         ("GET", "/admin/models"),
+        ("GET", "/admin/models/{name}"),
         ("DELETE", "/admin/models/{name}"),
+        ("POST", "/admin/models/{name}/rename"),
         ("GET", "/admin/models/{name}/upload"),
+        ("DELETE", "/admin/models/{name}/upload"),
         ("POST", "/admin/users"),
         ("GET", "/admin/users"),
         ("POST", "/admin/users/{name}/revoke"),
@@ -74,6 +78,26 @@ def test_queue_outlasts_its_consumer_six_times():
     queue = resources("AWS::SQS::Queue")["TaskQueue"]
     assert int(queue["VisibilityTimeout"]) >= 6 * int(control["Timeout"])
     assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+
+
+def test_model_jobs_queue_outlasts_the_admin_function_and_uploads_expire():
+    admin = functions()["AdminFunction"]
+    [sqs_event] = [e for e in admin["Events"].values() if e["Type"] == "SQS"]
+    assert sqs_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sqs_event["Properties"]["BatchSize"] == 1  # one multi-GB job per invocation
+    queues = resources("AWS::SQS::Queue")
+    assert sqs_event["Properties"]["Queue"] == {"Fn::GetAtt": ["ModelJobQueue", "Arn"]}
+    assert int(queues["ModelJobQueue"]["VisibilityTimeout"]) >= 6 * int(admin["Timeout"])
+    assert "RedrivePolicy" in queues["ModelJobQueue"]
+    [bucket] = resources("AWS::S3::Bucket").values()
+    rules = bucket["LifecycleConfiguration"]["Rules"]
+    [abort] = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
+    assert abort["Status"] == "Enabled" and "Prefix" not in abort
+    days = abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+    # the local sweep's default expiry is the same
+    from sdcore.settings import Settings
+
+    assert Settings().upload_expiry_s == days * 86400
 
 
 def test_table_keys_are_what_the_adapters_use():

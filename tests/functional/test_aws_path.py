@@ -23,6 +23,7 @@ from sdcore.usecases.auth import create_user
 from tests.aws_template import create_resources, environment
 from tests.functional import events
 from tests.functional.events import Context, api, load
+from tests.functional.jobs import run_model_jobs
 
 REGION = "us-east-1"
 
@@ -109,7 +110,11 @@ def _upload(path: Path, name: str) -> dict[str, Any]:
         assert put.status_code == 200, put.text
         parts.append({"partNumber": n, "etag": put.headers["ETag"]})
     status, model = _http(admin, "POST", f"/admin/models/{name}/complete", {"parts": parts})
-    assert status == 200, model
+    assert status == 202 and model["pending"]["stage"] == "verifying", model
+    # the verification job, from the SQS job queue, as its event source mapping delivers it
+    assert [job["job"] for job in run_model_jobs()] == ["verify"]
+    status, model = _http(admin, "GET", f"/admin/models/{name}")
+    assert status == 200 and model["pending"] is None, model
     return model
 
 
@@ -244,7 +249,7 @@ def test_over_the_cap_waits_and_cancelled_never_runs(
     assert _http(proxy, "GET", f"/tasks/{third}/result")[1]["status"] == "cancelled"
 
     # the schedule's reaper finds nothing lost
-    assert control(load("schedule.json"), Context()) == {"reaped": []}
+    assert control(load("schedule.json"), Context()) == {"reaped": [], "swept": [], "unloaded": []}
 
     # deleting the model removes its function
     assert _http(admin, "DELETE", "/admin/models/demo")[0] == 200

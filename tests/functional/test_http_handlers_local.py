@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 from admin_function.app import lambda_handler as admin
 from proxy_function.app import lambda_handler as proxy
 from sdcore.composition import get_services
+from tests import model_files
 from tests.functional.events import Context, api
+from tests.functional.jobs import run_model_jobs
 
 
 def _call(handler, method: str, path: str, body=None, headers=None) -> tuple[int, object]:
@@ -19,12 +21,18 @@ def _call(handler, method: str, path: str, body=None, headers=None) -> tuple[int
 
 
 def _upload(name: str, data: bytes, sha256: str | None = None) -> tuple[int, object]:
-    """The admin multipart flow; parts are written as the local server's signed PUT does."""
+    """The admin multipart flow; parts are written as the local server's signed PUT does. The
+    completion answers 202; the verification job then runs, and the model is answered."""
     status, plan = _call(
         admin,
         "POST",
         "/admin/models",
-        {"name": name, "size": len(data), "sha256": sha256 or hashlib.sha256(data).hexdigest()},
+        {
+            "name": name,
+            "size": len(data),
+            "sha256": sha256 or hashlib.sha256(data).hexdigest(),
+            "config": "tiny-sd",
+        },
     )
     assert status == 201, plan
     blobs = get_services().blobs
@@ -37,14 +45,14 @@ def _upload(name: str, data: bytes, sha256: str | None = None) -> tuple[int, obj
         chunk = data[(n - 1) * plan["partSize"] : n * plan["partSize"]]
         etag = blobs.write_part(plan["uploadId"], n, iter([chunk]))
         parts.append({"partNumber": n, "etag": f'"{etag}"'})
-    return _call(admin, "POST", f"/admin/models/{name}/complete", {"parts": parts})
+    status, body = _call(admin, "POST", f"/admin/models/{name}/complete", {"parts": parts})
+    assert status == 202 and body["pending"]["stage"] == "verifying", body
+    assert [job["job"] for job in run_model_jobs()] == ["verify"]
+    return _call(admin, "GET", f"/admin/models/{name}")
 
 
-def _safetensors(payload: bytes = b"\x00" * 16) -> bytes:
-    header = json.dumps(
-        {"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}
-    ).encode()
-    return len(header).to_bytes(8, "little") + header + payload
+def _safetensors() -> bytes:
+    return model_files.safetensors(model_files.checkpoint_shapes())
 
 
 def test_health(local_env: Path) -> None:
@@ -75,6 +83,7 @@ def test_upload_register_submit_and_cancel_a_queued_task(local_env: Path) -> Non
     status, model = _upload("demo", _safetensors())
     assert status == 200, model
     assert model["status"] == "unloaded" and model["format"] == "safetensors"
+    assert model["pending"] is None and model["error"] is None
     status, listed = _call(proxy, "GET", "/models")
     assert [m["name"] for m in listed] == ["demo"]
     # When a task is submitted async
@@ -97,7 +106,8 @@ def test_upload_register_submit_and_cancel_a_queued_task(local_env: Path) -> Non
 
 def test_upload_with_a_wrong_sha256_leaves_the_model_unusable(local_env: Path) -> None:
     status, body = _upload("bad", _safetensors(), sha256="ab" * 32)
-    assert status == 409 and "sha256 mismatch" in body["message"]
+    assert status == 200 and "sha256 mismatch" in body["error"]
+    assert "sha256 mismatch" in body["pending"]["error"]
     [model] = _call(admin, "GET", "/admin/models")[1]
     assert model["status"] == "registering" and "sha256 mismatch" in model["error"]
     status, body = _call(
@@ -110,7 +120,8 @@ def test_upload_with_a_wrong_sha256_leaves_the_model_unusable(local_env: Path) -
 
 def test_upload_of_a_file_that_is_no_model_is_refused(local_env: Path) -> None:
     status, body = _upload("junk", b"hello world, not a model")
-    assert status == 409 and "not a .safetensors" in body["message"]
+    assert status == 200 and "not a .safetensors" in body["error"]
+    assert body["status"] == "registering"
 
 
 def test_a_wrong_etag_is_a_422_and_delete_removes_the_model(local_env: Path) -> None:
@@ -119,8 +130,9 @@ def test_a_wrong_etag_is_a_422_and_delete_removes_the_model(local_env: Path) -> 
         admin,
         "POST",
         "/admin/models",
-        {"name": "m", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
-    )
+        {"name": "m", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+         "config": "tiny-sd"},
+    )  # fmt: skip
     get_services().blobs.write_part(plan["uploadId"], 1, iter([data]))
     status, body = _call(
         admin, "POST", "/admin/models/m/complete", {"parts": [{"partNumber": 1, "etag": "x"}]}

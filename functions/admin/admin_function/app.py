@@ -1,24 +1,48 @@
-"""The admin function: model management over HTTP (API Gateway REST proxy events)."""
+"""The admin function: model management over HTTP (API Gateway REST proxy events), and the model
+jobs (verify an upload, import from a URL) from its job queue (SQS, partial batch failures): a
+multi-GB checkpoint takes longer to read back than API Gateway waits (29 s)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sdcore.api.admin_routes import router
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
+from sdcore.composition import get_services
+from sdcore.usecases.model_jobs import run_job
 
 logger = Logger(service="admin")
 app = APIGatewayRestResolver(enable_validation=True)
 app.use(middlewares=[auth_middleware])
 app.include_router(router)
 register_error_handlers(app)
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def job_handler(record: SQSRecord) -> str:
+    body = json.loads(record.body)
+    outcome = run_job(get_services(), body)
+    logger.info("model job", extra={"job": body.get("job"), "model": body.get("name"),
+                                    "outcome": outcome})  # fmt: skip
+    return outcome
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" in event:  # the job queue
+        return process_partial_response(
+            event=event, record_handler=job_handler, processor=processor, context=context
+        )
     return app.resolve(event, context)

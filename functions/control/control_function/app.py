@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sdcore.composition import get_services
 from sdcore.usecases.control import dispatch_task, reap_lost
+from sdcore.usecases.model_jobs import reconcile_loaded, sweep_uploads
 from sdcore.usecases.notify import deliver_webhook
 
 logger = Logger(service="control")
@@ -37,8 +38,13 @@ def record_handler(record: SQSRecord) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if event.get("source") == "aws.events":  # the schedule: end tasks whose worker was lost
-        return {"reaped": reap_lost(get_services())}
+    if event.get("source") == "aws.events":  # the schedule
+        svc = get_services()
+        return {
+            "reaped": reap_lost(svc),  # tasks whose worker was lost
+            "swept": sweep_uploads(svc),  # abandoned uploads and dead model jobs
+            "unloaded": reconcile_loaded(svc),  # models no worker holds any more
+        }
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -10,19 +10,34 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sdcore.composition import get_services
 from sdcore.domain.models import Lease
+from sdcore.errors import NotFoundError
 from sdcore.inference.loading import load_engine
 from sdcore.inference.port import Engine
 from sdcore.usecases.inference import abandon_task, run_task
 
 logger = Logger(service="inference")
 _engine: Engine | None = None
+_loaded: str | None = None  # the sha256 of the version `_engine` holds
 
 
 def engine() -> Engine:
-    global _engine
-    if _engine is None:
-        svc = get_services()
-        _engine = load_engine(svc, svc.settings.model_name)
+    """The checkpoint's engine, loaded once per execution environment, and again when the
+    model was updated: a task that is running finishes on the version it started with, the
+    next one gets the new version (one read of the model record per task tells)."""
+    global _engine, _loaded
+    svc = get_services()
+    name = svc.settings.model_name
+    current = svc.models.get(name).sha256
+    if _engine is None or _loaded != current:
+        _engine = None  # let the old weights go before the new ones load
+        try:
+            _engine = load_engine(svc, name)
+        except NotFoundError:
+            # its file went away under us: updated again while it was being fetched
+            _engine = load_engine(svc, name)
+        if _loaded is not None and _loaded != current:
+            logger.info("reloaded updated model", extra={"model": name, "sha256": current})
+        _loaded = getattr(_engine, "model_hash", current)
     return _engine
 
 

@@ -15,7 +15,7 @@ from sdcore.api.schemas import ExtrasBody, Img2ImgBody, Txt2ImgBody, wire_parame
 from sdcore.api.views import task_result
 from sdcore.clock import iso
 from sdcore.composition import get_services
-from sdcore.domain.models import Task, TaskStatus
+from sdcore.domain.models import ModelType, Task, TaskStatus
 from sdcore.errors import InvalidInputError
 from sdcore.usecases import models as model_cases
 from sdcore.usecases import tasks as task_cases
@@ -185,8 +185,8 @@ def task_cancellation(taskId: str) -> dict[str, Any]:  # noqa: N803
 
 
 @router.get("/models")
-def models() -> list[dict[str, Any]]:
-    """Checkpoints and other models, with their status."""
+def models(type: ModelType | None = None) -> list[dict[str, Any]]:  # noqa: A002 (wire name)
+    """Checkpoints and other models (or those of one `type`), with their status."""
     return [
         {
             "type": m.type.value,
@@ -198,5 +198,5 @@ def models() -> list[dict[str, Any]]:
             "lastModificationTime": iso(m.modified_at),
             "error": m.error,
         }
-        for m in model_cases.list_models(get_services())
+        for m in model_cases.list_models(get_services(), type)
     ]

@@ -18,7 +18,7 @@ from sdcore.api.auth import principal
 from sdcore.api.errors import json_response
 from sdcore.api.schemas import ExtrasBody, Img2ImgBody, Txt2ImgBody, decode_image
 from sdcore.composition import get_services
-from sdcore.domain.models import ModelType, Task, TaskStatus
+from sdcore.domain.models import Model, ModelFormat, ModelType, Task, TaskStatus
 from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.inference.png import read_parameters
 from sdcore.infotext import parse_infotext
@@ -267,14 +267,6 @@ def webui_skip() -> dict[str, Any]:
     return {}
 
 
-def _checkpoints() -> list[Any]:
-    return [
-        m
-        for m in model_cases.list_models(get_services())
-        if m.type is ModelType.CHECKPOINT and m.usable
-    ]
-
-
 def _title(name: str, sha256: str) -> str:
     return f"{name} [{sha256[:10]}]"
 
@@ -319,40 +311,93 @@ def webui_set_options(body: OptionsBody) -> dict[str, Any]:
     return {}
 
 
+def _usable(kind: ModelType) -> list[Model]:
+    return [m for m in model_cases.list_models(get_services(), kind) if m.usable]
+
+
+def _filename(m: Model) -> str:
+    suffix = ".safetensors" if m.format is ModelFormat.SAFETENSORS else ""
+    return f"{m.name}{suffix}"
+
+
 @router.get(f"{PREFIX}/sd-models")
 def webui_sd_models() -> list[dict[str, Any]]:
-    """Registered checkpoints."""
+    """Registered checkpoints, from the model registry."""
     return [
         {
             "title": _title(m.name, m.sha256),
             "model_name": m.name,
             "hash": m.sha256[:10],
             "sha256": m.sha256,
-            "filename": m.key,
-            "config": None,
+            "filename": _filename(m),
+            "config": m.config if m.format is ModelFormat.SAFETENSORS else None,
         }
-        for m in _checkpoints()
+        for m in _usable(ModelType.CHECKPOINT)
     ]
 
 
 @router.get(f"{PREFIX}/sd-vae")
 def webui_sd_vae() -> list[dict[str, Any]]:
     """Registered VAEs."""
-    return [
-        {"model_name": m.name, "filename": m.key}
-        for m in model_cases.list_models(get_services())
-        if m.type is ModelType.VAE and m.usable
-    ]
+    return [{"model_name": m.name, "filename": _filename(m)} for m in _usable(ModelType.VAE)]
 
 
 @router.get(f"{PREFIX}/loras")
 def webui_loras() -> list[dict[str, Any]]:
-    """Registered LoRAs."""
+    """Registered LoRAs (use one with <lora:name:weight> in the prompt)."""
     return [
-        {"name": m.name, "alias": m.name, "path": m.key, "metadata": {}}
-        for m in model_cases.list_models(get_services())
-        if m.type is ModelType.LORA and m.usable
+        {
+            "name": m.name,
+            "alias": m.name,
+            "path": _filename(m),
+            "metadata": {"sha256": m.sha256, **m.details},
+        }
+        for m in _usable(ModelType.LORA)
     ]
+
+
+@router.get(f"{PREFIX}/embeddings")
+def webui_embeddings() -> dict[str, Any]:
+    """Registered textual-inversion embeddings (used by their name in the prompt)."""
+    return {
+        "loaded": {
+            m.name: {
+                "step": None,
+                "sd_checkpoint": None,
+                "sd_checkpoint_name": None,
+                "shape": m.details.get("shape"),
+                "vectors": m.details.get("vectors"),
+            }
+            for m in _usable(ModelType.EMBEDDING)
+        },
+        "skipped": {},
+    }
+
+
+@router.get(f"{PREFIX}/upscalers")
+def webui_upscalers() -> list[dict[str, Any]]:
+    """Upscalers for extras: the built-in resamplers, then registered upscaler models."""
+    builtin = [
+        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+        for name in ("None", *UPSCALERS)
+    ]
+    registered = [
+        {
+            "name": m.name,
+            "model_name": m.name,
+            "model_path": _filename(m),
+            "model_url": None,
+            "scale": m.details.get("scale", 4),
+        }
+        for m in _usable(ModelType.UPSCALER)
+    ]
+    return builtin + registered
+
+
+@router.get(f"{PREFIX}/controlnet/model_list")
+def webui_controlnet_models() -> dict[str, list[str]]:
+    """Registered ControlNet models (the sd-webui-controlnet extension's listing)."""
+    return {"model_list": [m.name for m in _usable(ModelType.CONTROLNET)]}
 
 
 @router.get(f"{PREFIX}/samplers")
@@ -379,15 +424,6 @@ def webui_schedulers() -> list[dict[str, Any]]:
     ]
 
 
-@router.get(f"{PREFIX}/upscalers")
-def webui_upscalers() -> list[dict[str, Any]]:
-    """Upscalers for extras."""
-    return [
-        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
-        for name in ("None", *UPSCALERS)
-    ]
-
-
 @router.get(f"{PREFIX}/scripts")
 def webui_scripts() -> dict[str, list[str]]:
     """No webui scripts run here."""
@@ -396,11 +432,23 @@ def webui_scripts() -> dict[str, list[str]]:
 
 @router.post(f"{PREFIX}/refresh-checkpoints")
 def webui_refresh_checkpoints() -> dict[str, Any]:
-    """Listings read the registry live: nothing to refresh."""
+    """Listings read the model registry live: nothing to rescan."""
     return {}
 
 
 @router.post(f"{PREFIX}/refresh-vae")
 def webui_refresh_vae() -> dict[str, Any]:
-    """Listings read the registry live: nothing to refresh."""
+    """Listings read the model registry live: nothing to rescan."""
+    return {}
+
+
+@router.post(f"{PREFIX}/refresh-loras")
+def webui_refresh_loras() -> dict[str, Any]:
+    """Listings read the model registry live: nothing to rescan."""
+    return {}
+
+
+@router.post(f"{PREFIX}/refresh-embeddings")
+def webui_refresh_embeddings() -> dict[str, Any]:
+    """Listings read the model registry live: nothing to rescan."""
     return {}

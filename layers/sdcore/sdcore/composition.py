@@ -48,6 +48,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         idempotency=SqlitePersistenceLayer(db),
         clock=clock,
         ids=ids,
+        jobs=SqliteQueue(db, "model-jobs", max_receives=3, now=clock.now),
     )
 
 
@@ -67,6 +68,7 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from sdcore.adapters.aws.sqs import SqsQueue
 
     dynamodb = boto3.client("dynamodb")
+    sqs = boto3.client("sqs")
     functions = DynamoDBFunctionStore(dynamodb, settings.functions_table)
     return Services(
         settings=settings,
@@ -74,7 +76,7 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         models=DynamoDBModelStore(dynamodb, settings.models_table),
         functions=functions,
         slots=DynamoDBSlotStore(dynamodb, settings.slots_table),
-        queue=SqsQueue(boto3.client("sqs"), settings.queue_url),
+        queue=SqsQueue(sqs, settings.queue_url),
         blobs=S3BlobStore(boto3.client("s3"), settings.bucket),
         fleet=LambdaWorkerFleet(
             boto3.client("lambda"),
@@ -86,6 +88,7 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         idempotency=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
         clock=clock,
         ids=ids,
+        jobs=SqsQueue(sqs, settings.jobs_queue_url) if settings.jobs_queue_url else None,
     )
 
 

@@ -176,6 +176,29 @@ def open_pinned(
         response.close()
 
 
+@contextmanager
+def _open_following(
+    client: httpx.Client, url: str, allow_private: bool, field: str
+) -> Iterator[httpx.Response]:
+    """GET `url`, following redirects by hand, each hop checked and pinned; yields the final
+    2xx response, streamed. Raises InvalidInputError (refused hop, too many redirects, non-2xx)."""
+    current: str | httpx.URL = url
+    for hop in range(MAX_REDIRECTS + 1):
+        target = pin_url(current, allow_private=allow_private, field=field)
+        with open_pinned(client, "GET", target, headers={"Accept-Encoding": "identity"}) as resp:
+            location = resp.headers.get("Location")
+            if resp.status_code in _REDIRECTS and location:
+                if hop == MAX_REDIRECTS:
+                    raise InvalidInputError(field, "redirected too many times")
+                current = target.url.join(location)
+                continue
+            if not 200 <= resp.status_code < 300:
+                raise InvalidInputError(field, f"answered HTTP {resp.status_code}")
+            yield resp
+            return
+    raise AssertionError("unreachable")  # the loop always yields or raises
+
+
 def fetch_url(
     url: str, *, allow_private: bool, max_bytes: int, timeout_s: float, field: str = "url"
 ) -> bytes:
@@ -189,43 +212,64 @@ def fetch_url(
         Refused URL or address (any hop), more than `MAX_REDIRECTS` redirects, a non-2xx answer,
         a body over `max_bytes`, a timeout, or a connection failure.
     """
+    with stream_url(
+        url,
+        allow_private=allow_private,
+        max_bytes=max_bytes,
+        timeout_s=timeout_s,
+        read_timeout_s=timeout_s,
+        field=field,
+    ) as (_, chunks):
+        return b"".join(chunks)
+
+
+@contextmanager
+def stream_url(
+    url: str,
+    *,
+    allow_private: bool,
+    max_bytes: int,
+    timeout_s: float,
+    read_timeout_s: float = 30.0,
+    field: str = "url",
+) -> Iterator[tuple[int | None, Iterator[bytes]]]:
+    """GET `url` under the guard and stream its body: yields (declared length or None, chunks).
+
+    `read_timeout_s` bounds each connect/read; `timeout_s` the whole transfer, redirects
+    included. Failures while reading the chunks raise the same errors as opening.
+
+    Raises
+    ------
+    InvalidInputError
+        As `fetch_url`.
+    """
     deadline = time.monotonic() + timeout_s
-    current: str | httpx.URL = url
     try:
-        with new_client(timeout_s) as client:
-            for hop in range(MAX_REDIRECTS + 1):
-                target = pin_url(current, allow_private=allow_private, field=field)
-                with open_pinned(
-                    client, "GET", target, headers={"Accept-Encoding": "identity"}
-                ) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status_code in _REDIRECTS and location:
-                        if hop == MAX_REDIRECTS:
-                            raise InvalidInputError(field, "redirected too many times")
-                        current = target.url.join(location)
-                        continue
-                    if not 200 <= resp.status_code < 300:
-                        raise InvalidInputError(field, f"answered HTTP {resp.status_code}")
-                    return _read_limited(resp, max_bytes, deadline, field)
+        with (
+            new_client(read_timeout_s) as client,
+            _open_following(client, url, allow_private, field) as resp,
+        ):
+            declared = resp.headers.get("Content-Length", "")
+            length = int(declared) if declared.isdigit() else None
+            if length is not None and length > max_bytes:
+                raise InvalidInputError(field, f"is larger than {max_bytes} bytes")
+            yield length, _read_limited(resp, max_bytes, deadline, field)
     except httpx.TimeoutException as exc:
         raise InvalidInputError(field, "timed out") from exc
     except httpx.HTTPError as exc:
         raise InvalidInputError(field, "could not be fetched") from exc
-    raise AssertionError("unreachable")  # the loop always returns or raises
 
 
-def _read_limited(resp: httpx.Response, max_bytes: int, deadline: float, field: str) -> bytes:
-    too_big = InvalidInputError(field, f"is larger than {max_bytes} bytes")
-    declared = resp.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_big
-    body = bytearray()
+def _read_limited(
+    resp: httpx.Response, max_bytes: int, deadline: float, field: str
+) -> Iterator[bytes]:
+    read = 0
     # No chunk_size: it would buffer until full, hiding both the size and the deadline checks.
     for chunk in resp.iter_raw():
-        body += chunk
-        if len(body) > max_bytes:
-            raise too_big
+        read += len(chunk)
+        if read > max_bytes:
+            raise InvalidInputError(field, f"is larger than {max_bytes} bytes")
         # A server dribbling bytes never trips the per-read timeout; the deadline catches it.
         if time.monotonic() > deadline:
             raise InvalidInputError(field, "timed out")
-    return bytes(body)
+        yield chunk

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,16 @@ class ModelStore(ABC):
         """Raises NotFoundError (also for deleted models)."""
 
     @abstractmethod
-    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
-        """Set `fields`; if `expected` is given the model must be in one of those statuses.
+    def update(
+        self,
+        name: str,
+        expected: set[ModelStatus] | None = None,
+        pending_key: str | None = None,
+        **fields: Any,
+    ) -> Model:
+        """Set `fields`; if `expected` is given the model must be in one of those statuses, and
+        if `pending_key` is given its pending version must have that key (the job writing is
+        still the one in charge: not aborted nor replaced by a newer upload).
 
         Raises
         ------
@@ -217,6 +225,14 @@ class UploadedPart(BaseModel):
     etag: str
 
 
+class MultipartUpload(BaseModel):
+    """A multipart upload not completed nor aborted yet."""
+
+    key: str
+    upload_id: str
+    initiated: float  # epoch seconds
+
+
 class BlobStore(ABC):
     @abstractmethod
     def put(
@@ -280,6 +296,15 @@ class BlobStore(ABC):
 
     @abstractmethod
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    @abstractmethod
+    def list_multipart(self, prefix: str) -> list[MultipartUpload]:
+        """Multipart uploads in progress under `prefix` (to sweep abandoned ones)."""
+
+    @abstractmethod
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store an object of unknown size from a stream of chunks, never all in memory; a
+        reader never sees it half written. Returns its size."""
 
 
 class WorkerFleet(ABC):

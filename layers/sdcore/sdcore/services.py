@@ -34,3 +34,5 @@ class Services:
     users: UserStore
     # a Powertools idempotency persistence layer (DynamoDB on AWS, SQLite locally)
     idempotency: Any = None
+    # model jobs (verify an upload, import from a URL), consumed by the admin function
+    jobs: Queue | None = None

@@ -30,6 +30,10 @@ _ENV = {
     "webui_timeout_s": "SD_WEBUI_TIMEOUT",
     "bucket": "SD_BUCKET",
     "queue_url": "SD_QUEUE_URL",
+    "jobs_queue_url": "SD_JOBS_QUEUE_URL",
+    "upload_expiry_s": "SD_UPLOAD_EXPIRY_SECONDS",
+    "job_stale_s": "SD_JOB_STALE_SECONDS",
+    "import_timeout_s": "SD_IMPORT_TIMEOUT",
     "default_model": "SD_DEFAULT_MODEL",
     "max_concurrency": "SD_MAX_CONCURRENCY",
     "max_per_model": "SD_MAX_PER_MODEL",
@@ -112,6 +116,15 @@ class Settings(BaseModel):
     requeue_max_delay_s: float = 4.0
     idle_s: float = 300.0
     part_size: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    # model jobs (verify an upload, import from a URL): a queue the admin function consumes
+    jobs_queue_url: str = ""
+    # an upload not completed this long after it started is aborted by the sweep (on AWS the
+    # bucket's AbortIncompleteMultipartUpload rule does the same to the parts: 7 days)
+    upload_expiry_s: float = Field(7 * 86400, gt=0)
+    # a model job silent this long has died (a Lambda job stops at 15 minutes)
+    job_stale_s: float = Field(1200, gt=0)
+    # how long an import may download for (under the admin function's 900 s on AWS)
+    import_timeout_s: float = Field(840, gt=0)
     # an inference function serves exactly one model
     model_name: str = ""
     model_key: str = ""

@@ -16,18 +16,37 @@ from sdcore.api.schemas import (
     CompleteBody,
     FunctionsDeleteBody,
     FunctionsUpdateBody,
+    ModelImportBody,
+    ModelRenameBody,
     ModelUploadBody,
     UserBody,
 )
 from sdcore.clock import iso
 from sdcore.composition import get_services
-from sdcore.domain.models import FunctionRecord, Model, User
+from sdcore.domain.models import FunctionRecord, Model, ModelType, PendingVersion, User
 from sdcore.ports import UploadedPart
 from sdcore.usecases import auth as auth_cases
 from sdcore.usecases import functions as function_cases
 from sdcore.usecases import models as model_cases
 
 router = APIGatewayRouter()
+
+
+def _pending(p: PendingVersion | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "stage": p.stage.value,
+        "sha256": p.sha256 or None,
+        "size": p.size or None,
+        "bytesDone": p.bytes_done,
+        "progress": round(min(1.0, p.bytes_done / p.size), 4) if p.size else None,
+        "source": p.source,
+        "config": p.config,
+        "error": p.error,
+        "startedTime": iso(p.started_at),
+        "updatedTime": iso(p.updated_at),
+    }
 
 
 def _model(m: Model) -> dict[str, Any]:
@@ -39,7 +58,10 @@ def _model(m: Model) -> dict[str, Any]:
         "size": m.size,
         "format": m.format.value if m.format else None,
         "config": m.config,
+        "version": m.version,
+        "details": m.details,
         "error": m.error,
+        "pending": _pending(m.pending),
         "registeredTime": iso(m.registered_at),
         "lastModificationTime": iso(m.modified_at),
     }
@@ -106,9 +128,10 @@ def new_key(name: str) -> Response[dict[str, Any]]:
 
 @router.post("/admin/models")
 def create_upload(body: ModelUploadBody) -> Response[dict[str, Any]]:
-    """Register a model and get presigned URLs for its parts (the same file again resumes)."""
+    """Start uploading a model (or with "update" a new version of one): presigned part URLs.
+    The same file again resumes the upload in progress."""
     plan = model_cases.start_upload(
-        get_services(), body.name, body.type, body.size, body.sha256, body.config
+        get_services(), body.name, body.type, body.size, body.sha256, body.config, body.update
     )
     return json_response(
         201,
@@ -122,36 +145,65 @@ def create_upload(body: ModelUploadBody) -> Response[dict[str, Any]]:
     )
 
 
+@router.post("/admin/models/import")
+def import_model(body: ModelImportBody) -> Response[dict[str, Any]]:
+    """Import a model from an http(s) URL, as a job: follow it with GET /admin/models/{name}."""
+    model = model_cases.start_import(
+        get_services(), body.name, body.type, body.url, body.sha256, body.config, body.update
+    )
+    return json_response(202, _model(model))
+
+
 @router.post("/admin/models/<name>/complete")
-def complete_upload(name: str, body: CompleteBody) -> dict[str, Any]:
-    """Join the uploaded parts and verify size and sha256."""
+def complete_upload(name: str, body: CompleteBody) -> Response[dict[str, Any]]:
+    """Close the upload and queue its verification (size, sha256, format, type): 202; follow
+    it with GET /admin/models/{name}."""
     parts = [UploadedPart(part_number=p.partNumber, etag=p.etag) for p in body.parts]
-    return _model(model_cases.complete_upload(get_services(), name, parts))
+    return json_response(202, _model(model_cases.complete_upload(get_services(), name, parts)))
 
 
 @router.get("/admin/models/<name>/upload")
 def upload_status(name: str) -> dict[str, Any]:
     """Parts received so far of an upload in progress (to resume it)."""
     model, parts = model_cases.upload_status(get_services(), name)
+    assert model.pending is not None
     return {
         "name": model.name,
-        "uploadId": model.upload_id,
-        "partSize": model.part_size,
-        "size": model.size,
-        "sha256": model.sha256,
+        "uploadId": model.pending.upload_id,
+        "partSize": model.pending.part_size,
+        "size": model.pending.size,
+        "sha256": model.pending.sha256,
         "parts": [{"partNumber": p.part_number, "etag": p.etag} for p in parts],
     }
 
 
+@router.delete("/admin/models/<name>/upload")
+def abort_upload(name: str) -> dict[str, Any]:
+    """Abort the upload or import in progress (a model never usable goes with it)."""
+    return _model(model_cases.abort_upload(get_services(), name))
+
+
 @router.get("/admin/models")
-def list_models() -> list[dict[str, Any]]:
-    """Every model, with upload details."""
-    return [_model(m) for m in model_cases.list_models(get_services())]
+def list_models(type: ModelType | None = None) -> list[dict[str, Any]]:  # noqa: A002
+    """Every model (or those of one type), with their pending versions."""
+    return [_model(m) for m in model_cases.list_models(get_services(), type)]
+
+
+@router.get("/admin/models/<name>")
+def get_model(name: str) -> dict[str, Any]:
+    """One model: status, current version, and the progress of a version on its way in."""
+    return _model(model_cases.get_model(get_services(), name))
+
+
+@router.post("/admin/models/<name>/rename")
+def rename_model(name: str, body: ModelRenameBody) -> dict[str, Any]:
+    """Give a model another name (its function goes; the next task starts one)."""
+    return _model(model_cases.rename_model(get_services(), name, body.newName))
 
 
 @router.delete("/admin/models/<name>")
 def delete_model(name: str) -> dict[str, Any]:
-    """Delete a model, its file and its inference function."""
+    """Delete a model, its files, its inference function and its cached copies."""
     return _model(model_cases.delete_model(get_services(), name))
 
 

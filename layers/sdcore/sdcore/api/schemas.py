@@ -263,6 +263,20 @@ class ModelUploadBody(BaseModel):
     size: int = Field(..., gt=0, le=64 * 1024**3)
     sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
     config: str = Field("sd15", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    update: bool = Field(False, description="a new version of an existing model")
+
+
+class ModelImportBody(BaseModel):
+    name: str = Field(..., min_length=1, max_length=128)
+    type: ModelType = ModelType.CHECKPOINT
+    url: str = Field(..., min_length=1, max_length=4096, description="http(s) only")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="checked if given")
+    config: str = Field("sd15", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    update: bool = Field(False, description="a new version of an existing model")
+
+
+class ModelRenameBody(BaseModel):
+    newName: str = Field(..., min_length=1, max_length=128)  # noqa: N815 (wire name)
 
 
 class PartBody(BaseModel):

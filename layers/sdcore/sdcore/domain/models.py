@@ -130,18 +130,47 @@ class ModelFormat(StrEnum):
     DIFFUSERS = "diffusers"
 
 
+class ModelStage(StrEnum):
+    """What a version on its way in is doing."""
+
+    UPLOADING = "uploading"  # parts are coming in (presigned PUTs)
+    VERIFYING = "verifying"  # a job reads it back: size, sha256, format, type
+    IMPORTING = "importing"  # a job downloads it from a URL, then verifies it
+
+
+class PendingVersion(BaseModel):
+    """A version of a model on its way in (upload or import). It replaces the current version
+    only once verified; until then tasks keep using the current one (if there is one)."""
+
+    stage: ModelStage
+    sha256: str = ""  # "" for an import that gave none: the digest of what arrives
+    size: int = 0  # 0 while unknown (an import without Content-Length)
+    key: str
+    config: str = "sd15"
+    upload_id: str | None = None
+    part_size: int = 0
+    source: str | None = None  # the URL of an import
+    bytes_done: int = 0  # progress of the job at hand (received, downloaded or verified)
+    started_at: float
+    updated_at: float  # the job's last sign of life: the sweep ends one that stopped
+    error: str | None = None  # why it failed (it then never replaces the current version)
+
+
 class Model(BaseModel):
     name: str
     type: ModelType = ModelType.CHECKPOINT
     status: ModelStatus = ModelStatus.REGISTERING
+    # the current version (for a model still registering: the one declared)
     sha256: str
     size: int
     key: str
     format: ModelFormat | None = None
     config: str = "sd15"
-    error: str | None = None
-    upload_id: str | None = None
-    part_size: int = 0
+    error: str | None = None  # why a model that never became usable is not
+    version: int = 1  # the current version's number; an update adds one
+    # what its check found (a LoRA's rank, an embedding's vectors, an upscaler's scale)
+    details: dict[str, Any] = Field(default_factory=dict)
+    pending: PendingVersion | None = None
     registered_at: float
     modified_at: float
 

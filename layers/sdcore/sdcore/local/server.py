@@ -302,7 +302,9 @@ class FrontDoor:
 
         def write() -> str:
             try:
-                return self.blobs.write_part(upload_id, int(number), body())
+                # S3's check of a damaged part: a Content-MD5 that does not match is refused
+                md5 = _headers(scope).get("content-md5", [None])[0]
+                return self.blobs.write_part(upload_id, int(number), body(), md5)
             finally:
                 finished.set()
 

@@ -116,12 +116,14 @@ def configure_env(args: argparse.Namespace) -> None:
 class Stack:
     def __init__(self) -> None:
         from sdcore.composition import get_services
+        from sdcore.local.jobs import JobLoop
         from sdcore.local.server import LocalServer
 
         self.svc = get_services()
         settings = self.svc.settings
         self.server = LocalServer(settings.host, settings.port, settings.http_workers)
         self.control = ControlLoop(self.svc)
+        self.jobs = JobLoop(self.svc)  # model jobs: verify uploads, imports
 
     @property
     def base_url(self) -> str:
@@ -130,12 +132,14 @@ class Stack:
 
     def start(self) -> None:
         self.control.start()
+        self.jobs.start()
 
     def stop(self) -> None:
         self.control.stop_event.set()
         self.server.shutdown()
         self.server.server_close()
         self.control.join(timeout=10)
+        self.jobs.stop()
         self.svc.fleet.shutdown()
 
 

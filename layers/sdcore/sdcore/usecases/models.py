@@ -1,20 +1,48 @@
-"""Model management (the admin function's use cases): multipart upload, verify, list, delete."""
+"""Model management (the admin function's use cases): multipart upload, import from a URL,
+update, rename, delete. The jobs that verify and import are in `model_jobs`.
+
+A version on its way in is the model's `pending` version. It becomes the current one only once
+a job has read it back in full (size, SHA-256, and that it loads as what it claims to be: see
+`sdcore.modelfiles`). Until then a new model is `registering` and unusable; an existing model
+keeps serving its current version, so tasks already running or queued are not disturbed.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
+import logging
 import math
 import re
-import struct
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from sdcore.domain.models import Model, ModelFormat, ModelStatus, ModelType
-from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
+from sdcore.domain.models import (
+    READY,
+    Model,
+    ModelStage,
+    ModelStatus,
+    ModelType,
+    PendingVersion,
+)
+from sdcore.errors import (
+    ConflictError,
+    DomainError,
+    InvalidInputError,
+    NotFoundError,
+    StaleWriteError,
+)
 from sdcore.ports import UploadedPart
 from sdcore.services import Services
 
+log = logging.getLogger(__name__)
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_PARTS = 10_000
+MAX_MODEL_BYTES = 64 * 1024**3
+CONFIGS = Path(__file__).resolve().parents[1] / "inference" / "configs"
+BUSY = (ModelStage.VERIFYING, ModelStage.IMPORTING)
 
 
 @dataclass
@@ -25,74 +53,193 @@ class UploadPlan:
     part_urls: list[str]
 
 
-def _key(name: str, model_type: ModelType, sha256: str) -> str:
-    return f"models/{model_type.value}/{name}/{sha256}"
-
-
-def start_upload(
-    svc: Services, name: str, model_type: ModelType, size: int, sha256: str, config: str = "sd15"
-) -> UploadPlan:
-    """Register a model as `registering` and hand out presigned part URLs.
-
-    Raises
-    ------
-    InvalidInputError
-        A bad name, size or digest.
-    ConflictError
-        A usable model of that name exists (delete it first).
-    """
+def _check_name(name: str, field: str = "name") -> None:
     if not NAME_RE.match(name):
-        raise InvalidInputError("name", "letters, digits, '.', '_' and '-', at most 128")
-    if size <= 0:
-        raise InvalidInputError("size", "must be positive")
-    sha256 = sha256.lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise InvalidInputError("sha256", "must be 64 hex digits")
+        raise InvalidInputError(field, "letters, digits, '.', '_' and '-', at most 128")
+
+
+def _check_config(model_type: ModelType, config: str) -> None:
+    if model_type is ModelType.CHECKPOINT and not (CONFIGS / config / "unet").is_dir():
+        known = sorted(p.name for p in CONFIGS.iterdir() if (p / "unet").is_dir())
+        raise InvalidInputError("config", f"unknown config {config!r}; one of {', '.join(known)}")
+
+
+def unet_config(model_type: ModelType, config: str) -> dict[str, Any] | None:
+    path = CONFIGS / config / "unet" / "config.json"
+    if model_type is not ModelType.CHECKPOINT or not path.is_file():
+        return None
+    return dict(json.loads(path.read_text()))
+
+
+def find_model(svc: Services, name: str) -> Model | None:
     try:
-        existing = svc.models.get(name)
+        return svc.models.get(name)
     except NotFoundError:
-        existing = None
-    if existing is not None:
-        resumable = (
-            existing.status is ModelStatus.REGISTERING
-            and existing.upload_id is not None
-            and existing.error is None
-            and (existing.sha256, existing.size, existing.type) == (sha256, size, model_type)
+        return None
+
+
+def _new_key(svc: Services, name: str, model_type: ModelType) -> str:
+    # a fresh key per version: a renamed model and a new one of its old name never share a file
+    return f"models/{model_type.value}/{name}/{svc.ids.new_id()}"
+
+
+def _admit(
+    svc: Services, name: str, model_type: ModelType, sha256: str, update: bool
+) -> Model | None:
+    """Decide what becomes of an existing model of this name before a new version comes in:
+    None if there is none (or a failed one was cleared); the model if the new version is an
+    update of it. Raises ConflictError / InvalidInputError when the new version cannot come."""
+    existing = find_model(svc, name)
+    if existing is None:
+        return None
+    pending = existing.pending
+    if pending is not None and pending.error is None and pending.stage in BUSY:
+        raise ConflictError(
+            f"model {name}: a new version is {pending.stage.value}; wait for it or abort it "
+            f"(DELETE /admin/models/{name}/upload)"
         )
-        if resumable:  # the same file again: the same upload, with fresh part URLs
-            return _plan(svc, existing)
-        if existing.error is None:
-            raise ConflictError(f"model {name} exists ({existing.status.value})")
-        _forget(svc, existing)  # a failed upload may be retried under the same name
-    part_size = max(svc.settings.part_size, math.ceil(size / MAX_PARTS))
-    key = _key(name, model_type, sha256)
-    upload_id = svc.blobs.create_multipart(key)
+    if existing.usable:
+        if not update:
+            raise ConflictError(
+                f'model {name} exists ({existing.status.value}); send "update": true to '
+                "upload a new version, or delete it first"
+            )
+        if model_type is not existing.type:
+            raise InvalidInputError("type", f"{name} is a {existing.type.value}")
+        if sha256 and sha256 == existing.sha256:
+            raise ConflictError(f"model {name}: that file is already its current version")
+    if pending is not None and pending.error is None:
+        raise ConflictError(
+            f"model {name}: an upload of another file is in progress; abort it first "
+            f"(DELETE /admin/models/{name}/upload)"
+        )
+    if existing.usable:
+        if pending is not None:  # a failed update: replaced by this one
+            _drop_pending(svc, existing, pending)
+        return existing
+    _forget(svc, existing)  # a model that never became usable may be registered afresh
+    return None
+
+
+def _pending(
+    svc: Services, stage: ModelStage, key: str, config: str, **fields: Any
+) -> PendingVersion:
     now = svc.clock.now()
+    return PendingVersion(
+        stage=stage, key=key, config=config, started_at=now, updated_at=now, **fields
+    )
+
+
+def _register(
+    svc: Services, name: str, model_type: ModelType, existing: Model | None, pending: PendingVersion
+) -> Model:
+    """Record the pending version: on the existing model (an update) or as a new model."""
+    now = svc.clock.now()
+    if existing is not None:
+        try:
+            return svc.models.update(name, set(READY), pending=pending, modified_at=now)
+        except (StaleWriteError, NotFoundError):
+            raise ConflictError(f"model {name} changed meanwhile; try again") from None
     model = Model(
         name=name,
         type=model_type,
         status=ModelStatus.REGISTERING,
-        sha256=sha256,
-        size=size,
-        key=key,
-        config=config,
-        upload_id=upload_id,
-        part_size=part_size,
+        sha256=pending.sha256,
+        size=pending.size,
+        key=pending.key,
+        config=pending.config,
+        pending=pending,
         registered_at=now,
         modified_at=now,
     )
     svc.models.create(model)
+    return model
+
+
+def start_upload(
+    svc: Services,
+    name: str,
+    model_type: ModelType,
+    size: int,
+    sha256: str,
+    config: str = "sd15",
+    update: bool = False,
+) -> UploadPlan:
+    """Start a multipart upload of a model file (a new model, or with `update` a new version
+    of an existing one) and hand out presigned part URLs. The same file again (name, type,
+    size, sha256) resumes the upload in progress, with fresh URLs.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad name, size, digest or config; an update of another type.
+    ConflictError
+        A usable model of that name exists and `update` is not set; another upload or a job
+        is in progress for it.
+    """
+    _check_name(name)
+    if not 0 < size <= MAX_MODEL_BYTES:
+        raise InvalidInputError("size", f"must be 1..{MAX_MODEL_BYTES}")
+    sha256 = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise InvalidInputError("sha256", "must be 64 hex digits")
+    _check_config(model_type, config)
+    current = find_model(svc, name)
+    pending = current.pending if current else None
+    if (
+        current is not None
+        and pending is not None
+        and pending.stage is ModelStage.UPLOADING
+        and pending.error is None
+        and (pending.sha256, pending.size, current.type) == (sha256, size, model_type)
+    ):
+        return _plan(svc, current)
+    existing = _admit(svc, name, model_type, sha256, update)
+    part_size = max(svc.settings.part_size, math.ceil(size / MAX_PARTS))
+    key = _new_key(svc, name, model_type)
+    upload_id = svc.blobs.create_multipart(key)
+    pending = _pending(
+        svc,
+        ModelStage.UPLOADING,
+        key,
+        config,
+        sha256=sha256,
+        size=size,
+        upload_id=upload_id,
+        part_size=part_size,
+    )
+    try:
+        model = _register(svc, name, model_type, existing, pending)
+    except DomainError:
+        svc.blobs.abort_multipart(key, upload_id)
+        raise
     return _plan(svc, model)
 
 
 def _plan(svc: Services, model: Model) -> UploadPlan:
-    assert model.upload_id is not None
-    parts = max(1, math.ceil(model.size / model.part_size))
+    pending = model.pending
+    assert pending is not None and pending.upload_id is not None
+    parts = max(1, math.ceil(pending.size / pending.part_size))
     expires = max(svc.settings.url_expires_s, 6 * 3600)
-    urls = [svc.blobs.part_url(model.key, model.upload_id, n, expires) for n in range(1, parts + 1)]
+    urls = [
+        svc.blobs.part_url(pending.key, pending.upload_id, n, expires) for n in range(1, parts + 1)
+    ]
     return UploadPlan(
-        model=model, upload_id=model.upload_id, part_size=model.part_size, part_urls=urls
+        model=model, upload_id=pending.upload_id, part_size=pending.part_size, part_urls=urls
     )
+
+
+def _uploading(svc: Services, name: str) -> tuple[Model, PendingVersion]:
+    model = svc.models.get(name)
+    pending = model.pending
+    if (
+        pending is None
+        or pending.stage is not ModelStage.UPLOADING
+        or pending.error is not None
+        or pending.upload_id is None
+    ):
+        raise ConflictError(f"model {name} has no upload in progress")
+    return model, pending
 
 
 def upload_status(svc: Services, name: str) -> tuple[Model, list[UploadedPart]]:
@@ -100,86 +247,205 @@ def upload_status(svc: Services, name: str) -> tuple[Model, list[UploadedPart]]:
 
     Raises NotFoundError, or ConflictError when the model has no upload in progress.
     """
-    model = svc.models.get(name)
-    if model.status is not ModelStatus.REGISTERING or model.upload_id is None:
-        raise ConflictError(f"model {name} has no upload in progress")
-    return model, svc.blobs.list_parts(model.key, model.upload_id)
-
-
-def _detect_format(head: bytes) -> ModelFormat | None:
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and 0 < header_len < 100_000_000:
-            return ModelFormat.SAFETENSORS
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return ModelFormat.DIFFUSERS
-    return None
+    model, pending = _uploading(svc, name)
+    assert pending.upload_id is not None
+    return model, svc.blobs.list_parts(pending.key, pending.upload_id)
 
 
 def complete_upload(svc: Services, name: str, parts: list[UploadedPart]) -> Model:
-    """Join the parts, check size and SHA-256, and make the model usable.
+    """Check the part list against what storage received and queue the verification job,
+    which joins the parts, reads the file back and makes the version current (or records why
+    not). The model is answered at once, its pending version `verifying`.
 
     Raises
     ------
     NotFoundError
         No such model.
     ConflictError
-        The model has no upload in progress, or the file fails verification; in the latter case
-        the model stays unusable with the reason in its `error`.
+        The model has no upload in progress.
     InvalidInputError
-        A part is missing or its ETag does not match.
+        The part list is out of order, names a part never received, or an ETag that does not
+        match (field `parts`); the upload stays open to fix it.
+    """
+    model, pending = _uploading(svc, name)
+    assert pending.upload_id is not None
+    numbers = [p.part_number for p in parts]
+    if not parts or numbers != sorted(set(numbers)):
+        raise InvalidInputError("parts", "must list each part once, in ascending order")
+    received = {p.part_number: p.etag.strip('"') for p in svc.blobs.list_parts(
+        pending.key, pending.upload_id
+    )}  # fmt: skip
+    for part in parts:
+        if part.part_number not in received:
+            raise InvalidInputError("parts", f"part {part.part_number} was never uploaded")
+        if received[part.part_number] != part.etag.strip('"'):
+            raise InvalidInputError("parts", f"part {part.part_number}: ETag does not match")
+    if sorted(received) != numbers:
+        extra = sorted(set(received) - set(numbers))
+        raise InvalidInputError("parts", f"parts {extra} were uploaded but are not listed")
+    verifying = pending.model_copy(
+        update={"stage": ModelStage.VERIFYING, "bytes_done": 0, "updated_at": svc.clock.now()}
+    )
+    try:
+        model = svc.models.update(
+            name, pending_key=pending.key, pending=verifying, modified_at=svc.clock.now()
+        )
+    except StaleWriteError:
+        raise ConflictError(f"model {name}: the upload changed meanwhile") from None
+    _queue_job(svc, "verify", name, pending.key)
+    return model
+
+
+def start_import(
+    svc: Services,
+    name: str,
+    model_type: ModelType,
+    url: str,
+    sha256: str | None = None,
+    config: str = "sd15",
+    update: bool = False,
+) -> Model:
+    """Import a model file from an http(s) URL, as a job: download (progress in the pending
+    version's `bytes_done`), then the same verification as an upload. `sha256`, if given, must
+    match what arrives.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad name, URL (not http(s), or an address the guard refuses), digest or config.
+    ConflictError
+        As `start_upload`.
+    """
+    from sdcore.netguard import check_url
+
+    _check_name(name)
+    check_url(url, allow_private=svc.settings.allow_private_urls, field="url")
+    digest = (sha256 or "").lower()
+    if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise InvalidInputError("sha256", "must be 64 hex digits")
+    _check_config(model_type, config)
+    existing = _admit(svc, name, model_type, digest, update)
+    key = _new_key(svc, name, model_type)
+    pending = _pending(svc, ModelStage.IMPORTING, key, config, sha256=digest, source=url)
+    model = _register(svc, name, model_type, existing, pending)
+    _queue_job(svc, "import", name, key)
+    return model
+
+
+def abort_upload(svc: Services, name: str) -> Model:
+    """Abort the version on its way in (an upload, or a job in progress, which then stops at
+    its next progress write). A model that never became usable goes away with it.
+
+    Raises NotFoundError, or ConflictError when nothing is pending.
     """
     model = svc.models.get(name)
-    if model.status is not ModelStatus.REGISTERING or model.upload_id is None:
+    pending = model.pending
+    if pending is None:
         raise ConflictError(f"model {name} has no upload in progress")
-    svc.blobs.complete_multipart(model.key, model.upload_id, parts)
-    digest = hashlib.sha256()
-    size = 0
-    head = b""
-    for chunk in svc.blobs.iter_chunks(model.key):
-        if len(head) < 512:
-            head += chunk[: 512 - len(head)]
-        digest.update(chunk)
-        size += len(chunk)
-    error = None
-    fmt = _detect_format(head)
-    if size != model.size:
-        error = f"size mismatch: registered {model.size} bytes, received {size}"
-    elif digest.hexdigest() != model.sha256:
-        error = f"sha256 mismatch: registered {model.sha256}, received {digest.hexdigest()}"
-    elif fmt is None:
-        error = "not a .safetensors file nor a tar of a diffusers folder"
-    if error is not None:
-        svc.blobs.delete_prefix(model.key)
-        svc.models.update(name, upload_id=None, error=error, modified_at=svc.clock.now())
-        raise ConflictError(f"model {name} is unusable: {error}")
-    return svc.models.update(
-        name,
-        {ModelStatus.REGISTERING},
-        status=ModelStatus.UNLOADED,
-        format=fmt,
-        upload_id=None,
-        error=None,
-        modified_at=svc.clock.now(),
+    _drop_pending(svc, model, pending)
+    if model.status is ModelStatus.REGISTERING:
+        return _forget(svc, svc.models.get(name))
+    return svc.models.get(name)
+
+
+def _drop_pending(svc: Services, model: Model, pending: PendingVersion) -> None:
+    try:
+        svc.models.update(
+            model.name, pending_key=pending.key, pending=None, modified_at=svc.clock.now()
+        )
+    except StaleWriteError:
+        pass  # someone else replaced or removed it
+    if pending.upload_id:
+        svc.blobs.abort_multipart(pending.key, pending.upload_id)
+    if pending.key != model.key or model.status is ModelStatus.REGISTERING:
+        svc.blobs.delete_prefix(pending.key)
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def _queue_job(svc: Services, job: str, name: str, key: str) -> None:
+    if svc.jobs is None:
+        raise RuntimeError("no model job queue configured (SD_JOBS_QUEUE_URL)")
+    svc.jobs.send({"job": job, "name": name, "key": key})
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def get_model(svc: Services, name: str) -> Model:
+    """Raises NotFoundError."""
+    return svc.models.get(name)
+
+
+def list_models(svc: Services, model_type: ModelType | None = None) -> list[Model]:
+    """Every model (of `model_type`), by name."""
+    models = svc.models.list()
+    return models if model_type is None else [m for m in models if m.type is model_type]
+
+
+# --- rename and delete ---------------------------------------------------------------------
+
+
+def rename_model(svc: Services, name: str, new_name: str) -> Model:
+    """Give a usable model another name. Its function (which serves the old name) goes; the
+    next task under the new name starts one. Tasks still queued under the old name fail.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad new name (field `newName`).
+    NotFoundError
+        No such model.
+    ConflictError
+        The model is not usable, has a version on its way in, or the new name is taken.
+    """
+    _check_name(new_name, "newName")
+    model = svc.models.get(name)
+    if not model.usable or (model.pending is not None and model.pending.error is None):
+        raise ConflictError(f"model {name} cannot be renamed while it is not usable or busy")
+    if new_name == name:
+        return model
+    now = svc.clock.now()
+    renamed = model.model_copy(
+        update={
+            "name": new_name,
+            "status": ModelStatus.UNLOADED,
+            "pending": None,
+            "modified_at": now,
+        }
     )
+    svc.models.create(renamed)  # ConflictError if the new name is taken
+    svc.fleet.delete(name)
+    svc.models.update(name, status=ModelStatus.DELETED, pending=None, modified_at=now)
+    return renamed
 
 
-def list_models(svc: Services) -> list[Model]:
-    return svc.models.list()
+def drop_cache(svc: Services, sha256: str) -> None:
+    """Remove this machine's cached copy of a model file (the local stack's workers share the
+    cache; on AWS a function's copies live in its /tmp and go with it)."""
+    if any(m.sha256 == sha256 for m in svc.models.list()):
+        return  # the same file registered under another name
+    shutil.rmtree(svc.settings.model_cache_dir / sha256, ignore_errors=True)
 
 
-def _forget(svc: Services, model: Model) -> None:
-    if model.upload_id:
-        svc.blobs.abort_multipart(model.key, model.upload_id)
+def _forget(svc: Services, model: Model) -> Model:
+    if model.pending is not None:
+        if model.pending.upload_id:
+            svc.blobs.abort_multipart(model.pending.key, model.pending.upload_id)
+        svc.blobs.delete_prefix(model.pending.key)
     svc.blobs.delete_prefix(model.key)
-    svc.models.update(
-        model.name, status=ModelStatus.DELETED, upload_id=None, modified_at=svc.clock.now()
+    deleted = svc.models.update(
+        model.name, status=ModelStatus.DELETED, pending=None, modified_at=svc.clock.now()
     )
+    if model.status is not ModelStatus.REGISTERING:
+        drop_cache(svc, model.sha256)
+    return deleted
 
 
 def delete_model(svc: Services, name: str) -> Model:
-    """Delete a model, its stored file and its inference function. Raises NotFoundError."""
+    """Delete a model: its inference function, its stored file(s), an upload in progress and
+    the cached copies. Raises NotFoundError."""
     model = svc.models.get(name)
     svc.fleet.delete(name)
-    _forget(svc, model)
-    return model.model_copy(update={"status": ModelStatus.DELETED})
+    return _forget(svc, model)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from sdcore.domain.models import GenerationParams, Task, TaskKind, TaskStatus
+from sdcore.domain.models import GenerationParams, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
@@ -83,10 +83,21 @@ def _store_inputs(
     return keys
 
 
-def resolve_model(svc: Services, name: str | None) -> str:
-    """The checkpoint a task will use. Raises NotFoundError / ConflictError when unusable."""
+def resolve_model(
+    svc: Services,
+    name: str | None,
+    kind: ModelType = ModelType.CHECKPOINT,
+    field: str = "stable_diffusion_model",
+) -> str:
+    """The model of `kind` a task will use (default: the default checkpoint).
+
+    Raises NotFoundError / ConflictError when unusable, InvalidInputError (naming `field`) when
+    it is a model of another type.
+    """
     model_name = name or svc.settings.default_model
     model = svc.models.get(model_name)
+    if model.type is not kind:
+        raise InvalidInputError(field, f"{model_name} is a {model.type.value}, not a {kind.value}")
     if not model.usable:
         reason = model.error or f"status is {model.status.value}"
         raise ConflictError(f"model {model_name} is not ready: {reason}")
@@ -135,7 +146,7 @@ def submit_task(
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     if params.vae is not None:
-        resolve_model(svc, params.vae)
+        resolve_model(svc, params.vae, ModelType.VAE, "sd_vae")
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:

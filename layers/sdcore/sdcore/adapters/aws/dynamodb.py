@@ -405,7 +405,7 @@ class DynamoDBTaskStore(TaskStore):
 
 
 class DynamoDBModelStore(ModelStore):
-    codec: _Codec[Model] = _Codec(Model, "name")
+    codec: _Codec[Model] = _Codec(Model, "name", frozenset({"details"}))
 
     def __init__(self, client: Any, table: str) -> None:
         self.client = client
@@ -437,7 +437,13 @@ class DynamoDBModelStore(ModelStore):
             raise NotFoundError(f"model {name} not found")
         return model
 
-    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
+    def update(
+        self,
+        name: str,
+        expected: set[ModelStatus] | None = None,
+        pending_key: str | None = None,
+        **fields: Any,
+    ) -> Model:
         if not fields or expected == set():
             # Nothing to write (or nothing can match): a consistent read gives the same answers.
             model = self._get(name)
@@ -445,6 +451,10 @@ class DynamoDBModelStore(ModelStore):
                 raise NotFoundError(f"model {name} not found")
             if expected is not None and model.status not in expected:
                 raise StaleWriteError(f"model {name} is {model.status.value}")
+            if pending_key is not None and (
+                model.pending is None or model.pending.key != pending_key
+            ):
+                raise StaleWriteError(f"model {name} has no pending version {pending_key}")
             return model
         expression, names, values = _update_expression(self.codec.fields(fields))
         condition = "attribute_exists(#pk)"
@@ -455,6 +465,10 @@ class DynamoDBModelStore(ModelStore):
             in_, params = _in("#st", sorted(s.value for s in expected), "e")
             condition += f" AND {in_}"
             names["#st"] = "status"
+        if pending_key is not None:  # `pending` is a map: its key is a nested attribute
+            condition += " AND #pd.#pdk = :pdk"
+            names.update({"#pd": "pending", "#pdk": "key"})
+            params = {**params, ":pdk": {"S": pending_key}}
         if values or params:  # DynamoDB refuses an empty map here (an update of REMOVEs only)
             kwargs["ExpressionAttributeValues"] = {**values, **params}
         try:
@@ -475,7 +489,9 @@ class DynamoDBModelStore(ModelStore):
             if not old:
                 raise NotFoundError(f"model {name} not found") from None
             status = old.get("status", {}).get("S")
-            raise StaleWriteError(f"model {name} is {status}") from None
+            raise StaleWriteError(
+                f"model {name} is {status} (or its pending version changed)"
+            ) from None
         return self.codec.record(resp["Attributes"])
 
     def list(self) -> list[Model]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from sdcore.errors import InvalidInputError, NotFoundError
-from sdcore.ports import BlobStore, UploadedPart
+from sdcore.ports import BlobStore, MultipartUpload, UploadedPart
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _BAD_PARTS = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"}
@@ -17,6 +18,30 @@ _BAD_PARTS = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over an iterable of byte chunks (what upload_fileobj reads)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buf = b""
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        while not self._buf:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buf = chunk
+        data, self._buf = self._buf[: len(view)], self._buf[len(view) :]
+        view[: len(data)] = data
+        self.size += len(data)
+        return len(data)
 
 
 class S3BlobStore(BlobStore):
@@ -181,6 +206,30 @@ class S3BlobStore(BlobStore):
     def list_parts(self, key: str, upload_id: str) -> list[UploadedPart]:
         received = self._received_parts(key, upload_id)
         return [UploadedPart(part_number=n, etag=received[n]) for n in sorted(received)]
+
+    def list_multipart(self, prefix: str) -> list[MultipartUpload]:
+        found = []
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for upload in page.get("Uploads", []):
+                found.append(
+                    MultipartUpload(
+                        key=upload["Key"],
+                        upload_id=upload["UploadId"],
+                        initiated=upload["Initiated"].timestamp(),
+                    )
+                )
+        return found
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        self._check_key(key)
+        reader = _ChunkReader(chunks)
+        # s3transfer reads the stream in parts and uploads them as a multipart upload (a
+        # single PUT when small); an upload that fails is aborted, so no half object appears
+        self.client.upload_fileobj(reader, self.bucket, key)
+        return reader.size
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

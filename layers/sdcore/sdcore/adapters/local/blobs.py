@@ -3,6 +3,8 @@ honours (the local counterpart of S3 presigned URLs)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -11,12 +13,12 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from sdcore.errors import InvalidInputError, NotFoundError
-from sdcore.ports import BlobStore, UploadedPart
+from sdcore.ports import BlobStore, MultipartUpload, UploadedPart
 
 
 def _atomic_write(path: Path, chunks: Iterator[bytes] | list[bytes]) -> str:
@@ -161,14 +163,38 @@ class FileBlobStore(BlobStore):
     def part_url(self, key: str, upload_id: str, part_number: int, expires_s: int) -> str:
         return self._signed(f"/uploads/{upload_id}/{part_number}", expires_s)
 
-    def write_part(self, upload_id: str, part_number: int, chunks: Iterator[bytes]) -> str:
-        """Store one part (what the local server does on a signed PUT); returns its ETag."""
+    def write_part(
+        self,
+        upload_id: str,
+        part_number: int,
+        chunks: Iterator[bytes],
+        content_md5: str | None = None,
+    ) -> str:
+        """Store one part (what the local server does on a signed PUT); returns its ETag.
+
+        `content_md5`: the request's Content-MD5 header (base64 of the MD5), checked as S3 does:
+        a part that arrived damaged is refused and not kept.
+        """
         folder = self._upload_dir(upload_id)
         if not (folder / "meta.json").is_file():
             raise NotFoundError(f"upload {upload_id} not found")
         if not 1 <= part_number <= 10000:
             raise InvalidInputError("partNumber", "must be 1..10000")
-        etag = _atomic_write(folder / f"part-{part_number:05d}", chunks)
+        expected = None
+        if content_md5 is not None:
+            try:
+                expected = base64.b64decode(content_md5, validate=True).hex()
+            except (binascii.Error, ValueError):
+                raise InvalidInputError("Content-MD5", "is not base64") from None
+            if len(expected) != 32:
+                raise InvalidInputError("Content-MD5", "is not a base64 MD5 digest")
+        path = folder / f"part-{part_number:05d}"
+        staged = folder / f".staged-{part_number:05d}-{secrets.token_hex(4)}"
+        etag = _atomic_write(staged, chunks)
+        if expected is not None and etag != expected:
+            staged.unlink(missing_ok=True)
+            raise InvalidInputError("Content-MD5", "the part's MD5 does not match (BadDigest)")
+        os.replace(staged, path)
         _atomic_write(folder / f"part-{part_number:05d}.etag", [etag.encode()])
         return etag
 
@@ -215,3 +241,32 @@ class FileBlobStore(BlobStore):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+
+    def list_multipart(self, prefix: str) -> list[MultipartUpload]:
+        found = []
+        for folder in sorted(self.uploads.iterdir()):
+            meta = folder / "meta.json"
+            try:
+                info = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                # a folder without readable meta (a crash mid-create): as old as its mtime
+                info = {"key": "", "created": folder.stat().st_mtime}
+            if str(info["key"]).startswith(prefix) and folder.name.isalnum():
+                found.append(
+                    MultipartUpload(
+                        key=info["key"], upload_id=folder.name, initiated=float(info["created"])
+                    )
+                )
+        return found
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        size = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal size
+            for chunk in chunks:
+                size += len(chunk)
+                yield chunk
+
+        _atomic_write(self.path(key), counted())
+        return size

@@ -154,7 +154,13 @@ class SqliteModelStore(ModelStore):
             raise NotFoundError(f"model {name} not found")
         return model
 
-    def update(self, name: str, expected: set[ModelStatus] | None = None, **fields: Any) -> Model:
+    def update(
+        self,
+        name: str,
+        expected: set[ModelStatus] | None = None,
+        pending_key: str | None = None,
+        **fields: Any,
+    ) -> Model:
         with self.db.write() as conn:
             row = conn.execute("SELECT data FROM models WHERE name=?", (name,)).fetchone()
             if row is None:
@@ -162,7 +168,12 @@ class SqliteModelStore(ModelStore):
             model = Model.model_validate_json(row[0])
             if expected is not None and model.status not in expected:
                 raise StaleWriteError(f"model {name} is {model.status.value}")
-            model = model.model_copy(update=fields)
+            if pending_key is not None and (
+                model.pending is None or model.pending.key != pending_key
+            ):
+                raise StaleWriteError(f"model {name} has no pending version {pending_key}")
+            # validated like DynamoDB's codec does, so both stores take the same values
+            model = Model.model_validate({**model.model_dump(), **fields})
             conn.execute(
                 "UPDATE models SET status=?, data=? WHERE name=?",
                 (model.status.value, model.model_dump_json(), name),
