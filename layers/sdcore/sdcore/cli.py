@@ -4,11 +4,13 @@
     sd img2img "a blue circle" --image in.png --mask mask.png --denoise 0.6 --wait
     sd tasks list --status succeeded --limit 5
     sd tasks show TASK_ID | sd tasks cancel TASK_ID
-    sd models list | sd models upload model.safetensors --name sd15 | sd models delete sd15
+    sd models list [--type lora] | sd models show sd15 | sd models delete sd15
+    sd models upload model.safetensors --name sd15 [--update] (resumes when run again)
+    sd models import https://host/model.safetensors --name sd15 [--sha256 HEX]
 
 --url (env SD_URL, default http://127.0.0.1:7860); --key (env SD_API_KEY, else the local stack's
-${SD_DATA_DIR:-./local-data}/credentials.json: admin_key for `models upload|delete`, user_key
-otherwise). Exit status: 0 ok, 1 API error or failed task (message on stderr), 2 usage.
+${SD_DATA_DIR:-./local-data}/credentials.json: admin_key for `models upload|import|show|delete`,
+user_key otherwise). Exit status: 0 ok, 1 API error or failed task (message on stderr), 2 usage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import httpx
 
 from sdcore.client import (
     TERMINAL_STATUSES,
+    AdminModel,
     ApiError,
     ChecksumError,
     Client,
@@ -34,7 +37,8 @@ from sdcore.client import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:7860"
-ADMIN_COMMANDS = {("models", "upload"), ("models", "delete")}
+MODEL_TYPES = ["checkpoint", "vae", "lora", "embedding", "upscaler", "controlnet"]
+ADMIN_COMMANDS = {("models", a) for a in ("upload", "import", "show", "delete", "rename")}
 
 
 class UsageError(Exception):
@@ -185,36 +189,52 @@ def cmd_tasks(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _upload(client: Client, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _ByteBars:
+    """One tqdm byte bar per phase (sha256, upload, download, verify), shown one after the
+    other: starting a phase closes the bar of the one before."""
 
+    def __init__(self) -> None:
+        self.bars: dict[str, Any] = {}
+
+    def show(self, phase: str, done: int, total: int | None) -> Any:
+        from tqdm import tqdm
+
+        bar = self.bars.get(phase)
+        if bar is None:
+            self.close()
+            bar = self.bars[phase] = tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=phase
+            )
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+        return bar
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _upload(client: Client, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise UsageError(f"no such file: {args.file}")
     size = args.file.stat().st_size
-    bars: dict[str, Any] = {}
+    bars = _ByteBars()
 
     def on_progress(event: UploadEvent) -> None:
         if event.phase == "hash":
-            bar = bars.get("hash")
-            if bar is None:
-                bar = bars["hash"] = tqdm(
-                    total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="sha256"
-                )
-            bar.update(event.bytes_done - bar.n)
+            bars.show("sha256", event.bytes_done, size)
             if event.sha256:
-                bar.close()
+                bars.close()
                 print(f"sha256 {event.sha256}", file=sys.stderr)
         elif event.phase == "part":
-            bar = bars.get("upload")
-            if bar is None:
-                bar = bars["upload"] = tqdm(
-                    total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="upload"
-                )
-            bar.update(event.bytes_done - bar.n)
+            bar = bars.show("upload", event.bytes_done, size)
             if event.skipped:
                 bar.write(f"part {event.part_number} already on the server: skipped")
-        elif event.phase == "complete" and "upload" in bars:
-            bars["upload"].close()
+        elif event.phase == "verify":
+            bars.show("verify", event.bytes_done, size)
+        else:
+            bars.close()
 
     try:
         done = client.upload_model(
@@ -224,20 +244,53 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
             config=args.config,
             parallel=args.parallel,
             on_progress=on_progress,
+            update=args.update,
         )
     finally:
-        for bar in bars.values():
-            bar.close()
+        bars.close()
     _print_json(done)
+    return 0
+
+
+def _import(client: Client, args: argparse.Namespace) -> int:
+    bars = _ByteBars()
+
+    def on_progress(model: AdminModel) -> None:
+        pending = model.get("pending")
+        if pending:
+            phase = "download" if pending["stage"] == "importing" else "verify"
+            bars.show(phase, pending["bytesDone"], pending.get("size") or None)
+
+    try:
+        model = client.import_model(
+            args.source,
+            args.name,
+            type=args.type,
+            sha256=args.sha256,
+            config=args.config,
+            update=args.update,
+            on_progress=on_progress,
+        )
+    finally:
+        bars.close()
+    _print_json(model)
     return 0
 
 
 def cmd_models(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        _print_json(client.models())
+        _print_json([m for m in client.models() if args.type in (None, m["type"])])
         return 0
     if args.action == "upload":
         return _upload(client, args)
+    if args.action == "import":
+        return _import(client, args)
+    if args.action == "show":
+        _print_json(client.admin_model(args.name))
+        return 0
+    if args.action == "rename":
+        _print_json(client.rename_model(args.name, args.new_name))
+        return 0
     _print_json(client.delete_model(args.name))
     return 0
 
@@ -255,6 +308,13 @@ def _connection_args(parser: argparse.ArgumentParser, default: Any) -> None:
         help="API key (env SD_API_KEY, else ${SD_DATA_DIR:-./local-data}/credentials.json)",
     )
     parser.add_argument("--timeout", type=float, default=default, help="HTTP timeout in seconds")
+
+
+def _new_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--type", default="checkpoint", choices=MODEL_TYPES)
+    parser.add_argument("--config", default="sd15", help="sd15 (default), tiny-sd, ...")
+    parser.add_argument("--update", action="store_true", help="a new version of a model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,17 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tasks.set_defaults(run=cmd_tasks)
 
-    models = commands.add_parser("models", help="list, upload or delete models")
+    models = commands.add_parser("models", help="list, upload, import, show or delete models")
     model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
-    model_actions.add_parser("list", parents=[common], help="the models and their status (JSON)")
+    listing = model_actions.add_parser(
+        "list", parents=[common], help="the models and their status (JSON)"
+    )
+    listing.add_argument("--type", choices=MODEL_TYPES, help="only models of this type")
     upload = model_actions.add_parser(
         "upload", parents=[common], help="upload a model file (admin key; resumes)"
     )
     upload.add_argument("file", type=Path)
-    upload.add_argument("--name", required=True)
-    upload.add_argument("--type", default="checkpoint")
-    upload.add_argument("--config", default="sd15", help="sd15 (default), tiny-sd, ...")
+    _new_model_args(upload)
     upload.add_argument("--parallel", type=int, default=4, help="parts in flight (default 4)")
+    imported = model_actions.add_parser(
+        "import", parents=[common], help="import a model from an http(s) URL (admin key)"
+    )
+    imported.add_argument("source", metavar="URL", help="http(s) address of the model file")
+    imported.add_argument("--sha256", help="the file's SHA-256, checked if given")
+    _new_model_args(imported)
+    model_actions.add_parser(
+        "show", parents=[common], help="one model, with an upload or import in progress (admin)"
+    ).add_argument("name")
+    rename = model_actions.add_parser("rename", parents=[common], help="rename a model (admin)")
+    rename.add_argument("name")
+    rename.add_argument("new_name")
     model_actions.add_parser(
         "delete", parents=[common], help="delete a model (admin key)"
     ).add_argument("name")

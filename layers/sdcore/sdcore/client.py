@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -110,11 +111,29 @@ class ModelInfo(TypedDict):
     error: str | None
 
 
+class PendingInfo(TypedDict):
+    """A version on its way in: stage uploading|verifying|importing, progress, or why it
+    failed."""
+
+    stage: str
+    sha256: str | None
+    size: int | None
+    bytesDone: int
+    progress: float | None
+    source: str | None
+    config: str
+    error: str | None
+    startedTime: str | None
+    updatedTime: str | None
+
+
 class AdminModel(ModelInfo):
-    """An entry of GET /admin/models, and the answer of complete/delete."""
+    """An entry of GET /admin/models, and the answer of complete/import/delete/rename."""
 
     format: NotRequired[str | None]
     config: NotRequired[str | None]
+    version: NotRequired[int]
+    pending: NotRequired[PendingInfo | None]
 
 
 class PartUrl(TypedDict):
@@ -161,10 +180,11 @@ class UploadEvent:
 
     phase: "hash" while the local sha256 is computed (bytes_done over the file), then "part"
     once per part sent or skipped (`part_number`, `skipped`; bytes_done counts both), then
+    "verify" while the server reads the file back (bytes_done as it reports it), then
     "complete" when the server has verified the file.
     """
 
-    phase: Literal["hash", "part", "complete"]
+    phase: Literal["hash", "part", "verify", "complete"]
     bytes_done: int
     bytes_total: int
     part_number: int | None = None
@@ -553,6 +573,61 @@ class Client:
     def delete_model(self, name: str) -> AdminModel:
         return cast(AdminModel, self._json("DELETE", f"/admin/models/{quote(name, safe='')}"))
 
+    def admin_model(self, name: str) -> AdminModel:
+        """One model with its pending version (admin key)."""
+        return cast(AdminModel, self._json("GET", f"/admin/models/{quote(name, safe='')}"))
+
+    def rename_model(self, name: str, new_name: str) -> AdminModel:
+        path = f"/admin/models/{quote(name, safe='')}/rename"
+        return cast(AdminModel, self._json("POST", path, json={"newName": new_name}))
+
+    def abort_upload(self, name: str) -> AdminModel:
+        """Abort the upload or import in progress of `name`."""
+        path = f"/admin/models/{quote(name, safe='')}/upload"
+        return cast(AdminModel, self._json("DELETE", path))
+
+    def wait_model(
+        self,
+        name: str,
+        on_progress: Callable[[AdminModel], None] | None = None,
+        poll_s: float = 0.5,
+        timeout_s: float = 3600,
+    ) -> AdminModel:
+        """Poll the model until its pending version is gone (verified: it is current now) or
+        failed (ApiError 409 with the reason, as a task naming it would get)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            model = self.admin_model(name)
+            if on_progress:
+                on_progress(model)
+            pending = model.get("pending")
+            if pending is None:
+                return model
+            if pending.get("error"):
+                body = {"error": "conflict", "message": f"model {name}: {pending['error']}"}
+                raise ApiError(409, body, "GET", f"/admin/models/{name}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"model {name} still {pending['stage']} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def import_model(
+        self,
+        url: str,
+        name: str,
+        type: str = "checkpoint",  # noqa: A002 (the API's field name)
+        sha256: str | None = None,
+        config: str = "sd15",
+        update: bool = False,
+        wait: bool = True,
+        on_progress: Callable[[AdminModel], None] | None = None,
+    ) -> AdminModel:
+        """Import a model from an http(s) URL (admin key). The server downloads and verifies it
+        as a job; with `wait` poll until it is done (ApiError 409 if it was refused)."""
+        body = {"name": name, "type": type, "url": url, "sha256": sha256, "config": config,
+                "update": update}  # fmt: skip
+        model = cast(AdminModel, self._json("POST", "/admin/models/import", json=body))
+        return self.wait_model(name, on_progress) if wait else model
+
     def upload_status(self, name: str) -> UploadStatus:
         path = f"/admin/models/{quote(name, safe='')}/upload"
         return cast(UploadStatus, self._json("GET", path))
@@ -566,12 +641,15 @@ class Client:
         parallel: int = 4,
         on_progress: UploadCallback | None = None,
         part_retries: int = 3,
+        update: bool = False,
     ) -> UploadResult:
-        """Upload a model file (admin key): sha256 locally, register (or resume the upload in
-        progress for the same name/size/sha256), PUT the parts the server does not already hold
-        (a part is skipped when the server's ETag equals the local part's MD5) from `parallel`
-        threads, then complete. The server verifies size, sha256 and format; a failure raises
-        ApiError (409) with the reason."""
+        """Upload a model file (admin key; `update`: a new version of an existing model):
+        sha256 locally, register (or resume the upload in progress for the same
+        name/size/sha256), PUT the parts the server does not already hold (a part is skipped
+        when the server's ETag equals the local part's MD5) from `parallel` threads, each with
+        its Content-MD5 and its answer's ETag checked, then complete and wait while the server
+        verifies size, sha256, format and type; a refusal raises ApiError (409) with the
+        reason."""
         path = Path(path)
         size = path.stat().st_size
         lock = threading.Lock()
@@ -597,7 +675,14 @@ class Client:
             self._json(
                 "POST",
                 "/admin/models",
-                json={"name": name, "type": type, "size": size, "sha256": sha256, "config": config},
+                json={
+                    "name": name,
+                    "type": type,
+                    "size": size,
+                    "sha256": sha256,
+                    "config": config,
+                    "update": update,
+                },  # fmt: skip
             ),
         )
         received: dict[int, str] = {}  # part number -> the server's ETag, as it gave it
@@ -626,7 +711,7 @@ class Client:
             if number in received and _strip_etag(received[number]) == md5:
                 etag, was_skipped = received[number], True
             else:
-                etag, was_skipped = self._put_part(part["url"], data, part_retries), False
+                etag, was_skipped = self._put_part(part["url"], data, md5, part_retries), False
             with lock:
                 etags[number] = etag
                 (skipped if was_skipped else uploaded).append(number)
@@ -644,15 +729,14 @@ class Client:
                 raise
 
         parts = [{"partNumber": n, "etag": etags[n]} for n in sorted(etags)]
-        model = cast(
-            AdminModel,
-            self._json(
-                "POST",
-                f"/admin/models/{quote(name, safe='')}/complete",
-                json={"parts": parts},
-                timeout=max(self.timeout, 600),  # the server joins and hashes the whole file
-            ),
-        )
+        self._json("POST", f"/admin/models/{quote(name, safe='')}/complete", json={"parts": parts})
+
+        def on_verify(current: AdminModel) -> None:
+            pending = current.get("pending")
+            if pending and pending["stage"] == "verifying":
+                report(UploadEvent("verify", pending["bytesDone"], size))
+
+        model = self.wait_model(name, on_verify)
         report(UploadEvent("complete", size, size, sha256=sha256))
         return {
             "model": model,
@@ -662,12 +746,17 @@ class Client:
             "skippedParts": sorted(skipped),
         }
 
-    def _put_part(self, url: str, data: bytes, retries: int) -> str:
-        """PUT one part to its presigned URL; retry transport errors, 5xx and 429."""
+    def _put_part(self, url: str, data: bytes, md5: str, retries: int) -> str:
+        """PUT one part to its presigned URL with its Content-MD5 (storage refuses a part that
+        arrived damaged) and check the ETag it answers is that MD5; retry transport errors,
+        5xx and 429."""
         attempt = 0
+        headers = {"Content-MD5": base64.b64encode(bytes.fromhex(md5)).decode()}
         while True:
             try:
-                resp = self._plain.put(url, content=data, timeout=max(self.timeout, 300))
+                resp = self._plain.put(
+                    url, content=data, headers=headers, timeout=max(self.timeout, 300)
+                )
             except httpx.TransportError:
                 if attempt >= retries:
                     raise
@@ -676,6 +765,11 @@ class Client:
                     etag = resp.headers.get("ETag")
                     if not etag:
                         raise ApiError(resp.status_code, "part answer has no ETag", "PUT", "")
+                    # an S3 part's ETag is its MD5 (with SSE-S3; not with SSE-KMS)
+                    if re.fullmatch(r"[0-9a-f]{32}", _strip_etag(etag)) and (
+                        _strip_etag(etag) != md5
+                    ):
+                        raise ChecksumError(f"part ETag {etag} is not the part's MD5 {md5}")
                     return etag
                 retryable = resp.status_code == 429 or resp.status_code >= 500
                 if not retryable or attempt >= retries:
