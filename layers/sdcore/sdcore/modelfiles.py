@@ -314,10 +314,8 @@ def _check_upscaler(shapes: Shapes) -> None:
 
 
 def _check_controlnet(shapes: Shapes) -> None:
-    ldm = _conv(shapes, "control_model.input_hint_block.0.weight")
-    if ldm is not None and _has(shapes, "control_model.zero_convs."):
-        hint = ldm
-    else:
+    hint = _conv(shapes, "control_model.input_hint_block.0.weight")
+    if hint is None or not _has(shapes, "control_model.zero_convs."):
         hint = _conv(shapes, "controlnet_cond_embedding.conv_in.weight")
         if hint is None or not _has(shapes, "controlnet_down_blocks."):
             raise ModelFileError(
