@@ -126,3 +126,26 @@ def test_diffusers_tar_refusals():
         check(mf.diffusers_tar(), "lora")
     with pytest.raises(ModelFileError, match="no config.json at the top"):
         check(mf.diffusers_tar(), "vae")
+
+
+def test_files_written_by_diffusers_itself_pass(tmp_path):
+    """Not only hand-written layouts: the tiny SD model as diffusers and safetensors save it."""
+    from safetensors.torch import save_file
+
+    from sdcore.demo.tiny import build_pipeline, save_diffusers_tar, save_single_file
+
+    def read(path: Path) -> list[bytes]:
+        data = path.read_bytes()
+        return chunked(data, 1 << 20)
+
+    single = inspect_stream(
+        read(save_single_file(tmp_path / "m.safetensors")), ModelType.CHECKPOINT, TINY
+    )
+    assert single.format is ModelFormat.SAFETENSORS and single.tensors > 100
+    folder = inspect_stream(read(save_diffusers_tar(tmp_path / "m.tar")), ModelType.CHECKPOINT)
+    assert folder.format is ModelFormat.DIFFUSERS
+    vae = build_pipeline().vae.state_dict()
+    save_file({k: v.contiguous() for k, v in vae.items()}, str(tmp_path / "vae.safetensors"))
+    assert inspect_stream(read(tmp_path / "vae.safetensors"), ModelType.VAE).tensors == len(vae)
+    with pytest.raises(ModelFileError, match="looks like a checkpoint, not a vae"):
+        inspect_stream(read(tmp_path / "m.safetensors"), ModelType.VAE)
