@@ -55,6 +55,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
 def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     import boto3
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from botocore.config import Config
 
     from sdcore.adapters.aws.dynamodb import (
         DynamoDBFunctionStore,
@@ -77,7 +78,12 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         functions=functions,
         slots=DynamoDBSlotStore(dynamodb, settings.slots_table),
         queue=SqsQueue(sqs, settings.queue_url),
-        blobs=S3BlobStore(boto3.client("s3"), settings.bucket),
+        # SigV4 for presigned URLs: SigV2 (botocore's default for some endpoints) signs
+        # Content-MD5, so a part PUT carrying one would not match; S3 also refuses SigV2 for
+        # buckets created since 2020
+        blobs=S3BlobStore(
+            boto3.client("s3", config=Config(signature_version="s3v4")), settings.bucket
+        ),
         fleet=LambdaWorkerFleet(
             boto3.client("lambda"),
             functions,
