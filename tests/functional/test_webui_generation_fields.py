@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,14 @@ def test_skip_marks_the_running_task_and_progress_shows_the_preview(local_env: P
     assert native["currentImage"] == "aGk=" and native["state"]["skipped"] is True
     request_skip(svc, task_id)
     assert svc.tasks.get(task_id).skip_requests == 2
+
+
+def test_long_lines_parse_in_linear_time() -> None:
+    # a 40,000-character line without a colon once took minutes (regex backtracking)
+    started = time.perf_counter()
+    assert parse_infotext("a" * 40_000)["Prompt"] == "a" * 40_000
+    parse_infotext("a b-c/d " * 5_000 + ", x: y")
+    assert request_fields("p\n" + "a" * 39_000) == {"prompt": "p\n" + "a" * 39_000,
+                                                   "negative_prompt": "", "clip_skip": 1,
+                                                   "scheduler": "Automatic"}  # fmt: skip
+    assert time.perf_counter() - started < 2

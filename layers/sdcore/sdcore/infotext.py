@@ -22,7 +22,9 @@ from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.samplers import AUTOMATIC, check_sampler, check_schedule
 
-_PAIR = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# the webui's pattern, with keys capped at 64 characters: unbounded, a long line without a
+# colon (a pasted prompt) makes it backtrack quadratically (40,000 characters: minutes)
+_PAIR = re.compile(r'\s*(\w[\w \-/]{1,63}):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 NEGATIVE = "Negative prompt:"
 

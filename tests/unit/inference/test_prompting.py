@@ -4,6 +4,7 @@ embeddings built from them on the tiny model."""
 from __future__ import annotations
 
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -71,6 +72,21 @@ def test_extract_networks_strips_tags_and_returns_loras() -> None:
     with pytest.raises(InvalidInputError) as err:
         extract_networks("<lora:ink:heavy>", field="negative_prompt")
     assert err.value.field == "negative_prompt"
+
+
+def test_unclosed_tags_and_long_spaces_parse_in_linear_time() -> None:
+    started = time.perf_counter()
+    assert extract_networks("<a:" * 5_000) == ("<a:" * 5_000, [])
+    assert parse_prompt_attention(" " * 20_000 + "BREAK x") == [
+        (BREAK, -1.0),
+        ("x", 1.0),
+    ]
+    assert parse_prompt_attention("a  BREAK  b BREAKING") == [
+        ("a", 1.0),
+        (BREAK, -1.0),
+        ("b BREAKING", 1.0),
+    ]
+    assert time.perf_counter() - started < 1
 
 
 # --- chunks of 75 tokens ----------------------------------------------------------------------

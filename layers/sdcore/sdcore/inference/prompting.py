@@ -27,7 +27,8 @@ COMMA_BACKTRACK = 20  # the webui's default "comma padding backtrack"
 BREAK = "BREAK"
 ROUND, SQUARE = 1.1, 1 / 1.1
 
-_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+# `[^<>]` rather than the webui's `[^>]`: an unclosed tag then costs linear, not quadratic, time
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^<>]+)>")
 _TOKEN = re.compile(
     r"""
     \\[()\[\]\\]                              # an escaped bracket or backslash
@@ -38,7 +39,7 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE,
 )
-_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
+_BREAK = re.compile(r"\bBREAK\b")
 
 
 def extract_networks(prompt: str, field: str = "prompt") -> tuple[str, list[tuple[str, float]]]:
@@ -85,9 +86,15 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
             run[1] = float(run[1]) * factor
 
     def literal(piece: str) -> None:
-        for i, part in enumerate(_BREAK_SPLIT.split(piece)):
+        # BREAK and the whitespace around it; stripped by hand, since a `\s*` before it in the
+        # pattern backtracks quadratically over long runs of spaces
+        parts = _BREAK.split(piece)
+        for i, part in enumerate(parts):
             if i > 0:
                 runs.append([BREAK, -1.0])
+                part = part.lstrip()
+            if i < len(parts) - 1:
+                part = part.rstrip()
             runs.append([part, 1.0])
 
     for match in _TOKEN.finditer(text):
