@@ -432,19 +432,24 @@ def test_the_sweep_ends_abandoned_uploads_dead_jobs_and_marks_unloaded(
     svc = get_services()
     data = mf.safetensors(mf.checkpoint_shapes())
     upload("held", mf.safetensors(mf.checkpoint_shapes(), metadata={"h": "1"}))
+    upload("busy", mf.safetensors(mf.checkpoint_shapes(), metadata={"b": "1"}))
     start("stale", data)  # never completed
     plan = start("slow", data)
     call(admin, "POST", "/admin/models/slow/complete", {"parts": [put_part(plan, data, 1)]})
     # (its verification job is queued but never runs: the job died)
     orphan = svc.blobs.create_multipart("models/checkpoint/ghost/x")
     svc.models.update("held", status=ModelStatus.LOADED)  # by a worker that is gone now
+    svc.models.update("busy", status=ModelStatus.LOADED)  # and a task of it holds its slots
+    assert svc.slots.acquire("t-busy", "busy", Clock().now(), 900, 10, 10) is not None
     fresh = control(load("schedule.json"), Context())
     assert fresh["swept"] == [] and fresh["unloaded"] == ["held"]
 
-    # When eight days pass
+    # When eight days pass (the busy task's lease has long expired)
     later = Clock.now(Clock()) + 8 * 86400
     monkeypatch.setattr(Clock, "now", lambda self: later)
-    swept = control(load("schedule.json"), Context())["swept"]
+    schedule = control(load("schedule.json"), Context())
+    swept = schedule["swept"]
+    assert schedule["unloaded"] == ["busy"]
 
     # Then
     assert sorted(swept) == ["models/checkpoint/ghost/x", "slow", "stale"]

@@ -238,9 +238,10 @@ def reconcile_loaded(svc: Services) -> list[str]:
     this is the estimate). Returns the names changed."""
     now = svc.clock.now()
     records = {r.model: r for r in svc.fleet.list()}
+    busy = {lease.model for lease in svc.slots.active(now)}  # a task runs on it right now
     changed = []
     for model in svc.models.list():
-        if model.status not in (ModelStatus.LOADING, ModelStatus.LOADED):
+        if model.status not in (ModelStatus.LOADING, ModelStatus.LOADED) or model.name in busy:
             continue
         record = records.get(model.name)
         # last_used is written at most once a minute, hence the margin
