@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -464,3 +465,51 @@ def test_the_sweep_ends_abandoned_uploads_dead_jobs_and_marks_unloaded(
     # the dead job, delivered late, changes nothing
     assert [job["name"] for job in run_model_jobs()] == ["slow"]
     assert call(admin, "GET", "/admin/models/slow")[1]["error"] == slow["error"]
+
+
+def test_the_local_job_loop_runs_a_job_cut_short_by_a_restart_once_more(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import admin_function.app as admin_app
+    from sdcore.local.jobs import JobLoop
+
+    svc = get_services()
+    assert svc.jobs is not None
+    ran: list[str] = []
+
+    def job(svc: Any, body: dict[str, Any]) -> str:
+        ran.append(body["name"])
+        return "verified"
+
+    monkeypatch.setattr(admin_app, "run_job", job)
+    svc.jobs.send({"job": "verify", "name": "cut-short", "key": "k"})
+    assert svc.jobs.receive(1, visibility_s=0.3)  # taken by a stack that then died
+    loop = JobLoop(svc, visibility_s=0.3)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while svc.jobs.depth() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert svc.jobs.depth() == 0
+    assert ran == ["cut-short"]  # delivered again soon after the restart, once
+
+
+def test_a_verification_that_died_after_joining_the_parts_is_run_again(env: Path) -> None:
+    svc = get_services()
+    data = mf.safetensors(mf.checkpoint_shapes())
+    plan = start("again", data)
+    part = put_part(plan, data, 1)
+    status, _ = call(admin, "POST", "/admin/models/again/complete", {"parts": [part]})
+    assert status == 202
+    # Given the first run joined the parts and then died before recording it
+    pending = svc.models.get("again").pending
+    assert pending is not None and pending.upload_id is not None
+    svc.blobs.complete_multipart(pending.key, pending.upload_id, svc.blobs.list_parts(
+        pending.key, pending.upload_id
+    ))  # fmt: skip
+    # When the job is delivered again, then it carries on from the joined file
+    assert [job["job"] for job in run_model_jobs()] == ["verify"]
+    model = call(admin, "GET", "/admin/models/again")[1]
+    assert model["status"] == "unloaded" and model["error"] is None, model

@@ -116,7 +116,12 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
         try:
             parts = svc.blobs.list_parts(pending.key, pending.upload_id)
             svc.blobs.complete_multipart(pending.key, pending.upload_id, parts)
-        except (InvalidInputError, NotFoundError) as exc:
+        except NotFoundError as exc:
+            # joined already by a run of this job that stopped before it could say so
+            if not svc.blobs.exists(pending.key):
+                _fail(svc, model, progress.pending, f"the parts could not be joined: {exc}")
+                return "failed"
+        except InvalidInputError as exc:
             _fail(svc, model, progress.pending, f"the parts could not be joined: {exc}")
             return "failed"
         progress.write(upload_id=None)
