@@ -86,7 +86,16 @@ def test_unclosed_tags_and_long_spaces_parse_in_linear_time() -> None:
         (BREAK, -1.0),
         ("b BREAKING", 1.0),
     ]
+    # unbalanced brackets by the thousand (a quadratic sweep took seconds)
+    assert len(parse_prompt_attention("(a" * 10_000)) > 1000
+    assert parse_prompt_attention("(a)" * 6_000) == [("a" * 6_000, 1.1)]
     assert time.perf_counter() - started < 1
+
+
+def test_zero_weights_and_break_inside_a_group() -> None:
+    assert parse_prompt_attention("(a:0) b (c:0)d") == [("a", 0), (" b ", 1), ("c", 0), ("d", 1)]
+    assert parse_prompt_attention("(x BREAK y)") == [("x", 1.1), (BREAK, -1.0), ("y", 1.1)]
+    assert parse_prompt_attention("((a)) b")[-1] == (" b", 1.0)  # exactly 1 after the groups
 
 
 # --- chunks of 75 tokens ----------------------------------------------------------------------

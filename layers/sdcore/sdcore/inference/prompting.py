@@ -6,7 +6,8 @@ Written from the webui's documented behaviour (its wiki, "Attention/emphasis"):
   sets the multiplier to 1.3; they nest (multipliers multiply). `\\(`, `\\)`, `\\[`, `\\]` and
   `\\\\` are literal characters. A bracket left open applies to the end of the prompt; a stray
   closing bracket is literal text; a `:` that does not end a `(text:number)` is literal text.
-- `BREAK` (upper case, a word on its own) ends the current 75-token chunk.
+- `BREAK` (upper case, a word on its own) ends the current 75-token chunk, inside brackets too
+  (the webui's parser multiplies its marker there, which turns it into weighted text).
 - Tokens fill chunks of 75; each chunk becomes BOS + 75 tokens (padded) + EOS = 77 positions,
   encoded separately and concatenated. A chunk that fills up with a comma among its last 20
   tokens is cut after that comma and the rest moves on to the next chunk.
@@ -77,13 +78,13 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
 
     Adjacent runs with the same multiplier are merged; an empty prompt is `[("", 1.0)]`.
     """
-    runs: list[list[str | float]] = []
+    runs: list[str] = []
+    breaks: set[int] = set()  # indices of BREAK markers (never multiplied)
+    # (first run, end run, factor) of each closed or unclosed group, applied in one sweep at the
+    # end: multiplying the runs at each closing bracket, as the webui does, is quadratic
+    groups: list[tuple[int, int, float]] = []
     round_open: list[int] = []
     square_open: list[int] = []
-
-    def multiply(start: int, factor: float) -> None:
-        for run in runs[start:]:
-            run[1] = float(run[1]) * factor
 
     def literal(piece: str) -> None:
         # BREAK and the whitespace around it; stripped by hand, since a `\s*` before it in the
@@ -91,37 +92,36 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         parts = _BREAK.split(piece)
         for i, part in enumerate(parts):
             if i > 0:
-                runs.append([BREAK, -1.0])
+                breaks.add(len(runs))
+                runs.append(BREAK)
                 part = part.lstrip()
             if i < len(parts) - 1:
                 part = part.rstrip()
-            runs.append([part, 1.0])
+            runs.append(part)
 
     for match in _TOKEN.finditer(text):
         token, weight = match.group(0), match.group("weight")
+        number = _number(weight) if weight is not None else None
         if token.startswith("\\") and len(token) == 2:
             literal(token[1])
         elif token == "(":
             round_open.append(len(runs))
         elif token == "[":
             square_open.append(len(runs))
-        elif weight is not None and round_open and _number(weight) is not None:
-            multiply(round_open.pop(), _number(weight) or 0.0)
+        elif number is not None and round_open:
+            groups.append((round_open.pop(), len(runs), number))
         elif token == ")" and round_open:
-            multiply(round_open.pop(), ROUND)
+            groups.append((round_open.pop(), len(runs), ROUND))
         elif token == "]" and square_open:
-            multiply(square_open.pop(), SQUARE)
+            groups.append((square_open.pop(), len(runs), SQUARE))
         else:
             literal(token)
-    for start in round_open:
-        multiply(start, ROUND)
-    for start in square_open:
-        multiply(start, SQUARE)
+    groups += [(start, len(runs), ROUND) for start in round_open]
+    groups += [(start, len(runs), SQUARE) for start in square_open]
 
     merged: list[tuple[str, float]] = []
-    for piece, mult in runs:
-        piece, mult = str(piece), float(mult)
-        if piece == BREAK and mult == -1.0:
+    for i, (piece, mult) in enumerate(zip(runs, _multipliers(len(runs), groups), strict=True)):
+        if i in breaks:
             merged.append((BREAK, -1.0))
         elif not piece:
             continue
@@ -130,6 +130,36 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             merged.append((piece, mult))
     return merged or [("", 1.0)]
+
+
+def _multipliers(count: int, groups: list[tuple[int, int, float]]) -> list[float]:
+    """Each run's product of the factors of the groups covering it, in one sweep."""
+    starting: dict[int, list[float]] = {}
+    ending: dict[int, list[float]] = {}
+    for first, end, factor in groups:
+        if first < end:
+            starting.setdefault(first, []).append(factor)
+            ending.setdefault(end, []).append(factor)
+    out: list[float] = []
+    product, zeros = 1.0, 0  # the product of the non-zero factors in force, and how many are 0
+    active = 0
+    for i in range(count):
+        for factor in ending.get(i, ()):
+            active -= 1
+            if factor == 0:
+                zeros -= 1
+            else:
+                product /= factor
+        if not active:
+            product = 1.0  # no rounding drift carried out of a group
+        for factor in starting.get(i, ()):
+            active += 1
+            if factor == 0:
+                zeros += 1
+            else:
+                product *= factor
+        out.append(0.0 if zeros else product)
+    return out
 
 
 def _number(text: str) -> float | None:
