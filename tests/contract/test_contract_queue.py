@@ -76,3 +76,20 @@ def test_a_message_received_too_often_moves_to_the_dead_letter_queue(ports):
         ports.queue.change_visibility(message.receipt, 0)
 
     assert ports.queue.receive(10, 30) == []
+
+
+def test_wake_delivers_delayed_messages_now_where_the_queue_can(ports):
+    ports.queue.send({"taskId": "waiting-1"}, delay_s=60)
+    ports.queue.send({"taskId": "waiting-2"}, delay_s=60)
+    ports.queue.send({"taskId": "in-flight"})
+    [in_flight] = ports.queue.receive(10, 60)
+
+    woken = ports.queue.wake(1)
+
+    got = [m.body["taskId"] for m in ports.queue.receive(10, 30)]
+    if ports.backend == "local":
+        # the earliest delayed message, never one that is being handled (in flight)
+        assert woken == 1 and got == ["waiting-1"]
+    else:  # SQS cannot shorten a delay: nothing changes, the back-off stands
+        assert woken == 0 and got == []
+    assert in_flight.body["taskId"] == "in-flight"

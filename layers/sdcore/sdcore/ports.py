@@ -219,6 +219,13 @@ class Queue(ABC):
     @abstractmethod
     def change_visibility(self, receipt: str, visibility_s: float) -> None: ...
 
+    def wake(self, count: int) -> int:
+        """Make up to `count` delayed, never-received messages deliverable now (highest priority,
+        earliest first); return how many. Control calls it when a slot frees, so tasks waiting
+        out a back-off start at once. SQS cannot shorten a delay: there (this default) waiting
+        tasks are picked up when their back-off ends."""
+        return 0
+
 
 class UploadedPart(BaseModel):
     part_number: int

@@ -39,9 +39,11 @@ class RecordingFleet(WorkerFleet):
         self.invocations: list[tuple[str, dict[str, Any]]] = []
         self.deleted: list[str] = []
         self.updated: list[tuple[str, FunctionChanges]] = []
+        self.ensured: list[str] = []
         self.status = "active"
 
     def ensure(self, model: Model) -> FunctionRecord:
+        self.ensured.append(model.name)
         name = function_name("sd", model.name)
         return FunctionRecord(name=name, model=model.name, status=self.status, created_at=0)
 

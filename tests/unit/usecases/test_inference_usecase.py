@@ -71,3 +71,22 @@ def test_abandon_fails_a_task_whose_model_cannot_load(svc: Services) -> None:
     task = svc.tasks.get(task_id)
     assert task.status is TaskStatus.FAILED and "bad file" in (task.error or "")
     assert svc.slots.active(svc.clock.now()) == []
+
+
+def test_a_freed_slot_wakes_a_task_waiting_out_its_back_off(svc: Services) -> None:
+    # Given a running task and a second one for the same checkpoint sleeping out a long back-off
+    svc.settings.requeue_delay_s = 30
+    task_id, lease = _dispatched(svc)
+    for message in svc.queue.receive(10, 300):  # the submits' own messages
+        svc.queue.delete(message.receipt)
+    params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=3)
+    waiting = submit_task(svc, params, None, [])
+    [message] = svc.queue.receive(10, 300)
+    assert dispatch_task(svc, waiting.task_id).value == "waiting"
+    svc.queue.delete(message.receipt)
+    assert svc.queue.receive(10, 30) == []
+    # When the running task ends and frees its slot
+    run_task(svc, ScriptedEngine(), task_id, lease)
+    # Then the waiting task's message is deliverable at once, not in 30 s
+    [woken] = svc.queue.receive(10, 30)
+    assert woken.body["taskId"] == waiting.task_id

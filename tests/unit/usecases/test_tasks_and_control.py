@@ -79,6 +79,21 @@ def test_global_cap_zero_pauses_dispatch(svc: Services) -> None:
     assert len(svc.queue.receive(10)) == 2
 
 
+def test_a_task_over_the_cap_starts_its_function_once_while_it_waits(svc: Services) -> None:
+    # Given the per-checkpoint cap taken by a running task of "demo"
+    svc.settings.max_per_model = 1
+    first = submit_task(svc, TXT, "demo", [])
+    assert dispatch_task(svc, first.task_id) is Outcome.DISPATCHED
+    svc.fleet.ensured.clear()  # type: ignore[attr-defined]
+    # When a second "demo" task waits, first and then again
+    second = submit_task(svc, TXT, "demo", [])
+    assert dispatch_task(svc, second.task_id, waits=0) is Outcome.WAITING
+    assert dispatch_task(svc, second.task_id, waits=1) is Outcome.WAITING
+    # Then its function was started (warming up) on the first wait only, and nothing ran
+    assert svc.fleet.ensured == ["demo"]  # type: ignore[attr-defined]
+    assert len(svc.fleet.invocations) == 1  # type: ignore[attr-defined]
+
+
 def test_dispatch_of_a_duplicate_message_does_not_take_a_second_slot(svc: Services) -> None:
     task = submit_task(svc, TXT, None, [])
     assert dispatch_task(svc, task.task_id) is Outcome.DISPATCHED

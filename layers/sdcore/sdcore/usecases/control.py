@@ -11,6 +11,9 @@ from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
+# waiting tasks woken when a slot frees: a few, since the first may be over its checkpoint's cap
+WAKE_ON_RELEASE = 4
+
 log = logging.getLogger(__name__)
 
 # A high-priority task queued longer than this no longer holds normal tasks back: bounds how
@@ -105,6 +108,10 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
         settings.max_per_model,
     )
     if lease is None:
+        if waits == 0:
+            # start (create) the checkpoint's function now, once per task, so that its cold
+            # start overlaps the wait for a slot instead of following it
+            svc.fleet.ensure(model)
         return _wait(svc, task, waits)
     try:
         record = svc.fleet.ensure(model)
@@ -163,6 +170,7 @@ def reap_lost(svc: Services) -> list[str]:
         reaped.append(task.task_id)
         if task.lease is not None:  # its worker will never release them
             svc.slots.release(task.lease)
+            svc.queue.wake(WAKE_ON_RELEASE)  # a waiting task gets the freed slot now
         if retry:
             log.warning("task %s lost its worker; retrying", task.task_id)
             svc.queue.send({"taskId": task.task_id}, priority=task.priority)

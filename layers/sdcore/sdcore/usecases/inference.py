@@ -18,6 +18,7 @@ from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.inference.png import png_bytes
 from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
+from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.notify import task_ended
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,8 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
     finally:
         if lease:
             svc.slots.release(lease)
+            # tasks waiting out a back-off get the freed slot now, where the queue allows
+            svc.queue.wake(WAKE_ON_RELEASE)
 
 
 def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:

@@ -82,6 +82,17 @@ class SqliteQueue(Queue):
                 (self.now() + visibility_s, receipt),
             )
 
+    def wake(self, count: int) -> int:
+        now = self.now()
+        with self.db.write() as conn:
+            cur = conn.execute(
+                "UPDATE messages SET visible_at=? WHERE id IN (SELECT id FROM messages"
+                " WHERE queue=? AND visible_at>? AND receive_count=0"
+                " ORDER BY priority DESC, visible_at LIMIT ?)",
+                (now, self.name, now, count),
+            )
+            return cur.rowcount
+
     def depth(self) -> int:
         row = self.db.conn().execute("SELECT COUNT(*) FROM messages WHERE queue=?", (self.name,))
         return int(row.fetchone()[0])
