@@ -28,6 +28,7 @@ from transformers.utils import logging as transformers_logging
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine_conditioning import PromptEncoder
+from sdcore.inference.engine_networks import Networks
 from sdcore.inference.engine_noise import image_noise, latent_preview
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
 from sdcore.inference.port import (
@@ -212,6 +213,7 @@ class DiffusersEngine(Engine):
         self._img2img: Any = None
         self._inpaint: Any = None
         self._encoder: PromptEncoder | None = None
+        self._networks: Networks | None = None
         self._scheduler_config: dict[str, Any] = {}
 
     # --- loading ---------------------------------------------------------------------------
@@ -269,6 +271,7 @@ class DiffusersEngine(Engine):
         for p in (self._txt2img, self._img2img, self._inpaint):
             p.set_progress_bar_config(disable=True)
         self._encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self._networks = Networks(self._txt2img, self._encoder)
         self.load_s = time.perf_counter() - started
         log.info("loaded %s on %s in %.2fs", self.model_name, self.device, self.load_s)
 
@@ -300,7 +303,14 @@ class DiffusersEngine(Engine):
         self._require()
         if params.kind is TaskKind.EXTRAS:
             return self._extras(params, inputs, started)
+        assert self._networks is not None
+        pipes = [self._txt2img, self._img2img, self._inpaint]
+        with self._networks.applied(params.prompt, inputs, pipes):
+            return self._generate(params, inputs, on_step, started)
 
+    def _generate(
+        self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback, started: float
+    ) -> EngineResult:
         job = self._prepare(params, inputs)
         sampler, schedule = resolve(params.sampler, params.scheduler)
         total = params.batch_size * params.batches

@@ -9,6 +9,7 @@ layer norm, as the webui's "Clip skip" does.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -39,8 +40,37 @@ class PromptEncoder:
         self.layers = int(text_encoder.config.num_hidden_layers)
         # transformers 5 puts the layer norm on the model itself; 4.x under `text_model`
         self._final_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+        self._embeddings: dict[str, str] = {}  # embedding name -> its tokens, space-separated
+        # the embeddings the running task may use (a loaded one since deleted is not among them)
+        self.active_embeddings: set[str] = set()
+
+    def add_embedding(self, name: str, vectors: torch.Tensor) -> None:
+        """Make `name` in a prompt stand for `vectors` (one token each, as the webui counts).
+
+        Raises ValueError when the vectors do not fit this text encoder.
+        """
+        table = self.text_encoder.get_input_embeddings()
+        width = int(table.weight.shape[1])
+        if vectors.ndim != 2 or vectors.shape[1] != width:
+            raise ValueError(f"vectors of width {vectors.shape[-1]}, this model needs {width}")
+        tokens = [f"<emb:{name}:{i}>" for i in range(vectors.shape[0])]
+        self.tokenizer.add_tokens([t for t in tokens if t not in self.tokenizer.get_vocab()])
+        if len(self.tokenizer) > table.weight.shape[0]:
+            self.text_encoder.resize_token_embeddings(len(self.tokenizer))
+            table = self.text_encoder.get_input_embeddings()
+        ids = self.tokenizer.convert_tokens_to_ids(tokens)
+        with torch.no_grad():
+            table.weight[ids] = vectors.to(table.weight.device, table.weight.dtype)
+        self._embeddings[name] = " ".join(tokens)
+
+    def _expand(self, text: str) -> str:
+        for name in self.active_embeddings:
+            tokens = self._embeddings[name]
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", f" {tokens} ", text)
+        return text
 
     def _tokenize(self, text: str) -> list[int]:
+        text = self._expand(text)
         ids: list[int] = self.tokenizer(
             text, add_special_tokens=False, truncation=False, verbose=False
         )["input_ids"]

@@ -7,10 +7,11 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from sdcore.domain.models import ModelFormat, ModelStatus
+from sdcore.domain.models import Model, ModelFormat, ModelStatus, ModelType
 from sdcore.errors import ConflictError
-from sdcore.inference.port import Engine
+from sdcore.inference.port import Engine, NetworkFile
 from sdcore.services import Services
+from sdcore.usecases.tasks import resolve_network
 
 log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).parent / "configs"
@@ -32,32 +33,53 @@ def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path]:
     model = svc.models.get(model_name)
     if not model.usable or model.format is None:
         raise ConflictError(f"model {model_name} is not ready: {model.error or model.status.value}")
+    config_dir = CONFIGS / model.config
+    if model.format is ModelFormat.SAFETENSORS and not config_dir.is_dir():
+        raise ConflictError(f"model {model_name}: unknown config {model.config!r}")
+    return _local_copy(svc, model), model.name, model.sha256, config_dir
+
+
+def network_file(svc: Services, name: str, kind: ModelType, field: str) -> NetworkFile:
+    """A registered LoRA, VAE or embedding on local disk, through the same cache as checkpoints.
+
+    Raises
+    ------
+    InvalidInputError, ConflictError
+        As `resolve_network`: unknown or of another type (naming `field`); not ready.
+    """
+    model = resolve_network(svc, name, kind, field)
+    return NetworkFile(model.name, model.sha256, _local_copy(svc, model))
+
+
+def _local_copy(svc: Services, model: Model) -> Path:
+    """`model.safetensors` or an extracted diffusers folder under the cache, by content hash."""
     cache = svc.settings.model_cache_dir / model.sha256
     cache.mkdir(parents=True, exist_ok=True)
     blob = _fetch(svc, model.key, cache / "model.bin")
-    config_dir = CONFIGS / model.config
     if model.format is ModelFormat.SAFETENSORS:
         path = cache / "model.safetensors"
+        if path.is_symlink() and path.resolve() != blob.resolve():
+            path.unlink()  # left by a store since moved (same content hash, another place)
         if not path.exists():
             path.symlink_to(blob.resolve())
-        if not config_dir.is_dir():
-            raise ConflictError(f"model {model_name}: unknown config {model.config!r}")
-        return path, model.name, model.sha256, config_dir
+        return path
     folder = cache / "diffusers"
-    if not (folder / "model_index.json").is_file():
+    # a pipeline folder has model_index.json at its top; a lone model (a VAE) config.json
+    marker = "model_index.json" if model.type is ModelType.CHECKPOINT else "config.json"
+    if not (folder / marker).is_file():
         tmp = cache / "diffusers.part"
         shutil.rmtree(tmp, ignore_errors=True)
         with tarfile.open(blob) as tar:
             tar.extractall(tmp, filter="data")  # refuses absolute paths, links out, devices
         roots = [p for p in tmp.iterdir()]
-        if not (tmp / "model_index.json").is_file() and len(roots) == 1 and roots[0].is_dir():
+        if not (tmp / marker).is_file() and len(roots) == 1 and roots[0].is_dir():
             roots[0].rename(cache / "diffusers.root")
             shutil.rmtree(tmp)
             tmp = cache / "diffusers.root"
-        if not (tmp / "model_index.json").is_file():
-            raise ConflictError(f"model {model_name}: the tar holds no diffusers folder")
+        if not (tmp / marker).is_file():
+            raise ConflictError(f"model {model.name}: the tar holds no diffusers folder")
         tmp.rename(folder)
-    return folder, model.name, model.sha256, config_dir
+    return folder
 
 
 def load_engine(svc: Services, model_name: str) -> Engine:

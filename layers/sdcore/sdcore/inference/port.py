@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -57,10 +59,29 @@ class StepAction(IntEnum):
 StepCallback = Callable[[StepInfo], "StepAction | bool"]
 
 
+@dataclass(frozen=True)
+class NetworkFile:
+    """A registered extra model (LoRA, VAE, embedding) fetched to local disk for a task."""
+
+    name: str
+    sha256: str
+    path: Path  # a .safetensors file, or a diffusers folder (a VAE)
+
+
 @dataclass
 class EngineInputs:
     init_images: list[Image.Image] = field(default_factory=list)
     mask: Image.Image | None = None
+    loras: dict[str, NetworkFile] = field(default_factory=dict)  # by the name in `<lora:...>`
+    vae: NetworkFile | None = None  # `sd_vae`; None = the checkpoint's own
+    embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
+
+
+def mentions(name: str, *texts: str) -> bool:
+    """Whether a textual-inversion embedding called `name` is used in any of `texts`: as a
+    whole word, as the webui's tokenizer-level match amounts to for names made of words."""
+    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    return any(pattern.search(t) for t in texts)
 
 
 @dataclass

@@ -13,10 +13,12 @@ from typing import Any
 
 from PIL import Image
 
-from sdcore.domain.models import Lease, Task, TaskStatus
+from sdcore.domain.models import Lease, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
+from sdcore.inference.loading import network_file
 from sdcore.inference.png import png_bytes
-from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo
+from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo, mentions
+from sdcore.inference.prompting import extract_networks
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.notify import task_ended
@@ -133,10 +135,25 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
         return img
 
     params = task.params
-    return EngineInputs(
+    inputs = EngineInputs(
         init_images=[load(k) for k in params.init_images],
         mask=load(params.mask) if params.mask else None,
     )
+    if params.kind is TaskKind.EXTRAS:
+        return inputs
+    # the task's extra networks, fetched like checkpoints (blob store -> local model cache)
+    _, loras = extract_networks(params.prompt, "prompt")
+    for name, _weight in loras:
+        inputs.loras[name] = network_file(svc, name, ModelType.LORA, "prompt")
+    if params.vae is not None:
+        inputs.vae = network_file(svc, params.vae, ModelType.VAE, "sd_vae")
+    texts = (params.prompt, params.negative_prompt)
+    inputs.embeddings = [
+        network_file(svc, m.name, ModelType.EMBEDDING, "prompt")
+        for m in svc.models.list()
+        if m.type is ModelType.EMBEDDING and m.usable and mentions(m.name, *texts)
+    ]
+    return inputs
 
 
 def _end(svc: Services, task_id: str, to: TaskStatus, **fields: Any) -> None:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from sdcore.domain.models import GenerationParams, ModelType, Task, TaskKind, TaskStatus
+from sdcore.domain.models import GenerationParams, Model, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
+from sdcore.inference.prompting import extract_networks
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
@@ -104,6 +105,37 @@ def resolve_model(
     return model_name
 
 
+def resolve_network(svc: Services, name: str, kind: ModelType, field: str) -> Model:
+    """A usable LoRA, VAE or embedding called `name`.
+
+    Raises
+    ------
+    InvalidInputError
+        No model of that name, or one of another type (naming the request's `field`).
+    ConflictError
+        It is not ready (still uploading, failed verification).
+    """
+    try:
+        model = svc.models.get(name)
+    except NotFoundError:
+        raise InvalidInputError(field, f"unknown {kind.value} {name!r}") from None
+    if model.type is not kind:
+        raise InvalidInputError(field, f"{name} is a {model.type.value}, not a {kind.value}")
+    if not model.usable or model.format is None:
+        reason = model.error or f"status is {model.status.value}"
+        raise ConflictError(f"{kind.value} {name} is not ready: {reason}")
+    return model
+
+
+def _check_networks(svc: Services, params: GenerationParams) -> None:
+    """The task's VAE and `<lora:...>` checked at submit, not after it waited for a worker."""
+    if params.vae is not None:
+        resolve_network(svc, params.vae, ModelType.VAE, "sd_vae")
+    if params.kind is not TaskKind.EXTRAS:
+        for name, _weight in extract_networks(params.prompt, "prompt")[1]:
+            resolve_network(svc, name, ModelType.LORA, "prompt")
+
+
 def submit_task(
     svc: Services,
     params: GenerationParams,
@@ -145,8 +177,7 @@ def submit_task(
 
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
-    if params.vae is not None:
-        resolve_model(svc, params.vae, ModelType.VAE, "sd_vae")
+    _check_networks(svc, params)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:

@@ -1,0 +1,170 @@
+"""LoRA from `<lora:name:weight>`, `sd_vae` and textual-inversion embeddings on the tiny model,
+loaded from files in the layouts users upload (kohya/webui, PEFT, webui VAE and embeddings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import save_file
+
+from sdcore.demo import tiny
+from sdcore.errors import InvalidInputError
+from sdcore.inference.engine import DiffusersEngine
+from sdcore.inference.port import EngineInputs, NetworkFile
+
+from .support import Steps, gen
+
+
+def _pixels(engine: DiffusersEngine, inputs: EngineInputs, **overrides: object) -> np.ndarray:
+    result = engine.run(gen(**overrides), inputs, Steps())
+    return np.asarray(result.images[0], dtype=np.int16)
+
+
+def _kohya_lora(engine: DiffusersEngine, path: Path, rank: int = 2) -> NetworkFile:
+    """A webui/kohya LoRA for the tiny model: `lora_unet_*` and `lora_te_*` factor pairs with
+    `alpha`, on the modules sd-scripts trains: the UNet's transformer blocks' projections and
+    the text encoder's attention and MLP layers."""
+    pipe = engine._txt2img
+    gen_ = torch.Generator().manual_seed(7)
+    state: dict[str, torch.Tensor] = {}
+    targets = [
+        ("lora_unet_", name, mod)
+        for name, mod in pipe.unet.named_modules()
+        if name.endswith((".to_q", ".to_k", ".to_v", ".to_out.0", "proj_in", "proj_out"))
+        and isinstance(mod, torch.nn.Linear)
+    ] + [
+        ("lora_te_", name, mod)
+        for name, mod in pipe.text_encoder.named_modules()
+        if name.endswith(("_proj", "mlp.fc1", "mlp.fc2")) and "layers." in name
+    ]
+    assert len(targets) > 4
+    for prefix, name, mod in targets:
+        name = (
+            name
+            if prefix == "lora_unet_" or name.startswith("text_model.")
+            else f"text_model.{name}"
+        )
+        key = prefix + name.replace(".", "_")
+        out_f, in_f = mod.weight.shape
+        state[f"{key}.lora_down.weight"] = torch.randn(rank, in_f, generator=gen_)
+        state[f"{key}.lora_up.weight"] = torch.randn(out_f, rank, generator=gen_)
+        state[f"{key}.alpha"] = torch.tensor(float(rank))
+    save_file(state, str(path))
+    return NetworkFile("detail", "a" * 64, path)
+
+
+@pytest.fixture(scope="module")
+def lora(engine: DiffusersEngine, tmp_path_factory: pytest.TempPathFactory) -> NetworkFile:
+    return _kohya_lora(engine, tmp_path_factory.mktemp("lora") / "detail.safetensors")
+
+
+def test_lora_weight_zero_is_base_one_differs_and_next_task_is_base(
+    engine: DiffusersEngine, lora: NetworkFile
+) -> None:
+    # Given the base picture
+    inputs = EngineInputs(loras={"detail": lora})
+    base = _pixels(engine, EngineInputs())
+    # When the LoRA is named at weight 0, then at 1, then a task without it runs
+    zero = _pixels(engine, inputs, prompt="a red circle <lora:detail:0>")
+    one = _pixels(engine, inputs, prompt="a red circle <lora:detail:1>")
+    after = _pixels(engine, EngineInputs())
+    # Then 0 is the base picture, 1 another, and the LoRA left nothing behind
+    assert np.array_equal(zero, base)
+    assert np.abs(one - base).mean() > 1
+    assert np.array_equal(after, base)
+
+
+def test_lora_unknown_name_is_an_error_on_prompt(engine: DiffusersEngine) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        engine.run(gen(prompt="x <lora:nope:1>"), EngineInputs(), Steps())
+    assert err.value.field == "prompt" and "nope" in str(err.value)
+
+
+def _vae_file(path: Path, ldm: bool) -> NetworkFile:
+    cfg = AutoencoderKL.load_config(str(tiny.CONFIG_DIR), subfolder="vae")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(99)
+        vae = AutoencoderKL.from_config(cfg)
+    state = vae.state_dict()
+    if ldm:  # the webui's `.vae.safetensors` layout
+        state = tiny.vae_to_ldm(state, vae.config)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return NetworkFile("other-vae", ("b" if ldm else "c") * 64, path)
+
+
+@pytest.mark.parametrize("ldm", [True, False], ids=["webui-layout", "diffusers-layout"])
+def test_sd_vae_swaps_the_vae_for_that_task_only(
+    engine: DiffusersEngine, tmp_path: Path, ldm: bool
+) -> None:
+    vae = _vae_file(tmp_path / "other.vae.safetensors", ldm)
+    base = _pixels(engine, EngineInputs())
+    swapped = _pixels(engine, EngineInputs(vae=vae))
+    assert np.abs(swapped - base).mean() > 1
+    assert np.array_equal(_pixels(engine, EngineInputs()), base)
+
+
+def test_embedding_token_changes_the_conditioning(engine: DiffusersEngine, tmp_path: Path) -> None:
+    # Given a webui embedding file of 3 vectors named "shiny-style"
+    path = tmp_path / "shiny-style.safetensors"
+    save_file(
+        {"emb_params": torch.randn(3, 32, generator=torch.Generator().manual_seed(3))}, str(path)
+    )
+    emb = NetworkFile("shiny-style", "d" * 64, path)
+    encoder = engine._encoder
+    assert encoder is not None
+    base_tokens = sum(len(c.tokens) for c in encoder.chunks("a shiny-style circle"))
+    base_cond = encoder.encode_pair("a shiny-style circle", "", 1)[0]
+    base = _pixels(engine, EngineInputs(), prompt="a shiny-style circle")
+    # When the task names it
+    with engine._networks.applied("a shiny-style circle", EngineInputs(embeddings=[emb]), []):
+        chunk = encoder.chunks("a shiny-style circle")[0]
+        cond = encoder.encode_pair("a shiny-style circle", "", 1)[0]
+    with_emb = _pixels(engine, EngineInputs(embeddings=[emb]), prompt="a shiny-style circle")
+    # Then its 3 vectors stand in the prompt and the conditioning and picture change
+    ids = engine._txt2img.tokenizer.convert_tokens_to_ids(
+        [f"<emb:shiny-style:{i}>" for i in range(3)]
+    )
+    assert all(i in chunk.tokens for i in ids)
+    assert base_tokens == 77
+    assert not torch.allclose(cond, base_cond)
+    assert np.abs(with_emb - base).mean() > 0
+    # and a task that does not pass it is the base again
+    assert np.array_equal(_pixels(engine, EngineInputs(), prompt="a shiny-style circle"), base)
+
+
+def test_embedding_of_another_width_is_an_error_on_prompt(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "wide.safetensors"
+    save_file({"emb_params": torch.zeros(2, 768)}, str(path))
+    emb = NetworkFile("wide", "e" * 64, path)
+    with pytest.raises(InvalidInputError) as err:
+        engine.run(gen(prompt="wide"), EngineInputs(embeddings=[emb]), Steps())
+    assert err.value.field == "prompt"
+
+
+def test_a_peft_layout_lora_gives_the_kohya_one_s_pixels(
+    engine: DiffusersEngine, lora: NetworkFile, tmp_path: Path
+) -> None:
+    # Given the kohya LoRA loaded, and the same weights saved in the diffusers/PEFT layout
+    from peft.utils import get_peft_model_state_dict
+
+    kohya = _pixels(engine, EngineInputs(loras={"detail": lora}), prompt="x <lora:detail:0.8>")
+    pipe, adapter = engine._txt2img, f"lora_{lora.sha256[:16]}"
+    state = {
+        f"{part}.{key}": value.contiguous()
+        for part, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder))
+        for key, value in get_peft_model_state_dict(module, adapter_name=adapter).items()
+    }
+    assert any(".lora_A." in k for k in state) and not any("lora_down" in k for k in state)
+    save_file(state, str(tmp_path / "peft.safetensors"))
+    peft_file = NetworkFile("peft", "f" * 64, tmp_path / "peft.safetensors")
+    # When it is used at the same weight
+    peft = _pixels(engine, EngineInputs(loras={"p": peft_file}), prompt="x <lora:p:0.8>")
+    # Then the picture is the kohya one's
+    assert np.abs(peft - kohya).max() <= 1
+    assert np.abs(peft - _pixels(engine, EngineInputs(), prompt="x")).mean() > 1
