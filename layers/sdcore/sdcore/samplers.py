@@ -84,6 +84,16 @@ TIMESTEP_SAMPLERS = frozenset({"DDIM", "UniPC", "LCM"})
 UPSCALERS: tuple[str, ...] = ("Lanczos", "Nearest")
 # the webui's "None": extras leaves the image as it is (webui clients send it by default)
 NO_UPSCALER = "None"
+# the hires fix's upscalers (`hr_upscaler`): latent modes, then the image resamplers
+HIRES_LATENT_UPSCALERS: tuple[str, ...] = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+HIRES_IMAGE_UPSCALERS = UPSCALERS
 
 _SAMPLER_NAMES = {
     **{s.lower(): s for s in SAMPLERS},

@@ -19,7 +19,15 @@ from sdcore.domain.models import (
 )
 from sdcore.errors import InvalidInputError
 from sdcore.infotext import request_fields
-from sdcore.samplers import NO_UPSCALER, UPSCALERS, check_sampler, check_schedule, resolve
+from sdcore.samplers import (
+    HIRES_IMAGE_UPSCALERS,
+    HIRES_LATENT_UPSCALERS,
+    NO_UPSCALER,
+    UPSCALERS,
+    check_sampler,
+    check_schedule,
+    resolve,
+)
 from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
@@ -160,8 +168,38 @@ class _GenerationBody(_Body):
 
 
 class Txt2ImgBody(_GenerationBody):
+    enable_hr: bool = Field(False, description="hires fix: a second, img2img pass larger")
+    hr_scale: float = Field(2.0, ge=1, le=4, description="hires size = this x width/height")
+    hr_resize_x: int = Field(0, ge=0, le=2048, description="hires width (0: by hr_scale)")
+    hr_resize_y: int = Field(0, ge=0, le=2048, description="hires height (0: by hr_scale)")
+    hr_upscaler: str = Field(
+        "Latent", description="Latent, Latent (antialiased|bicubic|nearest|...), Lanczos, Nearest"
+    )
+    hr_second_pass_steps: int = Field(0, ge=0, le=150, description="0: the first pass's steps")
+    # the webui UI's default for the hires pass (its API leaves it unset)
+    denoising_strength: float = Field(0.7, ge=0, le=1, description="the hires pass's strength")
+
+    @field_validator("hr_upscaler")
+    @classmethod
+    def _hr_upscaler(cls, value: str) -> str:
+        valid = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
+        if value not in valid:
+            raise ValueError(f"unknown hires upscaler {value!r}; valid: {', '.join(valid)}")
+        return value
+
     def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
-        return GenerationParams(**self._common(TaskKind.TXT2IMG)), [], None
+        params = GenerationParams(
+            **self._common(TaskKind.TXT2IMG),
+            hires=self.enable_hr,
+            hr_scale=self.hr_scale,
+            hr_resize_x=self.hr_resize_x,
+            hr_resize_y=self.hr_resize_y,
+            hr_upscaler=self.hr_upscaler,
+            hr_second_pass_steps=self.hr_second_pass_steps,
+        )
+        if self.enable_hr:  # without a hires pass txt2img denoises nothing
+            params.denoising_strength = self.denoising_strength
+        return params, [], None
 
 
 class Img2ImgBody(_GenerationBody):
@@ -246,6 +284,16 @@ def wire_parameters(task: Task) -> dict[str, Any]:
         "batch_size": p.batch_size,
         "n_iter": p.batches,
     }
+    if p.hires:
+        out.update(
+            enable_hr=True,
+            hr_scale=p.hr_scale,
+            hr_resize_x=p.hr_resize_x,
+            hr_resize_y=p.hr_resize_y,
+            hr_upscaler=p.hr_upscaler,
+            hr_second_pass_steps=p.hr_second_pass_steps,
+            denoising_strength=p.denoising_strength,
+        )
     if p.kind is TaskKind.IMG2IMG:
         out.update(
             denoising_strength=p.denoising_strength,

@@ -62,6 +62,13 @@ class GenerationParams(BaseModel):
     upscale_height: int | None = None
     upscaler: str = "Lanczos"
     vae: str | None = None
+    # txt2img's hires fix: a second, img2img pass at hr_scale (or hr_resize_x/y) times the size
+    hires: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
 
     @property
     def image_count(self) -> int:

@@ -28,6 +28,7 @@ from transformers.utils import logging as transformers_logging
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine_conditioning import PromptEncoder
+from sdcore.inference.engine_hires import HiresPlan, plan_hires
 from sdcore.inference.engine_networks import Networks
 from sdcore.inference.engine_noise import image_noise, latent_preview
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
@@ -119,6 +120,7 @@ class _Job:
     height: int
     inpaint: bool = False
     overlay: tuple[Image.Image, Image.Image] | None = None  # (mask, init image) pasted back
+    hires: HiresPlan | None = None  # txt2img's hires fix
 
 
 class _Progress:
@@ -359,10 +361,17 @@ class DiffusersEngine(Engine):
                 num_images_per_prompt=len(generators),
                 generator=generators,
                 callback_on_step_end=progress,
-                output_type="pil",
+                output_type="latent" if job.hires is not None and job.hires.latent else "pil",
                 **kwargs,
             )
             batch = list(out.images)
+            if job.hires is not None:
+                first = out.images
+                if progress.stopped or progress.skipped:  # no second pass: the first's pictures
+                    batch = self._decoded(first) if job.hires.latent else batch
+                else:
+                    args = (params, cond, uncond, seeds[part], subseeds[part], resize_from)
+                    batch = self._hires_pass(job.hires, first, *args, sampler, schedule, progress)
             if job.overlay is not None:
                 mask, init = job.overlay
                 batch = [pipe.image_processor.apply_overlay(mask, init, im) for im in batch]
@@ -383,6 +392,7 @@ class DiffusersEngine(Engine):
                 sampler=sampler,
                 schedule=schedule,
                 inpaint=job.inpaint,
+                extra=job.hires.infotext_fields(params) if job.hires is not None else (),
             )
             for i in range(len(images))
         ]
@@ -432,7 +442,8 @@ class DiffusersEngine(Engine):
         size = {"width": width, "height": height}
         if params.kind is TaskKind.TXT2IMG:
             assert self._txt2img is not None
-            return _Job(self._txt2img, size, width, height)
+            hires = plan_hires(params, width, height)
+            return _Job(self._txt2img, size, width, height, hires=hires)
 
         if not inputs.init_images:
             raise InvalidInputError("init_images", "img2img needs one init image")
@@ -465,6 +476,56 @@ class DiffusersEngine(Engine):
         kwargs = {"image": init, "mask_image": mask, "strength": strength, **size}
         # like the webui, paste the original back outside the (blurred) mask
         return _Job(self._inpaint, kwargs, width, height, inpaint=True, overlay=(mask, init))
+
+    def _decoded(self, latents: torch.Tensor) -> list[Image.Image]:
+        pipe = self._require()
+        with torch.no_grad():
+            pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        return list(pipe.image_processor.postprocess(pixels, output_type="pil"))
+
+    def _hires_pass(
+        self,
+        plan: HiresPlan,
+        first: Any,
+        params: GenerationParams,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        seeds: list[int],
+        subseeds: list[int],
+        resize_from: tuple[int, int] | None,
+        sampler: str,
+        schedule: str,
+        progress: _Progress,
+    ) -> list[Image.Image]:
+        """The hires fix's second pass: the first pass's latents (or pictures) upscaled, then
+        img2img at the larger size with fresh noise from the same seeds, as the webui does."""
+        pipe = self._img2img
+        scale = int(pipe.vae_scale_factor)
+        if plan.latent:
+            image: Any = plan.upscale_latents(first, scale)
+        else:
+            image = [plan.upscale_image(im) for im in first]
+        shape = (int(pipe.vae.config.latent_channels), plan.height // scale, plan.width // scale)
+        drawn = [
+            image_noise(shape, s, v, params.subseed_strength, resize_from)
+            for s, v in zip(seeds, subseeds, strict=True)
+        ]
+        scheduler = make_scheduler(sampler, schedule, self._scheduler_config, seeds)
+        _use_noise(scheduler, torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype))
+        pipe.scheduler = scheduler
+        out = pipe(
+            prompt_embeds=cond,
+            negative_prompt_embeds=uncond,
+            image=image,
+            strength=plan.strength,
+            num_inference_steps=plan.steps,
+            guidance_scale=params.guidance,
+            num_images_per_prompt=len(seeds),
+            generator=[g for _, g in drawn],
+            callback_on_step_end=progress,
+            output_type="pil",
+        )
+        return list(out.images)
 
     def _size(self, params: GenerationParams) -> tuple[int, int]:
         native_w, native_h = self.native_size

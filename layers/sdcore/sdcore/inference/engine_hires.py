@@ -1,0 +1,129 @@
+"""The webui's hires fix for txt2img: a first pass at `width x height`, an upscale (of the
+latents, or of the decoded image by a resampler), then an img2img pass at the larger size with
+`denoising_strength` and `hr_second_pass_steps` (0: the first pass's steps).
+
+Target size as the webui computes it: `hr_scale` times the first pass's, or `hr_resize_x/y`
+(one of them 0: the other side keeps the aspect ratio; both given: upscaled to cover the box,
+then centre-cropped to it), rounded down to a multiple of 8 (the VAE's latent grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (torch's own convention)
+from PIL import Image
+
+from sdcore.domain.models import GenerationParams
+from sdcore.errors import InvalidInputError
+from sdcore.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS
+
+# webui name -> (torch interpolation mode, antialias)
+_LATENT_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+_RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+MAX_HIRES_SIDE = 2048
+
+
+@dataclass(frozen=True)
+class HiresPlan:
+    width: int  # the final size
+    height: int
+    cover_w: int  # upscaled to this before the centre crop (equal to width/height: no crop)
+    cover_h: int
+    upscaler: str
+    steps: int
+    strength: float
+
+    @property
+    def latent(self) -> bool:
+        return self.upscaler in _LATENT_MODES
+
+    def infotext_fields(self, params: GenerationParams) -> list[tuple[str, Any]]:
+        """The webui's extra infotext fields of a hires fix."""
+        resize = params.hr_resize_x > 0 or params.hr_resize_y > 0
+        return [
+            ("Denoising strength", self.strength),
+            ("Hires upscale", None if resize else params.hr_scale),
+            ("Hires resize", f"{params.hr_resize_x}x{params.hr_resize_y}" if resize else None),
+            ("Hires steps", params.hr_second_pass_steps or None),
+            ("Hires upscaler", self.upscaler),
+        ]
+
+    def upscale_latents(self, latents: torch.Tensor, scale: int) -> torch.Tensor:
+        mode, antialias = _LATENT_MODES[self.upscaler]
+        size = (self.cover_h // scale, self.cover_w // scale)
+        out = F.interpolate(latents, size=size, mode=mode, antialias=antialias)
+        return _crop(out, self.height // scale, self.width // scale)
+
+    def upscale_image(self, image: Image.Image) -> Image.Image:
+        big = image.resize((self.cover_w, self.cover_h), _RESAMPLE[self.upscaler])
+        left, top = (self.cover_w - self.width) // 2, (self.cover_h - self.height) // 2
+        return big.crop((left, top, left + self.width, top + self.height))
+
+
+def _crop(latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    top = (latents.shape[2] - height) // 2
+    left = (latents.shape[3] - width) // 2
+    return latents[:, :, top : top + height, left : left + width]
+
+
+def _down8(value: int) -> int:
+    return max(8, value // 8 * 8)
+
+
+def plan_hires(params: GenerationParams, width: int, height: int) -> HiresPlan | None:
+    """The hires fix `params` ask for on a `width x height` first pass, or None (off).
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown upscaler, a scale or size out of range, or a strength that runs no step.
+    """
+    if not params.hires:
+        return None
+    upscalers = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
+    if params.hr_upscaler not in upscalers:
+        raise InvalidInputError(
+            "hr_upscaler", f"unknown {params.hr_upscaler!r}; valid: {', '.join(upscalers)}"
+        )
+    rx, ry = params.hr_resize_x, params.hr_resize_y
+    if rx <= 0 and ry <= 0:
+        if not 1 <= params.hr_scale <= 4:
+            raise InvalidInputError("hr_scale", f"must be 1..4, got {params.hr_scale}")
+        cover_w, cover_h = int(width * params.hr_scale), int(height * params.hr_scale)
+        target_w, target_h = cover_w, cover_h
+    elif ry <= 0:
+        cover_w, cover_h = rx, rx * height // width
+        target_w, target_h = cover_w, cover_h
+    elif rx <= 0:
+        cover_w, cover_h = ry * width // height, ry
+        target_w, target_h = cover_w, cover_h
+    else:  # cover the box, keeping the aspect ratio, then crop to it
+        if width / height < rx / ry:
+            cover_w, cover_h = rx, rx * height // width
+        else:
+            cover_w, cover_h = ry * width // height, ry
+        target_w, target_h = rx, ry
+    target_w, target_h = _down8(target_w), _down8(target_h)
+    cover_w, cover_h = max(_down8(cover_w), target_w), max(_down8(cover_h), target_h)
+    for field, value in (("hr_resize_x", cover_w), ("hr_resize_y", cover_h)):
+        if value > MAX_HIRES_SIDE:
+            raise InvalidInputError(field, f"the hires size must be at most {MAX_HIRES_SIDE}")
+    steps = params.hr_second_pass_steps or params.steps
+    strength = params.denoising_strength
+    if not 0 < strength <= 1 or int(steps * strength) < 1:
+        raise InvalidInputError(
+            "denoising_strength",
+            f"the hires pass needs 0 < strength <= 1 and steps x strength >= 1 "
+            f"({steps} x {strength})",
+        )
+    return HiresPlan(target_w, target_h, cover_w, cover_h, params.hr_upscaler, steps, strength)

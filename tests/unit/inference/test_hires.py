@@ -1,0 +1,95 @@
+"""The hires fix on the tiny model: sizes as the webui computes them, latent and image
+upscalers, the second pass's steps and strength, and its infotext fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from sdcore.api.schemas import Txt2ImgBody
+from sdcore.errors import InvalidInputError
+from sdcore.inference.engine import DiffusersEngine
+from sdcore.inference.port import EngineInputs
+from sdcore.infotext import parse_infotext
+
+from .support import Steps, gen
+
+
+def _run(engine: DiffusersEngine, **fields: Any) -> Any:
+    steps = Steps()
+    result = engine.run(gen(hires=True, **fields), EngineInputs(), steps)
+    return result, steps
+
+
+@pytest.mark.parametrize(
+    ("fields", "size"),
+    [
+        ({"hr_scale": 2}, (128, 128)),
+        ({"hr_scale": 1.5, "width": 64, "height": 48}, (96, 72)),
+        ({"hr_resize_x": 96}, (96, 96)),
+        ({"hr_resize_y": 80, "width": 64, "height": 32}, (160, 80)),
+        ({"hr_resize_x": 128, "hr_resize_y": 96}, (128, 96)),  # cover 128x128, crop to the box
+        ({"hr_scale": 2, "hr_upscaler": "Lanczos"}, (128, 128)),
+    ],
+)
+def test_output_size(
+    engine: DiffusersEngine, fields: dict[str, Any], size: tuple[int, int]
+) -> None:
+    result, _ = _run(engine, **fields)
+    assert result.images[0].size == size
+
+
+def test_second_pass_runs_its_steps_and_the_infotext_says_so(engine: DiffusersEngine) -> None:
+    result, steps = _run(engine, hr_second_pass_steps=4, denoising_strength=0.5, batch_size=2)
+    # 3 first-pass steps, then int(4 x 0.5) = 2 steps at the larger size
+    assert [s.steps for s in steps.seen] == [3, 3, 3, 2, 2]
+    assert len(result.images) == 2 and result.images[1].size == (128, 128)
+    fields = parse_infotext(result.infotexts[0])
+    assert fields["Size-1"] == "64" and fields["Size-2"] == "64"  # the first pass, as the webui
+    assert float(fields["Hires upscale"]) == 2
+    assert fields["Hires steps"] == "4"
+    assert fields["Hires upscaler"] == "Latent"
+    assert fields["Denoising strength"] == "0.5"
+
+
+def test_same_seed_same_pixels_and_upscalers_differ(engine: DiffusersEngine) -> None:
+    def pixels(**fields: Any) -> np.ndarray:
+        return np.asarray(_run(engine, **fields)[0].images[0], dtype=np.int16)
+
+    latent = pixels(hr_upscaler="Latent")
+    assert np.array_equal(latent, pixels(hr_upscaler="Latent"))
+    assert not np.array_equal(latent, pixels(hr_upscaler="Latent (nearest)"))
+    assert not np.array_equal(latent, pixels(hr_upscaler="Lanczos"))
+    # the second pass changes the picture: not a plain resize of the first pass
+    first = engine.run(gen(), EngineInputs(), Steps()).images[0]
+    assert not np.array_equal(latent, np.asarray(first.resize((128, 128)), dtype=np.int16))
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"hr_upscaler": "ESRGAN_4x"}, "hr_upscaler"),
+        ({"hr_scale": 8}, "hr_scale"),
+        ({"denoising_strength": 0.1, "steps": 3}, "denoising_strength"),
+    ],
+)
+def test_bad_hires_fields_name_the_field(
+    engine: DiffusersEngine, fields: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as err:
+        _run(engine, **fields)
+    assert err.value.field == field
+
+
+def test_the_wire_fields_map_to_the_domain() -> None:
+    body = Txt2ImgBody(
+        enable_hr=True, hr_scale=1.5, hr_upscaler="Latent (bicubic)", hr_second_pass_steps=7
+    )
+    params, _, _ = body.to_domain()
+    assert (params.hires, params.hr_scale, params.hr_upscaler) == (True, 1.5, "Latent (bicubic)")
+    assert (params.hr_second_pass_steps, params.denoising_strength) == (7, 0.7)
+    with pytest.raises(ValidationError, match="hr_upscaler"):
+        Txt2ImgBody(enable_hr=True, hr_upscaler="Bogus")
