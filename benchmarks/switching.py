@@ -120,11 +120,12 @@ def main() -> None:
                  "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
         baseline = json.loads(base.stdout.strip().splitlines()[-1])
+        size = ckpt.stat().st_size
     write_result(
         "switching",
         {
             "arch": args.arch,
-            "checkpoint_bytes": ckpt.stat().st_size if ckpt.exists() else None,
+            "checkpoint_bytes": size,
             "requests": order,
             "request": REQUEST,
             "stack": {"loads": stack_loads, "total_s": round(stack_s, 2)},
