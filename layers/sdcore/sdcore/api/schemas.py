@@ -208,6 +208,17 @@ class Img2ImgBody(_GenerationBody):
     denoising_strength: float = Field(0.75, ge=0, le=1)
     mask_blur: int = Field(4, ge=0, le=64)
     inpainting_mask_invert: int = Field(0, ge=0, le=1)
+    resize_mode: int = Field(
+        0,
+        ge=0,
+        le=3,
+        description="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale",
+    )
+    inpainting_fill: int = Field(
+        1, ge=0, le=3, description="masked content: 0 fill, 1 original, 2 latent noise, 3 nothing"
+    )
+    inpaint_full_res: bool = Field(False, description="inpaint only the masked region, larger")
+    inpaint_full_res_padding: int = Field(32, ge=0, le=256, description="px around the region")
 
     _pastes_img2img: ClassVar[bool] = True
 
@@ -217,6 +228,10 @@ class Img2ImgBody(_GenerationBody):
             denoising_strength=self.denoising_strength,
             mask_blur=self.mask_blur,
             inpainting_mask_invert=bool(self.inpainting_mask_invert),
+            resize_mode=self.resize_mode,
+            inpainting_fill=self.inpainting_fill,
+            inpaint_full_res=self.inpaint_full_res,
+            inpaint_full_res_padding=self.inpaint_full_res_padding,
         )
         images = [decode_image(f"init_images[{i}]", v) for i, v in enumerate(self.init_images)]
         mask = decode_image("mask", self.mask) if self.mask else None
@@ -301,6 +316,10 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             mask=p.mask,
             mask_blur=p.mask_blur,
             inpainting_mask_invert=int(p.inpainting_mask_invert),
+            resize_mode=p.resize_mode,
+            inpainting_fill=p.inpainting_fill,
+            inpaint_full_res=p.inpaint_full_res,
+            inpaint_full_res_padding=p.inpaint_full_res_padding,
         )
     return out
 

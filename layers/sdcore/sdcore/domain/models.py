@@ -57,6 +57,12 @@ class GenerationParams(BaseModel):
     mask: str | None = None
     mask_blur: int = 4
     inpainting_mask_invert: bool = False
+    # webui img2img: 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    resize_mode: int = 0
+    # the masked area starts as: 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpainting_fill: int = 1
+    inpaint_full_res: bool = False  # "only masked": inpaint the mask's region at full size
+    inpaint_full_res_padding: int = 32
     upscale_factor: float = 2.0
     upscale_width: int | None = None
     upscale_height: int | None = None

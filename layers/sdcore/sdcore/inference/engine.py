@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
@@ -29,6 +30,16 @@ from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine_conditioning import PromptEncoder
 from sdcore.inference.engine_hires import HiresPlan, plan_hires
+from sdcore.inference.engine_img2img import (
+    FILL,
+    LATENT_NOISE,
+    LATENT_NOTHING,
+    LATENT_UPSCALE,
+    RESIZE_AND_FILL,
+    fill,
+    latent_mask,
+    resize_image,
+)
 from sdcore.inference.engine_networks import Networks
 from sdcore.inference.engine_noise import image_noise, latent_preview
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
@@ -121,6 +132,9 @@ class _Job:
     inpaint: bool = False
     overlay: tuple[Image.Image, Image.Image] | None = None  # (mask, init image) pasted back
     hires: HiresPlan | None = None  # txt2img's hires fix
+    crop: tuple[int, int, int, int] | None = None  # inpaint_full_res: the region inpainted
+    # inpainting_fill 2/3: (image latents, repaint mask at latent size, with noise or zeros)
+    latent_fill: tuple[torch.Tensor, torch.Tensor, bool] | None = None
 
 
 class _Progress:
@@ -351,6 +365,10 @@ class DiffusersEngine(Engine):
                 kwargs["latents"] = noise
             else:
                 _use_noise(scheduler, noise)
+            if job.latent_fill is not None:  # webui: latent noise / latent nothing in the mask
+                latents, repaint, with_noise = job.latent_fill
+                filled = latents * (1 - repaint) + (noise * repaint if with_noise else 0)
+                kwargs["image"] = kwargs["masked_image_latents"] = filled
             pipe.scheduler = scheduler
             progress.start_job(job_no)
             out = pipe(
@@ -374,7 +392,9 @@ class DiffusersEngine(Engine):
                     batch = self._hires_pass(job.hires, first, *args, sampler, schedule, progress)
             if job.overlay is not None:
                 mask, init = job.overlay
-                batch = [pipe.image_processor.apply_overlay(mask, init, im) for im in batch]
+                batch = [
+                    pipe.image_processor.apply_overlay(mask, init, im, job.crop) for im in batch
+                ]
             images.extend(batch)
             if progress.stopped:
                 break
@@ -455,27 +475,96 @@ class DiffusersEngine(Engine):
                 "denoising_strength",
                 f"steps x denoising_strength must be at least 1 ({params.steps} x {strength})",
             )
-        # webui resize mode 0 ("just resize"): the init image is stretched to the target size
-        init = inputs.init_images[0].convert("RGB")
-        if init.size != (width, height):
-            init = init.resize((width, height), Image.Resampling.LANCZOS)
+        for field, value in (
+            ("resize_mode", params.resize_mode),
+            ("inpainting_fill", params.inpainting_fill),
+        ):
+            if not 0 <= value <= 3:
+                raise InvalidInputError(field, f"must be 0..3, got {value}")
+        source = inputs.init_images[0].convert("RGB")
         if inputs.mask is None:
-            assert self._img2img is not None
-            return _Job(self._img2img, {"image": init, "strength": strength}, width, height)
+            image: Any = resize_image(params.resize_mode, source, width, height)
+            if params.resize_mode == LATENT_UPSCALE:  # encoded at its own size, then resized
+                image = F.interpolate(
+                    self._encode(source), size=(height // 8, width // 8), mode="bilinear"
+                )
+            return _Job(self._img2img, {"image": image, "strength": strength}, width, height)
+        return self._inpaint_job(params, source, inputs.mask, width, height)
 
+    def _inpaint_job(
+        self,
+        params: GenerationParams,
+        source: Image.Image,
+        mask: Image.Image,
+        width: int,
+        height: int,
+    ) -> _Job:
+        """The webui's inpainting inputs: the mask inverted and blurred, the image (or, with
+        `inpaint_full_res`, the masked region plus padding) at the target size, the masked area
+        filled as `inpainting_fill` says; the original pasted back outside the blurred mask."""
         if params.mask_blur < 0:
             raise InvalidInputError("mask_blur", f"must be >= 0, got {params.mask_blur}")
-        mask = inputs.mask.convert("L")  # white = repaint, as in the webui
+        if params.inpaint_full_res_padding < 0:
+            raise InvalidInputError("inpaint_full_res_padding", "must be >= 0")
+        mask = mask.convert("L")  # white = repaint, as in the webui
         if params.inpainting_mask_invert:
             mask = ImageOps.invert(mask)
+        if params.inpaint_full_res:  # the picture keeps its size; only the crop is resized
+            init = source
+            mask = mask.resize(init.size, Image.Resampling.LANCZOS)
+        else:
+            init = resize_image(params.resize_mode, source, width, height)
+            mask = resize_image(params.resize_mode, mask, width, height)
         if params.mask_blur > 0:
             mask = mask.filter(ImageFilter.GaussianBlur(params.mask_blur))
-        if mask.size != (width, height):
-            mask = mask.resize((width, height), Image.Resampling.LANCZOS)
+        crop = None
+        image, work_mask = init, mask
+        if params.inpaint_full_res:
+            if mask.getbbox() is None:
+                raise InvalidInputError("mask", "the mask is empty: nothing to inpaint")
+            assert self._inpaint is not None
+            crop = self._inpaint.mask_processor.get_crop_region(
+                mask, width, height, pad=params.inpaint_full_res_padding
+            )
+            image = resize_image(RESIZE_AND_FILL, init.crop(crop), width, height)
+            work_mask = resize_image(RESIZE_AND_FILL, mask.crop(crop), width, height)
+        if params.inpainting_fill == FILL:
+            image = fill(image, work_mask)
         assert self._inpaint is not None
-        kwargs = {"image": init, "mask_image": mask, "strength": strength, **size}
+        kwargs: dict[str, Any] = {
+            "image": image,
+            "mask_image": work_mask,
+            "strength": params.denoising_strength,
+            "width": width,
+            "height": height,
+        }
+        latent_fill = None
+        if params.inpainting_fill in (LATENT_NOISE, LATENT_NOTHING):
+            latents = self._encode(image)
+            repaint = latent_mask(work_mask, width // 8, height // 8).to(latents)
+            latent_fill = (latents, repaint, params.inpainting_fill == LATENT_NOISE)
         # like the webui, paste the original back outside the (blurred) mask
-        return _Job(self._inpaint, kwargs, width, height, inpaint=True, overlay=(mask, init))
+        return _Job(
+            self._inpaint,
+            kwargs,
+            width,
+            height,
+            inpaint=True,
+            overlay=(mask, init),
+            crop=crop,
+            latent_fill=latent_fill,
+        )
+
+    def _encode(self, image: Image.Image) -> torch.Tensor:
+        """The VAE's latents of `image` (its mean, so the same image always gives the same),
+        at its size rounded down to a multiple of 8."""
+        pipe = self._require()
+        w, h = max(8, image.width // 8 * 8), max(8, image.height // 8 * 8)
+        pixels = pipe.image_processor.preprocess(image, height=h, width=w)
+        with torch.no_grad():
+            dist = pipe.vae.encode(pixels.to(pipe.device, pipe.vae.dtype)).latent_dist
+        latents: torch.Tensor = dist.mode() * pipe.vae.config.scaling_factor
+        return latents
 
     def _decoded(self, latents: torch.Tensor) -> list[Image.Image]:
         pipe = self._require()
