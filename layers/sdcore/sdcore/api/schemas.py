@@ -244,9 +244,12 @@ class ExtrasBody(_Body):
     upscaling_resize: float = Field(2.0, gt=0, le=8)
     upscaling_resize_w: int | None = Field(None, ge=1, le=8192)
     upscaling_resize_h: int | None = Field(None, ge=1, le=8192)
+    upscaling_crop: bool = Field(True, description="resize_mode 1: crop to w x h after covering it")
     upscaler_1: str = "Lanczos"
+    upscaler_2: str = Field("None", description="a second upscaler, blended in")
+    extras_upscaler_2_visibility: float = Field(0.0, ge=0, le=1, description="upscaler_2's share")
 
-    @field_validator("upscaler_1")
+    @field_validator("upscaler_1", "upscaler_2")
     @classmethod
     def _upscaler(cls, value: str) -> str:
         if value not in (*UPSCALERS, NO_UPSCALER):
@@ -264,6 +267,9 @@ class ExtrasBody(_Body):
             upscale_width=self.upscaling_resize_w if by_size else None,
             upscale_height=self.upscaling_resize_h if by_size else None,
             upscaler=self.upscaler_1,
+            upscale_crop=self.upscaling_crop,
+            upscaler_2=self.upscaler_2,
+            upscaler_2_visibility=self.extras_upscaler_2_visibility,
         )
         return params, [decode_image("image", self.image)], None
 
@@ -278,6 +284,9 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             "upscaling_resize_w": p.upscale_width,
             "upscaling_resize_h": p.upscale_height,
             "upscaler_1": p.upscaler,
+            "upscaling_crop": p.upscale_crop,
+            "upscaler_2": p.upscaler_2,
+            "extras_upscaler_2_visibility": p.upscaler_2_visibility,
         }
     out: dict[str, Any] = {
         "stable_diffusion_model": task.model,

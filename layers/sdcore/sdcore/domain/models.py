@@ -67,6 +67,9 @@ class GenerationParams(BaseModel):
     upscale_width: int | None = None
     upscale_height: int | None = None
     upscaler: str = "Lanczos"
+    upscale_crop: bool = True  # to a size: cover it, then centre-crop to it (the webui default)
+    upscaler_2: str = "None"
+    upscaler_2_visibility: float = 0.0  # 0..1: how much of upscaler_2's result is blended in
     vae: str | None = None
     # txt2img's hires fix: a second, img2img pass at hr_scale (or hr_resize_x/y) times the size
     hires: bool = False

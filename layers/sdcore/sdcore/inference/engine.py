@@ -29,6 +29,7 @@ from transformers.utils import logging as transformers_logging
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine_conditioning import PromptEncoder
+from sdcore.inference.engine_extras import upscale
 from sdcore.inference.engine_hires import HiresPlan, plan_hires
 from sdcore.inference.engine_img2img import (
     FILL,
@@ -51,17 +52,14 @@ from sdcore.inference.port import (
     StepCallback,
     StepInfo,
 )
-from sdcore.infotext import generation_infotext
-from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, UPSCALERS, resolve
+from sdcore.infotext import build_infotext, generation_infotext
+from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
 
 log = logging.getLogger(__name__)
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 MAX_SIDE = 2048  # generation; a 2048x2048 SD 1.x image already needs ~10 GB of activations
-MAX_UPSCALE_SIDE = 8192  # extras is a plain resample: memory is the only limit
 MAX_SEED = 2**32 - 1  # the webui's range; torch takes larger, clients expect this one
-
-_RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
 def bundled_config_dir(name: str = "sd15") -> Path:
@@ -677,29 +675,11 @@ class DiffusersEngine(Engine):
             raise InvalidInputError("image", "extras needs an image")
         if params.upscaler == NO_UPSCALER:
             return self._unchanged(params, inputs, started)
-        if params.upscaler not in _RESAMPLE:
-            raise InvalidInputError(
-                "upscaler_1", f"unknown upscaler {params.upscaler!r}; valid: {', '.join(UPSCALERS)}"
-            )
         source = inputs.init_images[0].convert("RGB")
         src_w, src_h = source.size
-        want_w, want_h = params.upscale_width, params.upscale_height
-        if want_w or want_h:
-            # one side given: keep the aspect ratio
-            width = want_w or round(src_w * (want_h or 0) / src_h)
-            height = want_h or round(src_h * (want_w or 0) / src_w)
-            detail = f"Postprocess upscale to: {width}x{height}"
-        else:
-            factor = params.upscale_factor
-            if factor <= 0:
-                raise InvalidInputError("upscaling_resize", f"must be > 0, got {factor}")
-            width, height = max(1, round(src_w * factor)), max(1, round(src_h * factor))
-            detail = f"Postprocess upscale by: {factor:g}"
-        for field, value in (("upscaling_resize_w", width), ("upscaling_resize_h", height)):
-            if not 1 <= value <= MAX_UPSCALE_SIDE:
-                raise InvalidInputError(field, f"result must be 1..{MAX_UPSCALE_SIDE}, got {value}")
-        image = source.resize((width, height), _RESAMPLE[params.upscaler])
-        text = f"{detail}, Postprocess upscaler: {params.upscaler}"
+        image, fields = upscale(source, params)
+        width, height = image.size
+        text = build_infotext("", "", fields)
         info = {
             "width": width,
             "height": height,

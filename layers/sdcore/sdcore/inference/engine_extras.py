@@ -1,0 +1,70 @@
+"""Extras (the webui's postprocessing upscale): by a factor, or to a size with or without the
+centre crop, by one upscaler, optionally blended with a second one's result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from sdcore.domain.models import GenerationParams
+from sdcore.errors import InvalidInputError
+from sdcore.samplers import NO_UPSCALER, UPSCALERS
+
+MAX_UPSCALE_SIDE = 8192  # extras is a plain resample: memory is the only limit
+_RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+
+
+def _check(name: str, field: str) -> None:
+    if name not in _RESAMPLE:
+        raise InvalidInputError(field, f"unknown upscaler {name!r}; valid: {', '.join(UPSCALERS)}")
+
+
+def _scaled(image: Image.Image, scale: float, name: str) -> Image.Image:
+    size = (int(image.width * scale), int(image.height * scale))
+    for field, value in zip(("upscaling_resize_w", "upscaling_resize_h"), size, strict=True):
+        if not 1 <= value <= MAX_UPSCALE_SIDE:
+            raise InvalidInputError(field, f"result must be 1..{MAX_UPSCALE_SIDE}, got {value}")
+    return image.resize(size, _RESAMPLE[name])
+
+
+def upscale(source: Image.Image, params: GenerationParams) -> tuple[Image.Image, list[Any]]:
+    """The upscaled image and its infotext fields, as the webui's "Upscale" postprocessing.
+
+    To a size (`upscale_width`/`upscale_height`): scaled by the larger of the two ratios, so the
+    size is covered, then (`upscale_crop`, the webui's default) centre-cropped to it. A second
+    upscaler with visibility v > 0 upscales the source the same way and is blended in at v.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown upscaler, a factor <= 0, or a result side out of 1..8192.
+    """
+    _check(params.upscaler, "upscaler_1")
+    second = params.upscaler_2 != NO_UPSCALER and params.upscaler_2_visibility > 0
+    if second:
+        _check(params.upscaler_2, "upscaler_2")
+    want_w, want_h = params.upscale_width or 0, params.upscale_height or 0
+    crop = None
+    if want_w or want_h:
+        scale = max(want_w / source.width, want_h / source.height)
+        fields: list[Any] = [("Postprocess upscale to", f"{want_w}x{want_h}")]
+        if params.upscale_crop and want_w and want_h:
+            crop = (want_w, want_h)
+            fields.append(("Postprocess crop to", f"{want_w}x{want_h}"))
+    else:
+        scale = params.upscale_factor
+        if scale <= 0:
+            raise InvalidInputError("upscaling_resize", f"must be > 0, got {scale}")
+        fields = [("Postprocess upscale by", f"{scale:g}")]
+    image = _scaled(source, scale, params.upscaler)
+    fields.append(("Postprocess upscaler", params.upscaler))
+    if second:
+        other = _scaled(source, scale, params.upscaler_2)
+        image = Image.blend(image, other, params.upscaler_2_visibility)
+        fields.append(("Postprocess upscaler 2", params.upscaler_2))
+    if crop is not None:
+        (w, h), cropped = crop, Image.new("RGB", crop)
+        cropped.paste(image, box=(w // 2 - image.width // 2, h // 2 - image.height // 2))
+        image = cropped
+    return image, fields
