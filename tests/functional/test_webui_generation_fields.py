@@ -139,7 +139,11 @@ def test_our_infotext_round_trips_into_the_same_request() -> None:
         "denoising_strength": 0.6,
         "mask_blur": 3,
     }
-    assert "denoising_strength" not in request_fields(text)  # txt2img takes no img2img fields
+    plain = text.replace(", Hires upscale: 2", "")
+    assert "denoising_strength" not in request_fields(plain)  # txt2img takes no img2img fields
+    # ... but with hires fields the strength is the hires pass's, and the fix is on (webui paste)
+    hires = request_fields(text)
+    assert (hires["enable_hr"], hires["hr_scale"], hires["denoising_strength"]) == (True, 2, 0.6)
 
 
 def test_a_pasted_infotext_fills_what_the_request_leaves_out() -> None:
@@ -149,7 +153,9 @@ def test_a_pasted_infotext_fills_what_the_request_leaves_out() -> None:
     assert params.height == 768 and params.steps == 28 and params.guidance == 7.0
     assert (params.sampler, params.scheduler, params.clip_skip) == ("DPM++ 2M", "Karras", 2)
     assert params.negative_prompt == "(worst quality:1.4), lowres, bad anatomy"
-    assert params.denoising_strength == 0.75  # an img2img field: not taken by txt2img
+    # its hires fields turn the hires fix on, with the infotext's strength
+    assert (params.hires, params.hr_scale, params.hr_upscaler) == (True, 2.0, "Latent")
+    assert params.denoising_strength == 0.5
     img = Img2ImgBody(infotext=WEBUI_15, init_images=["outputs/u/t/0.png"])
     p2, _, _ = img.to_domain()
     assert (p2.sampler, p2.scheduler, p2.subseed, p2.subseed_strength) == (

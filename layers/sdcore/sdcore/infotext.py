@@ -164,6 +164,15 @@ _IMG2IMG_FIELDS: dict[str, tuple[str, type]] = {
     "Denoising strength": ("denoising_strength", float),
     "Mask blur": ("mask_blur", int),
 }
+# txt2img's hires fix: any of these in the infotext turns it on, as the webui's paste does
+_HIRES_FIELDS: dict[str, tuple[str, type]] = {
+    "Hires upscale": ("hr_scale", float),
+    "Hires resize-1": ("hr_resize_x", int),
+    "Hires resize-2": ("hr_resize_y", int),
+    "Hires steps": ("hr_second_pass_steps", int),
+    "Hires upscaler": ("hr_upscaler", str),
+    "Denoising strength": ("denoising_strength", float),
+}
 
 
 def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
@@ -176,7 +185,12 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
         A `Schedule type` that is not known (field `scheduler`).
     """
     parsed = parse_infotext(text)
-    table = {**_REQUEST_FIELDS, **(_IMG2IMG_FIELDS if img2img else {})}
+    hires = not img2img and any(k.startswith("Hires ") for k in parsed)
+    table = {
+        **_REQUEST_FIELDS,
+        **(_IMG2IMG_FIELDS if img2img else {}),
+        **(_HIRES_FIELDS if hires else {}),
+    }
     out: dict[str, Any] = {}
     for key, (name, kind) in table.items():
         if key not in parsed:
@@ -187,4 +201,6 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
             continue
     if "scheduler" in out:
         out["scheduler"] = check_schedule(out["scheduler"])
+    if hires:
+        out["enable_hr"] = True
     return out

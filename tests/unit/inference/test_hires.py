@@ -93,3 +93,17 @@ def test_the_wire_fields_map_to_the_domain() -> None:
     assert (params.hr_second_pass_steps, params.denoising_strength) == (7, 0.7)
     with pytest.raises(ValidationError, match="hr_upscaler"):
         Txt2ImgBody(enable_hr=True, hr_upscaler="Bogus")
+
+
+def test_a_pasted_hires_infotext_reproduces_the_picture(engine: DiffusersEngine) -> None:
+    # Given a hires picture and its infotext
+    fields = {"hr_resize_x": 96, "hr_second_pass_steps": 4, "hr_upscaler": "Latent (nearest)"}
+    result, _ = _run(engine, denoising_strength=0.6, **fields)
+    # When the infotext alone is pasted into a txt2img request
+    params, _, _ = Txt2ImgBody(infotext=result.infotexts[0]).to_domain()
+    again = engine.run(params, EngineInputs(), Steps())
+    # Then the hires fix is on with the same settings, and the picture is the same
+    assert (params.hires, params.hr_resize_x, params.hr_resize_y) == (True, 96, 0)
+    assert (params.hr_second_pass_steps, params.hr_upscaler) == (4, "Latent (nearest)")
+    assert params.denoising_strength == 0.6
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
