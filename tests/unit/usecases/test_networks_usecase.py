@@ -25,9 +25,15 @@ from sdcore.inference.port import EngineInputs, EngineResult, StepCallback
 from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
-from sdcore.usecases.tasks import submit_task
-from tests.model_files import embedding_shapes, lora_shapes, safetensors, vae_shapes
-from tests.unit.usecases.conftest import ScriptedEngine
+from sdcore.usecases.tasks import ImageInput, submit_task
+from tests.model_files import (
+    embedding_shapes,
+    lora_shapes,
+    safetensors,
+    upscaler_shapes,
+    vae_shapes,
+)
+from tests.unit.usecases.conftest import ScriptedEngine, png
 
 FILES = {
     ("detail", ModelType.LORA): safetensors(lora_shapes()),
@@ -140,3 +146,34 @@ def test_a_lora_deleted_after_submit_fails_the_task_naming_it(networks: Services
     lease = Lease.model_validate(payload["lease"])
     assert run_task(networks, RecordingEngine(), task.task_id, lease) is TaskStatus.FAILED
     assert "unknown lora 'detail'" in (networks.tasks.get(task.task_id).error or "")
+
+
+def test_extras_with_a_registered_upscaler_gets_its_file(networks: Services) -> None:
+    data = safetensors(upscaler_shapes())
+    _register(networks, "4x-tiny", ModelType.UPSCALER, data)
+    params = GenerationParams(
+        kind=TaskKind.EXTRAS, upscaler="4x-tiny", upscaler_2="Nearest", upscaler_2_visibility=0.5
+    )
+    task = submit_task(networks, params, None, [ImageInput(field="image", data=png())])
+    dispatch_task(networks, task.task_id)
+    _, payload = networks.fleet.invocations[-1]  # type: ignore[attr-defined]
+    engine = RecordingEngine()
+    run_task(networks, engine, task.task_id, Lease.model_validate(payload["lease"]))
+    assert list(engine.inputs[0].upscalers) == ["4x-tiny"]  # Nearest is built in
+    assert engine.inputs[0].upscalers["4x-tiny"].path.read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"upscaler": "nope"}, "upscaler_1"),
+        ({"upscaler_2": "detail", "upscaler_2_visibility": 0.3}, "upscaler_2"),
+    ],
+)
+def test_extras_with_an_unknown_upscaler_is_refused_at_submit(
+    networks: Services, fields: dict[str, Any], field: str
+) -> None:
+    params = GenerationParams(kind=TaskKind.EXTRAS, **fields)
+    with pytest.raises(InvalidInputError) as err:
+        submit_task(networks, params, None, [ImageInput(field="image", data=png())])
+    assert err.value.field == field

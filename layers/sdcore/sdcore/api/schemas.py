@@ -252,9 +252,10 @@ class ExtrasBody(_Body):
     @field_validator("upscaler_1", "upscaler_2")
     @classmethod
     def _upscaler(cls, value: str) -> str:
-        if value not in (*UPSCALERS, NO_UPSCALER):
+        # a registered upscaler model is checked against the registry at submit
+        if not value.strip():
             valid = ", ".join((*UPSCALERS, NO_UPSCALER))
-            raise ValueError(f"unknown upscaler {value!r}; valid: {valid}")
+            raise ValueError(f"an upscaler is needed: {valid} or a registered upscaler model")
         return value
 
     def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:

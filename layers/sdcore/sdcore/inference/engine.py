@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from sdcore.inference.engine_img2img import (
 from sdcore.inference.engine_networks import Networks
 from sdcore.inference.engine_noise import image_noise, latent_preview
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
+from sdcore.inference.engine_upscalers import load_upscaler, run_upscaler
 from sdcore.inference.port import (
     Engine,
     EngineInputs,
@@ -228,6 +230,7 @@ class DiffusersEngine(Engine):
         self._inpaint: Any = None
         self._encoder: PromptEncoder | None = None
         self._networks: Networks | None = None
+        self._upscalers: dict[str, Any] = {}  # file sha256 -> upscaler model, oldest first
         self._scheduler_config: dict[str, Any] = {}
 
     # --- loading ---------------------------------------------------------------------------
@@ -668,6 +671,23 @@ class DiffusersEngine(Engine):
         }
         return EngineResult(images=[image], infotexts=[text], info=info)
 
+    def _upscaler_models(self, params: GenerationParams, inputs: EngineInputs) -> dict[str, Any]:
+        """The task's registered upscaler models, loaded once per file (the last 2 kept)."""
+        models: dict[str, Any] = {}
+        for name, file in inputs.upscalers.items():
+            model = self._upscalers.pop(file.sha256, None)
+            if model is None:
+                try:
+                    model = load_upscaler(file.path).to(self.device)
+                except ValueError as exc:
+                    field = "upscaler_1" if name == params.upscaler else "upscaler_2"
+                    raise InvalidInputError(field, f"upscaler {name!r}: {exc}") from exc
+            self._upscalers[file.sha256] = model
+            while len(self._upscalers) > 2:
+                self._upscalers.pop(next(iter(self._upscalers)))
+            models[name] = partial(run_upscaler, model)
+        return models
+
     def _extras(
         self, params: GenerationParams, inputs: EngineInputs, started: float
     ) -> EngineResult:
@@ -677,7 +697,7 @@ class DiffusersEngine(Engine):
             return self._unchanged(params, inputs, started)
         source = inputs.init_images[0].convert("RGB")
         src_w, src_h = source.size
-        image, fields = upscale(source, params)
+        image, fields = upscale(source, params, self._upscaler_models(params, inputs))
         width, height = image.size
         text = build_infotext("", "", fields)
         info = {

@@ -3,6 +3,7 @@ centre crop, by one upscaler, optionally blended with a second one's result."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PIL import Image
@@ -15,20 +16,30 @@ MAX_UPSCALE_SIDE = 8192  # extras is a plain resample: memory is the only limit
 _RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
-def _check(name: str, field: str) -> None:
-    if name not in _RESAMPLE:
+# a registered upscaler model: (image, scale) -> the image upscaled by scale
+Upscaler = Callable[[Image.Image, float], Image.Image]
+
+
+def _check(name: str, field: str, models: Mapping[str, Upscaler]) -> None:
+    if name not in _RESAMPLE and name not in models:
         raise InvalidInputError(field, f"unknown upscaler {name!r}; valid: {', '.join(UPSCALERS)}")
 
 
-def _scaled(image: Image.Image, scale: float, name: str) -> Image.Image:
+def _scaled(
+    image: Image.Image, scale: float, name: str, models: Mapping[str, Upscaler]
+) -> Image.Image:
     size = (int(image.width * scale), int(image.height * scale))
     for field, value in zip(("upscaling_resize_w", "upscaling_resize_h"), size, strict=True):
         if not 1 <= value <= MAX_UPSCALE_SIDE:
             raise InvalidInputError(field, f"result must be 1..{MAX_UPSCALE_SIDE}, got {value}")
+    if name in models:
+        return models[name](image, scale)
     return image.resize(size, _RESAMPLE[name])
 
 
-def upscale(source: Image.Image, params: GenerationParams) -> tuple[Image.Image, list[Any]]:
+def upscale(
+    source: Image.Image, params: GenerationParams, models: Mapping[str, Upscaler] | None = None
+) -> tuple[Image.Image, list[Any]]:
     """The upscaled image and its infotext fields, as the webui's "Upscale" postprocessing.
 
     To a size (`upscale_width`/`upscale_height`): scaled by the larger of the two ratios, so the
@@ -40,10 +51,11 @@ def upscale(source: Image.Image, params: GenerationParams) -> tuple[Image.Image,
     InvalidInputError
         An unknown upscaler, a factor <= 0, or a result side out of 1..8192.
     """
-    _check(params.upscaler, "upscaler_1")
+    models = models or {}
+    _check(params.upscaler, "upscaler_1", models)
     second = params.upscaler_2 != NO_UPSCALER and params.upscaler_2_visibility > 0
     if second:
-        _check(params.upscaler_2, "upscaler_2")
+        _check(params.upscaler_2, "upscaler_2", models)
     want_w, want_h = params.upscale_width or 0, params.upscale_height or 0
     crop = None
     if want_w or want_h:
@@ -57,10 +69,10 @@ def upscale(source: Image.Image, params: GenerationParams) -> tuple[Image.Image,
         if scale <= 0:
             raise InvalidInputError("upscaling_resize", f"must be > 0, got {scale}")
         fields = [("Postprocess upscale by", f"{scale:g}")]
-    image = _scaled(source, scale, params.upscaler)
+    image = _scaled(source, scale, params.upscaler, models)
     fields.append(("Postprocess upscaler", params.upscaler))
     if second:
-        other = _scaled(source, scale, params.upscaler_2)
+        other = _scaled(source, scale, params.upscaler_2, models)
         image = Image.blend(image, other, params.upscaler_2_visibility)
         fields.append(("Postprocess upscaler 2", params.upscaler_2))
     if crop is not None:

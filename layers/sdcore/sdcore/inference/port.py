@@ -75,6 +75,7 @@ class EngineInputs:
     loras: dict[str, NetworkFile] = field(default_factory=dict)  # by the name in `<lora:...>`
     vae: NetworkFile | None = None  # `sd_vae`; None = the checkpoint's own
     embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
+    upscalers: dict[str, NetworkFile] = field(default_factory=dict)  # extras: registered models
 
 
 def mentions(name: str, *texts: str) -> bool:

@@ -22,6 +22,7 @@ from sdcore.inference.prompting import extract_networks
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.notify import task_ended
+from sdcore.usecases.tasks import registered_upscalers
 
 log = logging.getLogger(__name__)
 PREVIEW_MAX_SIDE = 128  # px, the longest side of a live preview
@@ -140,6 +141,8 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
         mask=load(params.mask) if params.mask else None,
     )
     if params.kind is TaskKind.EXTRAS:
+        for name, field in registered_upscalers(params):
+            inputs.upscalers[name] = network_file(svc, name, ModelType.UPSCALER, field)
         return inputs
     # the task's extra networks, fetched like checkpoints (blob store -> local model cache)
     _, loras = extract_networks(params.prompt, "prompt")

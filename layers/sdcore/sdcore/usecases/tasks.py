@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from sdcore.domain.models import GenerationParams, Model, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.inference.prompting import extract_networks
+from sdcore.samplers import NO_UPSCALER, UPSCALERS
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
@@ -134,6 +135,18 @@ def _check_networks(svc: Services, params: GenerationParams) -> None:
     if params.kind is not TaskKind.EXTRAS:
         for name, _weight in extract_networks(params.prompt, "prompt")[1]:
             resolve_network(svc, name, ModelType.LORA, "prompt")
+    for name, field in registered_upscalers(params):
+        resolve_network(svc, name, ModelType.UPSCALER, field)
+
+
+def registered_upscalers(params: GenerationParams) -> list[tuple[str, str]]:
+    """(name, field) of the upscaler models an extras task names (not the built-in ones)."""
+    if params.kind is not TaskKind.EXTRAS:
+        return []
+    named = [(params.upscaler, "upscaler_1")]
+    if params.upscaler_2_visibility > 0:
+        named.append((params.upscaler_2, "upscaler_2"))
+    return [(n, f) for n, f in named if n not in (*UPSCALERS, NO_UPSCALER)]
 
 
 def submit_task(

@@ -1,0 +1,128 @@
+"""Registered upscaler models (type `upscaler`) from `.safetensors`: the ESRGAN family's two
+layouts in use, Real-ESRGAN's RRDBNet (`conv_first`, `body.N.rdbM.convK`, `conv_up1/2`,
+`conv_hr`, `conv_last`; x4, and x2/x1 through pixel-unshuffle) and its compact SRVGGNet
+(`body.N`, a conv per even index, PReLU between). Written here because `spandrel`, the loader
+library, imports torchvision, whose PyPI wheel breaks `import torch` 2.13 on these machines.
+The weights are loaded strictly: a file of another layout is refused, never half-loaded."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 (torch's own convention)
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+
+class _DenseBlock(nn.Module):
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
+        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
+        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
+        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
+        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            feats.append(F.leaky_relu(conv(torch.cat(feats, 1)), 0.2))
+        return self.conv5(torch.cat(feats, 1)) * 0.2 + x
+
+
+class _RRDB(nn.Module):
+    def __init__(self, nf: int, gc: int) -> None:
+        super().__init__()
+        self.rdb1, self.rdb2, self.rdb3 = (_DenseBlock(nf, gc) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+    def __init__(self, in_ch: int, nf: int, gc: int, blocks: int) -> None:
+        super().__init__()
+        self.unshuffle = {3: 1, 12: 2, 48: 4}[in_ch]
+        self.scale = 4 // self.unshuffle
+        self.conv_first = nn.Conv2d(in_ch, nf, 3, 1, 1)
+        self.body = nn.Sequential(*(_RRDB(nf, gc) for _ in range(blocks)))
+        self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            x = F.pixel_unshuffle(x, self.unshuffle)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        for conv in (self.conv_up1, self.conv_up2):
+            feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+
+class SRVGGNet(nn.Module):
+    def __init__(self, nf: int, convs: int, scale: int, prelu: bool) -> None:
+        super().__init__()
+        self.scale = scale
+        layers: list[nn.Module] = [nn.Conv2d(3, nf, 3, 1, 1)]
+        for _ in range(convs):
+            layers += [nn.PReLU(nf) if prelu else nn.LeakyReLU(0.1), nn.Conv2d(nf, nf, 3, 1, 1)]
+        layers += [nn.PReLU(nf) if prelu else nn.LeakyReLU(0.1)]
+        layers += [nn.Conv2d(nf, 3 * scale * scale, 3, 1, 1)]
+        self.body = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for layer in self.body:
+            out = layer(out)
+        base = F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return F.pixel_shuffle(out, self.scale) + base
+
+
+def load_upscaler(path: Path) -> nn.Module:
+    """The model in `path`, in eval mode. Raises ValueError for a layout it does not know."""
+    state = load_file(str(path))
+    model: nn.Module
+    if "conv_first.weight" in state:
+        nf, in_ch = state["conv_first.weight"].shape[:2]
+        gc = state["body.0.rdb1.conv1.weight"].shape[0]
+        blocks = 1 + max(int(m[1]) for k in state if (m := re.match(r"body\.(\d+)\.", k)))
+        if in_ch not in (3, 12, 48):
+            raise ValueError(f"RRDBNet with {in_ch} input channels")
+        model = RRDBNet(int(in_ch), int(nf), int(gc), blocks)
+    elif "body.0.weight" in state:
+        last = max(int(m[1]) for k in state if (m := re.match(r"body\.(\d+)\.weight", k)))
+        nf = state["body.0.weight"].shape[0]
+        scale = math.isqrt(state[f"body.{last}.weight"].shape[0] // 3)
+        model = SRVGGNet(int(nf), last // 2 - 1, scale, prelu="body.1.weight" in state)
+    else:
+        raise ValueError("not an ESRGAN-family layout (RRDBNet or SRVGGNet)")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the weights do not fit the layout: {exc}") from exc
+    return model.eval()
+
+
+@torch.no_grad()
+def run_upscaler(model: nn.Module, image: Image.Image, scale: float) -> Image.Image:
+    """`image` upscaled by `scale`: the model run until the picture is at least that large
+    (each run multiplies by its native scale), then resampled to the exact size (Lanczos), as
+    the webui's upscalers do."""
+    target = (int(image.width * scale), int(image.height * scale))
+    native = int(getattr(model, "scale", 1))
+    param = next(model.parameters())
+    current = image.convert("RGB")
+    while native > 1 and (current.width < target[0] or current.height < target[1]):
+        pixels = torch.from_numpy(np.asarray(current, dtype=np.float32) / 255)
+        out = model(pixels.permute(2, 0, 1)[None].to(param.device, param.dtype)).clamp(0, 1)
+        array = out[0].permute(1, 2, 0).float().cpu().numpy()
+        current = Image.fromarray((array * 255).round().astype(np.uint8))
+    return current.resize(target, Image.Resampling.LANCZOS) if current.size != target else current

@@ -1,0 +1,90 @@
+"""Registered upscaler models (ESRGAN family) in extras, loaded from .safetensors files in
+Real-ESRGAN's key layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from sdcore.errors import InvalidInputError
+from sdcore.inference.engine import DiffusersEngine
+from sdcore.inference.engine_upscalers import RRDBNet, load_upscaler
+from sdcore.inference.port import EngineInputs, NetworkFile
+
+from .support import Steps, gen
+
+
+def _srvgg(path: Path, scale: int = 2, zero: bool = False) -> NetworkFile:
+    """Real-ESRGAN's compact layout written key by key: convs at even indices, PReLU between."""
+    g = torch.Generator().manual_seed(1)
+
+    def t(*shape: int) -> torch.Tensor:
+        return torch.zeros(shape) if zero else torch.randn(*shape, generator=g) * 0.1
+
+    state = {"body.0.weight": t(8, 3, 3, 3), "body.0.bias": t(8), "body.1.weight": t(8)}
+    state |= {"body.2.weight": t(8, 8, 3, 3), "body.2.bias": t(8), "body.3.weight": t(8)}
+    state |= {"body.4.weight": t(3 * scale * scale, 8, 3, 3), "body.4.bias": t(3 * scale**2)}
+    save_file(state, str(path))
+    return NetworkFile("tiny-compact", ("0" if zero else "1") * 64, path)
+
+
+def _image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8))
+
+
+def _run(engine: DiffusersEngine, file: NetworkFile, **fields: object) -> Image.Image:
+    params = gen(kind="extras", upscaler=file.name, **fields)
+    inputs = EngineInputs(init_images=[_image()], upscalers={file.name: file})
+    return engine.run(params, inputs, Steps()).images[0]
+
+
+def test_compact_model_with_zero_weights_is_its_nearest_base(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    # the network adds a learnt residual to a nearest-neighbour upscale: zero weights, none
+    out = _run(engine, _srvgg(tmp_path / "zero.safetensors", zero=True), upscale_factor=2)
+    expected = _image().resize((32, 24), Image.Resampling.NEAREST)
+    assert np.array_equal(np.asarray(out), np.asarray(expected))
+
+
+def test_compact_model_upscales_and_is_run_until_the_size_is_reached(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    file = _srvgg(tmp_path / "x2.safetensors")
+    out = _run(engine, file, upscale_factor=2)
+    assert out.size == (32, 24)
+    lanczos = _image().resize((32, 24), Image.Resampling.LANCZOS)
+    assert not np.array_equal(np.asarray(out), np.asarray(lanczos))
+    # x3 with an x2 model: run twice (64x48), then resampled down to 48x36
+    assert _run(engine, file, upscale_factor=3).size == (48, 36)
+
+
+def test_rrdbnet_layout_loads_strictly(tmp_path: Path) -> None:
+    model = RRDBNet(3, 8, 4, 2)
+    keys = set(model.state_dict())
+    assert {"conv_first.weight", "body.1.rdb3.conv5.weight", "conv_up2.weight"} <= keys
+    assert {"conv_hr.bias", "conv_last.weight", "conv_body.weight"} <= keys
+    save_file(model.state_dict(), str(tmp_path / "rrdb.safetensors"))
+    loaded = load_upscaler(tmp_path / "rrdb.safetensors")
+    assert isinstance(loaded, RRDBNet) and loaded.scale == 4
+    x = torch.rand(1, 3, 6, 5)
+    assert loaded(x).shape == (1, 3, 24, 20)
+    # a missing block is refused, not half-loaded
+    state = {k: v for k, v in model.state_dict().items() if k != "conv_hr.weight"}
+    save_file(state, str(tmp_path / "broken.safetensors"))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_upscaler(tmp_path / "broken.safetensors")
+
+
+def test_a_file_of_another_kind_names_the_field(engine: DiffusersEngine, tmp_path: Path) -> None:
+    save_file({"emb_params": torch.zeros(2, 32)}, str(tmp_path / "emb.safetensors"))
+    file = NetworkFile("not-an-upscaler", "2" * 64, tmp_path / "emb.safetensors")
+    with pytest.raises(InvalidInputError) as err:
+        _run(engine, file, upscale_factor=2)
+    assert err.value.field == "upscaler_1"
