@@ -3,22 +3,18 @@ tiny model: the pixels outside the mask are the init image's, as the webui keeps
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from diffusers import UNet2DConditionModel
 from PIL import Image, ImageDraw, ImageFilter
 
-from sdcore.demo import tiny
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine import DiffusersEngine
 from sdcore.inference.engine_img2img import fill, resize_image
 from sdcore.inference.port import EngineInputs
 
-from .support import MODEL_HASH, Steps, gen
+from .support import Steps, gen
 
 
 def _two_colour(width: int, height: int) -> Image.Image:
@@ -153,25 +149,3 @@ def test_bad_values_name_their_field(engine: DiffusersEngine) -> None:
     with pytest.raises(InvalidInputError) as err:
         _inpaint(engine, init, Image.new("L", (64, 64)), inpaint_full_res=True)
     assert err.value.field == "mask"
-
-
-def test_a_9_channel_inpainting_unet_is_used_natively(tmp_path: Path) -> None:
-    # Given a diffusers folder whose UNet takes latents + mask + masked-image latents
-    pipe = tiny.build_pipeline(seed=3)
-    config = {**pipe.unet.config, "in_channels": 9}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        pipe.unet = UNet2DConditionModel.from_config(config)
-    pipe.register_modules(unet=pipe.unet)
-    pipe.save_pretrained(str(tmp_path / "inpainting"), safe_serialization=True)
-    engine = DiffusersEngine(tmp_path / "inpainting", "tiny-inpaint", MODEL_HASH, device="cpu")
-    engine.load()
-    assert engine._inpaint.unet.config.in_channels == 9
-    # When it inpaints
-    init = _two_colour(64, 64)
-    mask = _mask((64, 64), (24, 24, 40, 40))
-    out = _px(_inpaint(engine, init, mask, mask_blur=0))
-    # Then the mask's inside changes and its outside is kept
-    inside = np.asarray(mask) > 0
-    assert np.array_equal(out[~inside], _px(init)[~inside])
-    assert not np.array_equal(out[inside], _px(init)[inside])

@@ -21,10 +21,14 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    UNet2DConditionModel,
 )
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image, ImageFilter, ImageOps
+from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers.utils import logging as transformers_logging
 
 from sdcore.domain.models import GenerationParams, TaskKind
@@ -71,6 +75,21 @@ def bundled_config_dir(name: str = "sd15") -> Path:
         known = sorted(p.name for p in CONFIGS_DIR.iterdir() if (p / "model_index.json").is_file())
         raise ValueError(f"no bundled config {name!r}; known: {', '.join(known)}")
     return path
+
+
+def inpainting_unet(path: Path, config: Path) -> Any:
+    """The UNet of a single-file inpainting checkpoint (9 input channels: latents, mask, masked
+    image latents), which the config's 4-channel UNet cannot take; None for other checkpoints."""
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    with safe_open(str(path), "pt") as f:
+        names = f.keys()
+        if key not in names or f.get_slice(key).get_shape()[1] != 9:
+            return None
+    unet_config = {**UNet2DConditionModel.load_config(str(config), subfolder="unet")}
+    unet = UNet2DConditionModel.from_config({**unet_config, "in_channels": 9})
+    state = convert_ldm_unet_checkpoint(load_file(str(path)), dict(unet.config))
+    unet.load_state_dict(state, strict=True)
+    return unet.eval()
 
 
 def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
@@ -267,6 +286,9 @@ class DiffusersEngine(Engine):
             pipe = StableDiffusionPipeline.from_pretrained(str(path), **common)
         elif path.suffix == ".safetensors":
             config = self.config_dir or bundled_config_dir("sd15")
+            unet = inpainting_unet(path, config)  # the config's UNet takes 4 channels
+            if unet is not None:
+                common["unet"] = unet
             pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
         else:
             raise ValueError(f"{path}: expected a diffusers folder or a .safetensors file")
@@ -461,6 +483,17 @@ class DiffusersEngine(Engine):
         if params.batches < 1:
             raise InvalidInputError("n_iter", f"must be at least 1, got {params.batches}")
         size = {"width": width, "height": height}
+        inpainting_model = int(self._require().unet.config.in_channels) == 9
+        if params.kind is TaskKind.TXT2IMG and inpainting_model:
+            # the webui's conditioning for an inpainting model: everything masked, a grey image
+            if params.hires:
+                raise InvalidInputError("enable_hr", "not available on an inpainting checkpoint")
+            grey, everything = (
+                Image.new("RGB", (width, height), (128,) * 3),
+                Image.new("L", (width, height), 255),
+            )
+            kwargs = {"image": grey, "mask_image": everything, "strength": 1.0, **size}
+            return _Job(self._inpaint, kwargs, width, height)
         if params.kind is TaskKind.TXT2IMG:
             assert self._txt2img is not None
             hires = plan_hires(params, width, height)
@@ -483,6 +516,10 @@ class DiffusersEngine(Engine):
             if not 0 <= value <= 3:
                 raise InvalidInputError(field, f"must be 0..3, got {value}")
         source = inputs.init_images[0].convert("RGB")
+        if inputs.mask is None and inpainting_model:  # the webui: the whole image is masked
+            return self._inpaint_job(
+                params, source, Image.new("L", source.size, 255), width, height
+            )
         if inputs.mask is None:
             image: Any = resize_image(params.resize_mode, source, width, height)
             if params.resize_mode == LATENT_UPSCALE:  # encoded at its own size, then resized
