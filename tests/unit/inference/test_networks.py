@@ -76,6 +76,9 @@ def test_lora_weight_zero_is_base_one_differs_and_next_task_is_base(
     assert np.array_equal(zero, base)
     assert np.abs(one - base).mean() > 1
     assert np.array_equal(after, base)
+    # and the infotext names it with its hash, as the webui's "Lora hashes"
+    text = engine.run(gen(prompt="x <lora:detail:1>"), inputs, Steps()).infotexts[0]
+    assert text.endswith(f'Lora hashes: "detail: {lora.sha256[:12]}"')
 
 
 def test_lora_unknown_name_is_an_error_on_prompt(engine: DiffusersEngine) -> None:
@@ -103,6 +106,8 @@ def test_sd_vae_swaps_the_vae_for_that_task_only(
     vae = _vae_file(tmp_path / "other.vae.safetensors", ldm)
     base = _pixels(engine, EngineInputs())
     swapped = _pixels(engine, EngineInputs(vae=vae))
+    text = engine.run(gen(), EngineInputs(vae=vae), Steps()).infotexts[0]
+    assert text.endswith(f"VAE hash: {vae.sha256[:10]}, VAE: other-vae")
     assert np.abs(swapped - base).mean() > 1
     assert np.array_equal(_pixels(engine, EngineInputs()), base)
 

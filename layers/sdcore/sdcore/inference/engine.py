@@ -46,7 +46,7 @@ from sdcore.inference.engine_img2img import (
     latent_mask,
     resize_image,
 )
-from sdcore.inference.engine_networks import Networks
+from sdcore.inference.engine_networks import Networks, network_fields
 from sdcore.inference.engine_noise import image_noise, latent_preview
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
 from sdcore.inference.engine_upscalers import load_upscaler, run_upscaler
@@ -435,7 +435,10 @@ class DiffusersEngine(Engine):
                 sampler=sampler,
                 schedule=schedule,
                 inpaint=job.inpaint,
-                extra=job.hires.infotext_fields(params) if job.hires is not None else (),
+                extra=[
+                    *(job.hires.infotext_fields(params) if job.hires is not None else ()),
+                    *network_fields(inputs),
+                ],
             )
             for i in range(len(images))
         ]

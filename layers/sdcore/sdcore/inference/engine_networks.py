@@ -154,3 +154,16 @@ class Networks:
                 self.pipe.disable_lora()
             for p in pipes:
                 p.vae = base_vae
+
+
+def network_fields(inputs: EngineInputs) -> list[tuple[str, Any]]:
+    """The webui's infotext fields for the task's VAE and LoRAs. The hashes are the first 10
+    (VAE) and 12 (LoRA) hex digits of the file's SHA-256; the webui hashes a LoRA's tensor data
+    without its header, so a LoRA's hash differs from the webui's for the same file."""
+    fields: list[tuple[str, Any]] = []
+    if inputs.vae is not None:
+        fields += [("VAE hash", inputs.vae.sha256[:10]), ("VAE", inputs.vae.name)]
+    if inputs.loras:
+        hashes = ", ".join(f"{name}: {f.sha256[:12]}" for name, f in inputs.loras.items())
+        fields.append(("Lora hashes", hashes))
+    return fields
