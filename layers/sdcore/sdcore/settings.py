@@ -58,6 +58,7 @@ _ENV = {
     "model_key": "SD_MODEL_KEY",
     "inference_function": "SD_INFERENCE_FUNCTION",
     "model_cache_dir": "SD_MODEL_CACHE_DIR",
+    "model_cache_bytes": "SD_MODEL_CACHE_BYTES",
     "device": "SD_DEVICE",
     "extra_args": "SD_EXTRA_ARGS",
 }
@@ -129,6 +130,8 @@ class Settings(BaseModel):
     model_name: str = ""
     model_key: str = ""
     model_cache_dir: Path = Path("/tmp/sd-models")
+    # downloaded models kept at most (least recently used evicted); Lambda's /tmp is 10 GiB at most
+    model_cache_bytes: int = Field(10 * 2**30, ge=0)
     device: str = "auto"
     # the admin's extra arguments for this inference function (shell words; batch-update sets them)
     extra_args: str = ""

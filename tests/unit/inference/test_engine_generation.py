@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -286,3 +288,13 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
     assert pick_device("auto") == expected
     assert pick_device("cpu") == ("cpu", torch.float32)
+
+
+def test_info_reports_the_peak_memory(engine: DiffusersEngine) -> None:
+    result = engine.run(gen(), EngineInputs(), Steps())
+    peak = result.info["peak_memory_mb"]
+    # on CPU: the process's peak resident size, which the kernel also reports as VmHWM (kB)
+    status = Path("/proc/self/status").read_text()
+    hwm_kb = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:")))
+    assert peak == pytest.approx(hwm_kb / 1024, rel=0.1)
+    assert peak > 50  # torch and a model are loaded: tens of MB at least

@@ -105,6 +105,18 @@ def pick_device(preference: str = "auto") -> tuple[str, torch.dtype]:
     return preference, torch.float16 if preference.startswith("cuda") else torch.float32
 
 
+def peak_memory_mb(device: str) -> float:
+    """Peak memory: CUDA's allocator peak since the last reset on a GPU, else the process's peak
+    resident set size (Linux reports KiB, macOS bytes)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
 class _WebuiGuidance:
     """The webui applies classifier-free guidance at any scale but 1; diffusers only above 1,
     which would make a scale below 1 mean "no guidance" instead of weak (or inverted) guidance."""
@@ -329,6 +341,24 @@ class DiffusersEngine(Engine):
     # --- running ---------------------------------------------------------------------------
 
     def run(
+        self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
+    ) -> EngineResult:
+        """Generate `batch_size x batches` images (or one resampled image for extras), with the
+        peak memory in `info["peak_memory_mb"]`: the task's peak on CUDA, the worker process's
+        peak resident size so far on CPU and MPS.
+
+        Raises
+        ------
+        InvalidInputError
+            A parameter the model cannot honour; `field` is the webui name of the culprit.
+        """
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        result = self._run(params, inputs, on_step)
+        result.info["peak_memory_mb"] = round(peak_memory_mb(self.device), 1)
+        return result
+
+    def _run(
         self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
     ) -> EngineResult:
         """Generate `batch_size x batches` images (or one resampled image for extras).

@@ -17,15 +17,48 @@ log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def _fetch(svc: Services, key: str, dest: Path) -> Path:
+def _fetch(svc: Services, key: str, dest: Path) -> tuple[Path, bool]:
+    """The object as a local file, and whether it was downloaded just now."""
     local = svc.blobs.local_path(key)
     if local is not None:
-        return local
-    if not dest.exists():
-        tmp = dest.with_name(dest.name + ".part")
-        svc.blobs.download(key, tmp)
-        tmp.replace(dest)
-    return dest
+        return local, False
+    if dest.exists():
+        return dest, False
+    tmp = dest.with_name(dest.name + ".part")
+    svc.blobs.download(key, tmp)
+    tmp.replace(dest)
+    return dest, True
+
+
+def _entry_size(entry: Path) -> int:
+    return sum(f.lstat().st_size for f in entry.rglob("*") if not f.is_symlink() and f.is_file())
+
+
+def evict(cache_root: Path, keep: Path, limit_bytes: int) -> list[str]:
+    """Delete least recently used cache entries (one folder per content hash) until the cache
+    holds at most `limit_bytes`; `keep` (the entry just used) always stays. Returns the hashes
+    evicted. A limit of 0 means unbounded."""
+    if limit_bytes <= 0 or not cache_root.is_dir():
+        return []
+    entries = []
+    for entry in cache_root.iterdir():
+        if entry.is_dir():
+            marker = entry / ".used"
+            used = (marker if marker.exists() else entry).stat().st_mtime
+            entries.append((used, entry, _entry_size(entry)))
+    total = sum(size for _, _, size in entries)
+    evicted = []
+    for _, entry, size in sorted(entries, key=lambda e: e[0]):
+        if total <= limit_bytes:
+            break
+        if entry == keep:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        total -= size
+        evicted.append(entry.name)
+    if evicted:
+        log.info("model cache over %d bytes: evicted %s", limit_bytes, ", ".join(evicted))
+    return evicted
 
 
 def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path]:
@@ -55,7 +88,10 @@ def _local_copy(svc: Services, model: Model) -> Path:
     """`model.safetensors` or an extracted diffusers folder under the cache, by content hash."""
     cache = svc.settings.model_cache_dir / model.sha256
     cache.mkdir(parents=True, exist_ok=True)
-    blob = _fetch(svc, model.key, cache / "model.bin")
+    (cache / ".used").touch()  # the cache's recency: least recently used entries go first
+    blob, downloaded = _fetch(svc, model.key, cache / "model.bin")
+    if downloaded:
+        evict(svc.settings.model_cache_dir, cache, svc.settings.model_cache_bytes)
     if model.format is ModelFormat.SAFETENSORS:
         path = cache / "model.safetensors"
         if path.is_symlink() and path.resolve() != blob.resolve():

@@ -1,0 +1,142 @@
+"""Serving overhead: warm sync txt2img over HTTP on the local stack divided by a direct diffusers
+call on the same checkpoint with the same parameters, at 64x64 and 512x512, 20 steps (issue 6's
+goal: <= 1.05 at 512x512).
+
+The direct call is plain diffusers in its own process, alive beside the stack, and the two
+alternate request by request (so a change in the machine's speed hits both alike):
+`StableDiffusionPipeline.from_single_file` on the shipped demo checkpoint with its config folder,
+the same scheduler (webui "Euler", built from the checkpoint's scheduler config), CFG 7, one CPU
+generator seeded 1, a PIL image out, with as many torch threads as the stack's worker gets
+(SD_MAX_CONCURRENCY=1: all cores). The HTTP time includes everything a user waits for: HTTP, the
+proxy, the queue hop to control and the worker, prompt parsing and encoding, the PNG encode and
+store, and the sync wait's polling.
+
+Run: .venv/bin/python -m benchmarks.overhead [--reps 5]. Writes benchmarks/results/overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import write_result
+from tests.support_stack import REPO, RunningStack
+
+SIZES = (64, 512)
+PROMPT = "a red circle on a white background"
+
+DIRECT = """
+import json, sys, time
+import torch
+from diffusers import StableDiffusionPipeline
+from sdcore.inference.engine_samplers import make_scheduler
+ckpt, config, threads, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+torch.set_num_threads(threads)
+pipe = StableDiffusionPipeline.from_single_file(ckpt, config=config, local_files_only=True,
+                                                torch_dtype=torch.float32)
+pipe.set_progress_bar_config(disable=True)
+base = dict(pipe.scheduler.config)
+print("ready", flush=True)
+for line in sys.stdin:  # one size per line: run once, answer the seconds it took
+    size = int(line)
+    pipe.scheduler = make_scheduler("Euler", "Automatic", base)
+    start = time.perf_counter()
+    pipe(prompt=prompt, num_inference_steps=20, guidance_scale=7.0, width=size, height=size,
+         generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
+    print(json.dumps(time.perf_counter() - start), flush=True)
+"""
+
+
+class Direct:
+    """Plain diffusers in its own process, alive beside the stack, one call per request."""
+
+    def __init__(self) -> None:
+        config = REPO / "layers" / "sdcore" / "sdcore" / "inference" / "configs" / "demo-shapes"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", DIRECT, str(REPO / "models" / "demo-shapes.safetensors"),
+             str(config), str(os.cpu_count() or 1), PROMPT],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO / "layers" / "sdcore"),
+                 "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def run(self, size: int) -> float:
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.proc.stdin.write(f"{size}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def measure(reps: int) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """HTTP and direct calls alternate, so drift in the machine's speed hits both alike."""
+    http: dict[int, list[float]] = {size: [] for size in SIZES}
+    plain: dict[int, list[float]] = {size: [] for size in SIZES}
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = RunningStack(Path(tmp), SD_MAX_CONCURRENCY="1", SD_IDLE_SECONDS="600").start()
+        direct = Direct()
+        try:
+            with httpx.Client(base_url=stack.url, timeout=600, headers=stack.headers) as api:
+
+                def over_http(size: int) -> float:
+                    body = {"prompt": PROMPT, "steps": 20, "cfg_scale": 7, "width": size,
+                            "height": size, "seed": 1, "sampler_name": "Euler"}  # fmt: skip
+                    start = time.perf_counter()
+                    resp = api.post("/txt2img", json=body, headers={"Request-Type": "sync"})
+                    took = time.perf_counter() - start
+                    assert resp.status_code == 200, resp.text
+                    assert resp.json()["status"] == "succeeded", resp.text
+                    return took
+
+                for size in SIZES:  # warm-ups, not counted
+                    over_http(size)
+                    direct.run(size)
+                for _ in range(reps):
+                    for size in SIZES:
+                        http[size].append(over_http(size))
+                        plain[size].append(direct.run(size))
+        finally:
+            direct.close()
+            stack.stop()
+    return http, plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    http, plain = measure(args.reps)
+    runs = []
+    for size in SIZES:
+        h, d = statistics.median(http[size]), statistics.median(plain[size])
+        runs.append({"size": f"{size}x{size}", "steps": 20, "repetitions": args.reps,
+                     "http_sync_median_s": round(h, 3), "direct_diffusers_median_s": round(d, 3),
+                     "ratio": round(h / d, 3)})  # fmt: skip
+    write_result(
+        "overhead",
+        {
+            "model": "demo (shipped demo-shapes checkpoint)",
+            "sampler": "Euler",
+            "cfg_scale": 7,
+            "runs": runs,
+            "goal": "ratio <= 1.05 at 512x512",
+        },  # fmt: skip
+    )
+
+
+if __name__ == "__main__":
+    main()
