@@ -25,13 +25,17 @@ from sdcore.domain.models import (
     FunctionChanges,
     FunctionRecord,
     GenerationParams,
+    Lease,
     Model,
     ModelStatus,
+    TaskKind,
 )
 from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
 from sdcore.ports import WorkerFleet, function_name
 from sdcore.services import Services
 from sdcore.settings import Settings
+from sdcore.usecases.control import dispatch_task
+from sdcore.usecases.tasks import submit_task
 
 
 class RecordingFleet(WorkerFleet):
@@ -126,3 +130,13 @@ def png(color: tuple[int, int, int] = (0, 0, 255)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), color).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def dispatched(svc: Services, **params: Any) -> tuple[str, Lease]:
+    """Submit a txt2img task (prompt "p", 3 steps unless `params` say otherwise) and dispatch it;
+    returns its id and the lease control handed to the (recording) fleet."""
+    fields = {"kind": TaskKind.TXT2IMG, "prompt": "p", "steps": 3, **params}
+    task = submit_task(svc, GenerationParams(**fields), None, [])
+    dispatch_task(svc, task.task_id)
+    _, payload = svc.fleet.invocations[-1]  # type: ignore[attr-defined]
+    return task.task_id, Lease.model_validate(payload["lease"])

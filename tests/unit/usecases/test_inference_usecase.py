@@ -8,21 +8,11 @@ from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import abandon_task, run_task
 from sdcore.usecases.tasks import request_cancel, submit_task
-from tests.unit.usecases.conftest import ScriptedEngine
-
-
-def _dispatched(svc: Services, steps: int = 3, batch: int = 1):
-    params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=steps, batch_size=batch)
-    task = submit_task(svc, params, None, [])
-    dispatch_task(svc, task.task_id)
-    _, payload = svc.fleet.invocations[-1]  # type: ignore[attr-defined]
-    from sdcore.domain.models import Lease
-
-    return task.task_id, Lease.model_validate(payload["lease"])
+from tests.unit.usecases.conftest import ScriptedEngine, dispatched
 
 
 def test_run_stores_pngs_with_parameters_and_releases_the_slot(svc: Services) -> None:
-    task_id, lease = _dispatched(svc, batch=2)
+    task_id, lease = dispatched(svc, batch_size=2)
     assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.SUCCEEDED
     task = svc.tasks.get(task_id)
     prefix = f"outputs/anonymous/{task_id}"
@@ -36,7 +26,7 @@ def test_run_stores_pngs_with_parameters_and_releases_the_slot(svc: Services) ->
 
 
 def test_a_duplicate_delivery_changes_nothing(svc: Services) -> None:
-    task_id, lease = _dispatched(svc)
+    task_id, lease = dispatched(svc)
     run_task(svc, ScriptedEngine(), task_id, lease)
     finished = svc.tasks.get(task_id)
     engine = ScriptedEngine()
@@ -47,7 +37,7 @@ def test_a_duplicate_delivery_changes_nothing(svc: Services) -> None:
 
 def test_cancel_while_running_stops_at_the_next_step(svc: Services) -> None:
     svc.settings.progress_interval_s = 0  # check the flag at every step
-    task_id, lease = _dispatched(svc, steps=50)
+    task_id, lease = dispatched(svc, steps=50)
     engine = ScriptedEngine()
     engine.on_step_hook = lambda step: step == 5 and request_cancel(svc, task_id)
     assert run_task(svc, engine, task_id, lease) is TaskStatus.CANCELLED
@@ -58,7 +48,7 @@ def test_cancel_while_running_stops_at_the_next_step(svc: Services) -> None:
 
 
 def test_an_engine_error_fails_the_task_with_the_reason(svc: Services) -> None:
-    task_id, lease = _dispatched(svc)
+    task_id, lease = dispatched(svc)
     status = run_task(svc, ScriptedEngine(fail=RuntimeError("out of memory")), task_id, lease)
     assert status is TaskStatus.FAILED
     assert svc.tasks.get(task_id).error == "RuntimeError: out of memory"
@@ -66,7 +56,7 @@ def test_an_engine_error_fails_the_task_with_the_reason(svc: Services) -> None:
 
 
 def test_abandon_fails_a_task_whose_model_cannot_load(svc: Services) -> None:
-    task_id, lease = _dispatched(svc)
+    task_id, lease = dispatched(svc)
     abandon_task(svc, task_id, lease, "model failed to load: bad file")
     task = svc.tasks.get(task_id)
     assert task.status is TaskStatus.FAILED and "bad file" in (task.error or "")
@@ -76,7 +66,7 @@ def test_abandon_fails_a_task_whose_model_cannot_load(svc: Services) -> None:
 def test_a_freed_slot_wakes_a_task_waiting_out_its_back_off(svc: Services) -> None:
     # Given a running task and a second one for the same checkpoint sleeping out a long back-off
     svc.settings.requeue_delay_s = 30
-    task_id, lease = _dispatched(svc)
+    task_id, lease = dispatched(svc)
     for message in svc.queue.receive(10, 300):  # the submits' own messages
         svc.queue.delete(message.receipt)
     params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=3)

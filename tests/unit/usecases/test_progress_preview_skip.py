@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from sdcore.domain.models import GenerationParams, Lease, TaskKind, TaskStatus
+from sdcore.domain.models import GenerationParams, TaskStatus
 from sdcore.inference.port import (
     Engine,
     EngineInputs,
@@ -19,9 +19,9 @@ from sdcore.inference.port import (
     StepInfo,
 )
 from sdcore.services import Services
-from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
-from sdcore.usecases.tasks import request_skip, submit_task
+from sdcore.usecases.tasks import request_skip
+from tests.unit.usecases.conftest import dispatched
 
 
 class RecordingEngine(Engine):
@@ -59,18 +59,10 @@ class RecordingEngine(Engine):
         return EngineResult(images, ["t"] * len(images), {})
 
 
-def _running(svc: Services, steps: int, batches: int) -> tuple[str, Lease]:
-    params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=steps, batches=batches)
-    task = submit_task(svc, params, None, [])
-    dispatch_task(svc, task.task_id)
-    _, payload = svc.fleet.invocations[-1]  # type: ignore[attr-defined]
-    return task.task_id, Lease.model_validate(payload["lease"])
-
-
 def test_previews_every_n_steps_and_eta_from_step_times(svc: Services) -> None:
     svc.settings.progress_interval_s = 0  # write progress at every step
     svc.settings.preview_every = 3
-    task_id, lease = _running(svc, steps=7, batches=1)
+    task_id, lease = dispatched(svc, steps=7, batches=1)
     engine = RecordingEngine(svc, task_id)
     assert run_task(svc, engine, task_id, lease) is TaskStatus.SUCCEEDED
     assert engine.previews == 2  # steps 3 and 6
@@ -88,7 +80,7 @@ def test_previews_every_n_steps_and_eta_from_step_times(svc: Services) -> None:
 
 def test_no_previews_when_off(svc: Services) -> None:
     svc.settings.progress_interval_s = 0
-    task_id, lease = _running(svc, steps=4, batches=1)
+    task_id, lease = dispatched(svc, steps=4, batches=1)
     engine = RecordingEngine(svc, task_id)
     run_task(svc, engine, task_id, lease)
     assert engine.previews == 0 and all(s["image"] is None for s in engine.stored)
@@ -96,7 +88,7 @@ def test_no_previews_when_off(svc: Services) -> None:
 
 def test_a_skip_request_skips_the_job_running_then_only(svc: Services) -> None:
     svc.settings.progress_interval_s = 0
-    task_id, lease = _running(svc, steps=4, batches=3)
+    task_id, lease = dispatched(svc, steps=4, batches=3)
 
     def hook(job: int, step: int) -> None:
         if (job, step) == (1, 2):
