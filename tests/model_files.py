@@ -95,12 +95,18 @@ def controlnet_shapes() -> Shapes:
     }
 
 
-def diffusers_tar(root: str = "", pickle_unet: bool = False) -> bytes:
-    """An uncompressed tar of a diffusers pipeline folder (tiny safetensors components)."""
+def diffusers_tar(
+    root: str = "",
+    pickle_unet: bool = False,
+    pipeline: str = "StableDiffusionPipeline",
+    second_encoder: bool = True,
+) -> bytes:
+    """An uncompressed tar of a diffusers pipeline folder (tiny safetensors components); an
+    SDXL one (`pipeline`) has a second text encoder unless `second_encoder` is False."""
     files: dict[str, bytes] = {
         "model_index.json": json.dumps(
             {
-                "_class_name": "StableDiffusionPipeline",
+                "_class_name": pipeline,
                 "unet": ["diffusers", "UNet2DConditionModel"],
                 "vae": ["diffusers", "AutoencoderKL"],
                 "text_encoder": ["transformers", "CLIPTextModel"],
@@ -118,6 +124,9 @@ def diffusers_tar(root: str = "", pickle_unet: bool = False) -> bytes:
         "scheduler/scheduler_config.json": b'{"_class_name": "PNDMScheduler"}',
         "tokenizer/tokenizer.json": b"{}",
     }
+    if "XL" in pipeline and second_encoder:
+        files["text_encoder_2/config.json"] = files["text_encoder/config.json"]
+        files["text_encoder_2/model.safetensors"] = files["text_encoder/model.safetensors"]
     unet = safetensors({"conv_in.weight": [32, 4, 3, 3], "conv_out.weight": [4, 32, 3, 3]})
     if pickle_unet:
         files["unet/diffusion_pytorch_model.bin"] = b"\x80\x04" + b"\0" * 64

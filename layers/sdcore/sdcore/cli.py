@@ -313,7 +313,9 @@ def _connection_args(parser: argparse.ArgumentParser, default: Any) -> None:
 def _new_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--type", default="checkpoint", choices=MODEL_TYPES)
-    parser.add_argument("--config", default="sd15", help="sd15 (default), tiny-sd, ...")
+    parser.add_argument(
+        "--config", default="auto", help="auto (default: from the file), sd15, sd2, sdxl, ..."
+    )
     parser.add_argument("--update", action="store_true", help="a new version of a model")
 
 

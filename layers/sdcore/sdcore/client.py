@@ -616,7 +616,7 @@ class Client:
         name: str,
         type: str = "checkpoint",  # noqa: A002 (the API's field name)
         sha256: str | None = None,
-        config: str = "sd15",
+        config: str = "auto",
         update: bool = False,
         wait: bool = True,
         on_progress: Callable[[AdminModel], None] | None = None,
@@ -637,7 +637,7 @@ class Client:
         path: str | os.PathLike[str],
         name: str,
         type: str = "checkpoint",  # noqa: A002 (the API's field name)
-        config: str = "sd15",
+        config: str = "auto",
         parallel: int = 4,
         on_progress: UploadCallback | None = None,
         part_retries: int = 3,
@@ -783,7 +783,7 @@ def upload_model(
     path: Path,
     name: str,
     model_type: str = "checkpoint",
-    config: str = "sd15",
+    config: str = "auto",
     timeout: float = 600,
     api_key: str | None = None,
 ) -> dict[str, Any]:

@@ -8,8 +8,10 @@ of a diffusers folder. Pickle files (`.ckpt`, `.pt`, `.bin`) are refused: loadin
 What each type must look like (the key layouts the webui and diffusers write):
 
 - checkpoint: the original (LDM/webui) single-file layout, `model.diffusion_model.*` (UNet),
-  `first_stage_model.*` (VAE) and `cond_stage_model.*`/`conditioner.*` (text encoder); or a
-  diffusers pipeline folder (`model_index.json`; unet, vae, text_encoder in safetensors).
+  `first_stage_model.*` (VAE) and the text encoders: SD 1.x `cond_stage_model.transformer.*`
+  (CLIP), SD 2.x `cond_stage_model.model.*` (OpenCLIP), SDXL `conditioner.embedders.0/1.*`
+  (CLIP + OpenCLIP); or a diffusers StableDiffusion(XL)Pipeline folder (`model_index.json`;
+  unet, vae, text encoders in safetensors). Its architecture goes in the listing's details.
 - vae: `encoder.*` and `decoder.*` (webui `.vae.safetensors` and diffusers AutoencoderKL), or a
   diffusers AutoencoderKL folder.
 - lora: pairs of low-rank factors (kohya `lora_down`/`lora_up`, PEFT `lora_A`/`lora_B`, diffusers
@@ -236,6 +238,48 @@ def _looks_like(shapes: Shapes) -> ModelType | None:
     return None
 
 
+# architecture -> the config folder shipped for it (SD 2.x: 768 px v-prediction; the engine tests
+# a single file's UNet for v-prediction, as the webui does, when the model's config is "auto")
+ARCHITECTURE_CONFIGS = {"sd1": "sd15", "sd2": "sd2", "sdxl": "sdxl"}
+ARCHITECTURE_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
+def checkpoint_architecture(shapes: Shapes) -> str:
+    """`sd1`, `sd2` or `sdxl`: a single-file checkpoint's architecture, told apart by its text
+    encoders' key layout as the webui and diffusers do.
+
+    Raises
+    ------
+    ModelFileError
+        An SDXL refiner, or no text-encoder layout of SD 1.x, 2.x or XL.
+    """
+    if _has(shapes, "conditioner.embedders.1.model."):
+        return "sdxl"
+    if _has(shapes, "conditioner.embedders.0.model."):
+        raise ModelFileError(
+            "an SDXL refiner checkpoint (one OpenCLIP encoder): refiners are not supported, "
+            "use an SDXL base model"
+        )
+    if _has(shapes, "cond_stage_model.model."):
+        return "sd2"
+    if _has(shapes, "cond_stage_model.transformer."):
+        return "sd1"
+    raise ModelFileError(
+        "not a Stable Diffusion 1.x, 2.x or XL checkpoint: no text encoder under "
+        "cond_stage_model.transformer. (SD 1.x), cond_stage_model.model. (SD 2.x) or "
+        "conditioner.embedders. (SDXL)"
+    )
+
+
+def _context_width(shapes: Shapes) -> int | None:
+    """The width of the text embeddings the UNet's cross-attention takes (768 SD 1.x, 1024
+    SD 2.x, 2048 SDXL)."""
+    for key, shape in shapes.items():
+        if key.startswith("model.diffusion_model.") and key.endswith("attn2.to_k.weight"):
+            return shape[1] if len(shape) == 2 else None
+    return None
+
+
 def _check_checkpoint(shapes: Shapes, config: dict[str, Any] | None) -> None:
     missing = [p for p in ("model.diffusion_model.", "first_stage_model.") if not _has(shapes, p)]
     if not (_has(shapes, "cond_stage_model.") or _has(shapes, "conditioner.")):
@@ -245,6 +289,7 @@ def _check_checkpoint(shapes: Shapes, config: dict[str, Any] | None) -> None:
             "not a single-file checkpoint in the webui (LDM) layout: no tensors under "
             + ", ".join(missing)
         )
+    arch = checkpoint_architecture(shapes)
     conv_in = _conv(shapes, "model.diffusion_model.input_blocks.0.0.weight")
     if conv_in is None or conv_in[1] not in (4, 8, 9):
         raise ModelFileError("the UNet's first conv (input_blocks.0.0) is missing or odd")
@@ -256,7 +301,13 @@ def _check_checkpoint(shapes: Shapes, config: dict[str, Any] | None) -> None:
         if want is not None and conv_in[0] != want:
             raise ModelFileError(
                 f"its UNet has {conv_in[0]} base channels, the config expects {want}: "
-                "pick the config of its architecture"
+                "pick the config of its architecture (or auto)"
+            )
+        width, want = _context_width(shapes), config.get("cross_attention_dim")
+        if width is not None and want is not None and width != want:
+            raise ModelFileError(
+                f"it is {ARCHITECTURE_LABELS[arch]} (text embeddings {width} wide), the config "
+                f"expects {want}: pick the config of its architecture (or auto)"
             )
 
 
@@ -342,6 +393,9 @@ def describe(shapes: Shapes, model_type: ModelType) -> dict[str, Any]:
     if model_type is ModelType.UPSCALER:
         outs = {s[0] for s in shapes.values() if len(s) == 4} & {12, 27, 48}
         return {"scale": {12: 2, 27: 3, 48: 4}[max(outs)]} if outs else {}
+    if model_type is ModelType.CHECKPOINT:
+        conv_in = _conv(shapes, "model.diffusion_model.input_blocks.0.0.weight") or [0, 0]
+        return {"architecture": checkpoint_architecture(shapes), "inpainting": conv_in[1] == 9}
     return {}
 
 
@@ -452,6 +506,21 @@ def _component(folder: _Folder, sub: str, what: str) -> Shapes:
     return shapes
 
 
+FOLDER_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+
+
+def folder_architecture(folder: _Folder) -> str | None:
+    """`sd1`, `sd2` or `sdxl` for a diffusers checkpoint folder; None for other pipelines."""
+    index = folder.json.get("model_index.json")
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    if name == "StableDiffusionXLPipeline":
+        return "sdxl"
+    if name != "StableDiffusionPipeline":
+        return None
+    text = folder.json.get("text_encoder/config.json")
+    return "sd2" if isinstance(text, dict) and text.get("hidden_size") == 1024 else "sd1"
+
+
 def check_folder(folder: _Folder, model_type: ModelType) -> None:
     """Refuse a diffusers folder unless it is a `model_type` the engine's loaders take."""
     if model_type is ModelType.CHECKPOINT:
@@ -460,9 +529,16 @@ def check_folder(folder: _Folder, model_type: ModelType) -> None:
             "Pipeline"
         ):
             raise ModelFileError("no model_index.json naming a pipeline: not a diffusers folder")
+        if folder_architecture(folder) is None:
+            raise ModelFileError(
+                f"model_index.json names {index['_class_name']!r}: a checkpoint folder is a "
+                f"{' or '.join(FOLDER_PIPELINES)}"
+            )
         unet = _component(folder, "unet", "the UNet")
         vae = _component(folder, "vae", "the VAE")
         _component(folder, "text_encoder", "the text encoder")
+        if folder_architecture(folder) == "sdxl":
+            _component(folder, "text_encoder_2", "SDXL's second text encoder")
         if _conv(unet, "conv_in.weight") is None:
             raise ModelFileError("unet/ weights have no conv_in: not a diffusers UNet")
         _check_vae(vae)
@@ -531,7 +607,8 @@ def _inspect(stream: _Stream, model_type: ModelType, config: dict[str, Any] | No
         fmt = ModelFormat.DIFFUSERS
         folder = _read_tar(stream)
         check_folder(folder, model_type)
-        details = {}
+        arch = folder_architecture(folder) if model_type is ModelType.CHECKPOINT else None
+        details = {"architecture": arch} if arch else {}
         stream.drain()
         count = sum(len(s) for s in folder.shapes.values())
     elif head[:2] == b"PK" or head[:1] == b"\x80":

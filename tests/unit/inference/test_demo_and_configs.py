@@ -14,7 +14,12 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 from scripts import make_clip_tokenizer
 from sdcore.demo import tiny
@@ -145,18 +150,80 @@ def test_sd15_models_instantiate_from_config_on_the_meta_device() -> None:
     assert unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1) == 512
 
 
-@pytest.mark.parametrize("name", ["sd15", "tiny-sd"])
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+# config folder -> the architecture whose layout it has
+LAYOUTS = {
+    "sd15": "sd15",
+    "tiny-sd": "sd15",
+    "demo-shapes": "sd15",
+    "sd2": "sd15",
+    "sd2-base": "sd15",
+    "tiny-sd2": "sd15",
+    "sdxl": "sdxl",
+    "tiny-sdxl": "sdxl",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_config_folders_have_the_same_layout_and_every_sampler(name: str) -> None:
     folder = bundled_config_dir(name)
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert files == sorted(str(p.relative_to(SD15)) for p in SD15.rglob("*") if p.is_file())
+    assert _files(folder) == _files(CONFIGS_DIR / LAYOUTS[name])
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     for sampler in SAMPLERS:
         for schedule in ("Automatic", "Karras", "Exponential", "Beta", "SGM Uniform"):
             scheduler = make_scheduler(sampler, schedule, config, [0])
             scheduler.set_timesteps(4)
     with pytest.raises(ValueError):
-        bundled_config_dir("sdxl")
+        bundled_config_dir("sd3")
+
+
+def test_every_shipped_config_is_tested() -> None:
+    shipped = {p.name for p in CONFIGS_DIR.iterdir() if (p / "model_index.json").is_file()}
+    assert shipped == set(LAYOUTS)
+
+
+@pytest.mark.parametrize(
+    ("name", "counts", "side", "prediction"),
+    [
+        # the published parameter counts: UNet, VAE, text encoder(s)
+        ("sd2", [865_910_724, 83_653_863, 340_387_840], 768, "v_prediction"),
+        ("sd2-base", [865_910_724, 83_653_863, 340_387_840], 512, "epsilon"),
+        ("sdxl", [2_567_463_684, 83_653_863, 123_060_480, 694_659_840], 1024, "epsilon"),
+    ],
+)
+def test_sd2_and_sdxl_configs_build_the_published_models(
+    name: str, counts: list[int], side: int, prediction: str
+) -> None:
+    folder = CONFIGS_DIR / name
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(folder, subfolder="unet")
+        )
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder, subfolder="vae"))
+        models: list[torch.nn.Module] = [unet, vae]
+        models.append(
+            CLIPTextModel(CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder"))
+        )
+        if name == "sdxl":
+            config = CLIPTextConfig.from_pretrained(folder, subfolder="text_encoder_2")
+            models.append(CLIPTextModelWithProjection(config))
+    assert [sum(p.numel() for p in m.parameters()) for m in models] == counts
+    assert unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1) == side
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == prediction
+
+
+@pytest.mark.parametrize(
+    ("name", "sub", "pad"),
+    [("sd2", "tokenizer", 0), ("sdxl", "tokenizer", 49407), ("sdxl", "tokenizer_2", 0)],
+)
+def test_openclip_tokenizers_pad_with_bang_clip_l_with_end(name: str, sub: str, pad: int) -> None:
+    tok = CLIPTokenizer.from_pretrained(CONFIGS_DIR / name, subfolder=sub, local_files_only=True)
+    assert len(tok) == 49408 and tok.pad_token_id == pad  # "!" is 0, the webui's OpenCLIP pad
+    assert tok("a red circle").input_ids == [49406, 320, 736, 7117, 49407]
 
 
 def test_tiny_tokenizer_files_are_what_the_script_generates(tmp_path: Path) -> None:

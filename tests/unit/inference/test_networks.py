@@ -122,12 +122,12 @@ def test_embedding_token_changes_the_conditioning(engine: DiffusersEngine, tmp_p
     encoder = engine._encoder
     assert encoder is not None
     base_tokens = sum(len(c.tokens) for c in encoder.chunks("a shiny-style circle"))
-    base_cond = encoder.encode_pair("a shiny-style circle", "", 1)[0]
+    base_cond = encoder.encode_pair("a shiny-style circle", "", 1).cond
     base = _pixels(engine, EngineInputs(), prompt="a shiny-style circle")
     # When the task names it
     with engine._networks.applied("a shiny-style circle", EngineInputs(embeddings=[emb]), []):
         chunk = encoder.chunks("a shiny-style circle")[0]
-        cond = encoder.encode_pair("a shiny-style circle", "", 1)[0]
+        cond = encoder.encode_pair("a shiny-style circle", "", 1).cond
     with_emb = _pixels(engine, EngineInputs(embeddings=[emb]), prompt="a shiny-style circle")
     # Then its 3 vectors stand in the prompt and the conditioning and picture change
     ids = engine._txt2img.tokenizer.convert_tokens_to_ids(

@@ -116,6 +116,18 @@ def test_short_prompt_is_one_padded_chunk_with_multipliers() -> None:
     assert set(chunk.multipliers[4:]) == {1.0}
 
 
+def test_openclip_chunks_keep_one_end_token_then_pad() -> None:
+    """SD 2.x and SDXL's second encoder: the webui writes the end token after the text and
+    fills the rest with the pad token (0, "!"), where CLIP pads with the end token itself."""
+    openclip = Vocabulary(bos=1000, eos=1001, pad=0, comma=44)
+    [chunk] = chunk_prompt(parse_prompt_attention("a bb ccc"), words, openclip)
+    assert chunk.tokens[:5] == [1000, 1, 2, 3, 1001] and set(chunk.tokens[5:]) == {0}
+    [full] = chunk_prompt(parse_prompt_attention("x " * 75), words, openclip)
+    assert full.tokens == [1000] + [1] * 75 + [1001]
+    [empty] = chunk_prompt(parse_prompt_attention(""), words, openclip)
+    assert empty.tokens == [1000, 1001] + [0] * 75
+
+
 def test_long_prompts_fill_75_token_chunks_and_break_starts_a_new_one() -> None:
     chunks = chunk_prompt(parse_prompt_attention("x " * 160), words, VOCAB)
     assert len(chunks) == 3
@@ -150,7 +162,9 @@ def encoder(engine: DiffusersEngine) -> PromptEncoder:
 def test_embeddings_are_77_per_chunk_and_prompt_and_negative_match(encoder: PromptEncoder) -> None:
     long = "a red circle, " * 40  # well over 75 tokens with the byte-level tiny vocabulary
     assert len(encoder.chunks(long)) >= 2
-    cond, uncond = encoder.encode_pair(long, "blurry", clip_skip=1)
+    pair = encoder.encode_pair(long, "blurry", clip_skip=1)
+    cond, uncond = pair.cond, pair.uncond
+    assert pair.pooled is None  # SD 1.x has no pooled conditioning
     assert cond.shape == uncond.shape
     assert cond.shape[1] == 77 * len(encoder.chunks(long))
 
@@ -159,7 +173,7 @@ def test_emphasis_one_is_plain_and_other_weights_change_the_embedding(
     encoder: PromptEncoder,
 ) -> None:
     def enc(text: str) -> torch.Tensor:
-        return encoder.encode_chunks(encoder.chunks(text), 1)
+        return encoder.encode_chunks(encoder.chunks(text), 1)[0]
 
     plain = enc("a red circle")
     assert torch.equal(enc("a (red:1.0) circle"), plain)
@@ -175,15 +189,17 @@ def test_emphasis_keeps_the_chunk_mean(encoder: PromptEncoder) -> None:
     text_encoder = copy.deepcopy(encoder.text_encoder)
     text_encoder.final_layer_norm.bias.data += 0.5
     biased = PromptEncoder(encoder.tokenizer, text_encoder)
-    plain = biased.encode_chunks(biased.chunks("a red circle"), 1)
-    strong = biased.encode_chunks(biased.chunks("a (red circle:1.6)"), 1)
+    plain = biased.encode_chunks(biased.chunks("a red circle"), 1)[0]
+    strong = biased.encode_chunks(biased.chunks("a (red circle:1.6)"), 1)[0]
     assert not torch.allclose(strong, plain)
     assert strong.mean().item() == pytest.approx(plain.mean().item(), rel=1e-4)
 
 
 def test_clip_skip_takes_an_earlier_layer_and_is_bounded(encoder: PromptEncoder) -> None:
     chunks = encoder.chunks("a red circle")
-    assert not torch.allclose(encoder.encode_chunks(chunks, 2), encoder.encode_chunks(chunks, 1))
+    assert not torch.allclose(
+        encoder.encode_chunks(chunks, 2)[0], encoder.encode_chunks(chunks, 1)[0]
+    )
     with pytest.raises(InvalidInputError) as err:
         encoder.encode_chunks(chunks, encoder.layers + 1)
     assert err.value.field == "clip_skip"

@@ -149,3 +149,76 @@ def test_files_written_by_diffusers_itself_pass(tmp_path):
     assert inspect_stream(read(tmp_path / "vae.safetensors"), ModelType.VAE).tensors == len(vae)
     with pytest.raises(ModelFileError, match="looks like a checkpoint, not a vae"):
         inspect_stream(read(tmp_path / "m.safetensors"), ModelType.VAE)
+
+
+# --- architectures -------------------------------------------------------------------------------
+
+SD2_TEXT = "cond_stage_model.model."
+XL_TEXT = ("conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model.")
+
+
+def arch_shapes(arch: str, context: int) -> dict[str, list[int]]:
+    """The checkpoint layout with the text encoder(s) of `arch` and a cross-attention that takes
+    `context`-wide text embeddings."""
+    shapes = {
+        k: v for k, v in mf.checkpoint_shapes(320).items() if not k.startswith("cond_stage_model")
+    }
+    shapes["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] = [
+        320,
+        context,
+    ]
+    if arch == "sd1":
+        shapes["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = [768]
+    elif arch == "sd2":
+        shapes[f"{SD2_TEXT}token_embedding.weight"] = [49408, 1024]
+    elif arch == "sdxl":
+        shapes[f"{XL_TEXT[0]}final_layer_norm.weight"] = [768]
+        shapes[f"{XL_TEXT[1]}positional_embedding"] = [77, 1280]
+    else:  # an SDXL refiner: only the OpenCLIP encoder, as embedder 0
+        shapes["conditioner.embedders.0.model.text_projection"] = [1280, 1280]
+    return shapes
+
+
+def unet_json(name: str) -> dict:
+    return json.loads((CONFIGS / name / "unet" / "config.json").read_text())
+
+
+@pytest.mark.parametrize(("arch", "context"), [("sd1", 768), ("sd2", 1024), ("sdxl", 2048)])
+def test_the_architecture_is_recorded_for_listings(arch: str, context: int) -> None:
+    found = check(mf.safetensors(arch_shapes(arch, context)), "checkpoint")
+    assert found.details == {"architecture": arch, "inpainting": False}
+
+
+def test_a_config_of_another_architecture_is_refused_naming_both() -> None:
+    xl = mf.safetensors(arch_shapes("sdxl", 2048))
+    with pytest.raises(ModelFileError, match=r"it is SDXL \(text embeddings 2048 wide\).*768"):
+        check(xl, "checkpoint", SD15)
+    assert check(xl, "checkpoint", unet_json("sdxl")).details["architecture"] == "sdxl"
+    sd2 = mf.safetensors(arch_shapes("sd2", 1024))
+    with pytest.raises(ModelFileError, match="it is SD 2.x"):
+        check(sd2, "checkpoint", unet_json("sdxl"))
+    assert check(sd2, "checkpoint", unet_json("sd2-base")).details["architecture"] == "sd2"
+
+
+def test_refiners_and_unknown_text_encoders_are_refused() -> None:
+    with pytest.raises(ModelFileError, match="SDXL refiner"):
+        check(mf.safetensors(arch_shapes("refiner", 1280)), "checkpoint")
+    odd = arch_shapes("sd1", 768)
+    odd = {
+        k.replace("cond_stage_model.transformer", "cond_stage_model.t5"): v for k, v in odd.items()
+    }
+    with pytest.raises(ModelFileError, match="not a Stable Diffusion 1.x, 2.x or XL"):
+        check(mf.safetensors(odd), "checkpoint")
+
+
+def test_diffusers_folders_of_sdxl_and_other_pipelines() -> None:
+    assert check(mf.diffusers_tar(), "checkpoint").details == {"architecture": "sd1"}
+    xl = check(mf.diffusers_tar(pipeline="StableDiffusionXLPipeline"), "checkpoint")
+    assert xl.details == {"architecture": "sdxl"}
+    with pytest.raises(ModelFileError, match="text_encoder_2"):
+        check(
+            mf.diffusers_tar(pipeline="StableDiffusionXLPipeline", second_encoder=False),
+            "checkpoint",
+        )
+    with pytest.raises(ModelFileError, match="names 'FluxPipeline'"):
+        check(mf.diffusers_tar(pipeline="FluxPipeline"), "checkpoint")

@@ -339,7 +339,11 @@ class ModelUploadBody(BaseModel):
     type: ModelType = ModelType.CHECKPOINT
     size: int = Field(..., gt=0, le=64 * 1024**3)
     sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
-    config: str = Field("sd15", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    config: str = Field(
+        "auto",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="a checkpoint's config folder; auto: from the file (SD 1.x, 2.x, XL)",
+    )
     update: bool = Field(False, description="a new version of an existing model")
 
 
@@ -348,7 +352,11 @@ class ModelImportBody(BaseModel):
     type: ModelType = ModelType.CHECKPOINT
     url: str = Field(..., min_length=1, max_length=4096, description="http(s) only")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="checked if given")
-    config: str = Field("sd15", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    config: str = Field(
+        "auto",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="a checkpoint's config folder; auto: from the file (SD 1.x, 2.x, XL)",
+    )
     update: bool = Field(False, description="a new version of an existing model")
 
 

@@ -25,9 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "inference" / "configs" / "tiny-sd"
 NAME = "tiny-sd"
@@ -35,12 +48,17 @@ NAME = "tiny-sd"
 # Key prefixes of the original (LDM / webui) single-file layout.
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 
 
-def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """The tiny model with weights drawn from `seed` (the global torch RNG is left untouched)."""
-    cfg = str(CONFIG_DIR)
+# tiny config folder -> architecture (which pipeline, which single-file text-encoder layout)
+ARCHITECTURES = {"tiny-sd": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+
+
+def build_pipeline(seed: int = 0, name: str = NAME) -> Any:
+    """The tiny model `name` (`tiny-sd`, `tiny-sd2` or `tiny-sdxl`, each a config folder shipped
+    with the engine) with weights drawn from `seed` (the global torch RNG is left untouched)."""
+    cfg = str(CONFIG_DIR.parent / name)
+    arch = ARCHITECTURES[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config(
@@ -50,26 +68,43 @@ def build_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(cfg, subfolder="vae"))
         torch.manual_seed(seed + 2)
         text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(cfg, subfolder="text_encoder"))
+        if arch == "sdxl":
+            torch.manual_seed(seed + 3)
+            text_encoder_2 = CLIPTextModelWithProjection(
+                CLIPTextConfig.from_pretrained(cfg, subfolder="text_encoder_2")
+            )
     tokenizer = CLIPTokenizer.from_pretrained(cfg, subfolder="tokenizer", local_files_only=True)
-    scheduler = PNDMScheduler.from_pretrained(cfg, subfolder="scheduler", local_files_only=True)
-    pipe: Any = StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    scheduler_cls = {"sd1": PNDMScheduler, "sd2": DDIMScheduler, "sdxl": EulerDiscreteScheduler}
+    scheduler = scheduler_cls[arch].from_pretrained(
+        cfg, subfolder="scheduler", local_files_only=True
     )
+    parts: dict[str, Any] = {
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+        "unet": unet.eval(),
+        "scheduler": scheduler,
+    }
+    pipe: Any
+    if arch == "sdxl":
+        tokenizer_2 = CLIPTokenizer.from_pretrained(
+            cfg, subfolder="tokenizer_2", local_files_only=True
+        )
+        pipe = StableDiffusionXLPipeline(
+            **parts, text_encoder_2=text_encoder_2.eval(), tokenizer_2=tokenizer_2
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def save_diffusers(path: Path, seed: int = 0) -> Path:
+def save_diffusers(path: Path, seed: int = 0, name: str = NAME) -> Path:
     """Write the model as a diffusers folder (safetensors weights) at `path`."""
     path = Path(path)
-    pipe: Any = build_pipeline(seed)
+    pipe: Any = build_pipeline(seed, name)
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 
@@ -93,20 +128,22 @@ def save_diffusers_tar(path: Path, seed: int = 0) -> Path:
     return target
 
 
-def save_single_file(path: Path, seed: int = 0) -> Path:
-    """Write the model as one `.safetensors` file in the original LDM/webui key layout.
+def save_single_file(path: Path, seed: int = 0, name: str = NAME) -> Path:
+    """Write the model as one `.safetensors` file in the original LDM/webui key layout of its
+    architecture (SD 1.x, SD 2.x or SDXL).
 
-    `path` is the file (`*.safetensors`) or a directory to put `tiny-sd.safetensors` in.
+    `path` is the file (`*.safetensors`) or a directory to put `<name>.safetensors` in.
     """
-    target = _target(Path(path), ".safetensors")
-    save_file(to_ldm_state_dict(build_pipeline(seed)), str(target), metadata={"format": "pt"})
+    target = _target(Path(path), ".safetensors", name)
+    state = to_ldm_state_dict(build_pipeline(seed, name), ARCHITECTURES[name])
+    save_file(state, str(target), metadata={"format": "pt"})
     return target
 
 
-def _target(path: Path, suffix: str) -> Path:
+def _target(path: Path, suffix: str, name: str = NAME) -> Path:
     if path.suffix != suffix:
         path.mkdir(parents=True, exist_ok=True)
-        path = path / f"{NAME}{suffix}"
+        path = path / f"{name}{suffix}"
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -127,6 +164,8 @@ _UNET_RESNET = {
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
     "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's pooled-text + size embedding
+    "add_embedding.linear_2": "label_emb.0.2",
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
@@ -214,18 +253,80 @@ def _vae_key(key: str, levels: int) -> str:
     raise KeyError(f"no LDM name for VAE key {key!r}")
 
 
-def to_ldm_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
-    """The whole pipeline's weights in the single-file layout webui checkpoints use."""
+def _clip_state(encoder: Any) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text model's weights as `text_model.*` keys (>= 5.6 dropped that
+    level on CLIPTextModel; LDM files and CLIPTextModelWithProjection keep it)."""
+    out = {}
+    for key, value in encoder.state_dict().items():
+        if not key.endswith("position_ids"):  # a buffer, not a weight
+            out[
+                key if key.startswith(("text_model.", "text_projection")) else "text_model." + key
+            ] = value
+    return out
+
+
+_OPEN_CLIP = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+
+
+def open_clip_layout(encoder: Any, extra_layer: bool = False) -> dict[str, torch.Tensor]:
+    """A CLIP text model in OpenCLIP's key layout (`transformer.resblocks.N.attn.in_proj_*` with
+    q, k, v stacked, `ln_final`, `positional_embedding`, `text_projection` as a matrix to
+    multiply by), as SD 2.x (`cond_stage_model.model.`) and SDXL (`conditioner.embedders.1.
+    model.`) files hold it. `extra_layer`: SD 2.x files carry the last block, which SD 2.x does
+    not use (it takes the penultimate layer): written as a copy of the last one."""
+    state = _clip_state(encoder)
+    width = int(encoder.config.hidden_size)
+    out: dict[str, torch.Tensor] = {
+        "token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
+        "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
+        "ln_final.weight": state["text_model.final_layer_norm.weight"],
+        "ln_final.bias": state["text_model.final_layer_norm.bias"],
+    }
+    if "text_projection.weight" in state:
+        out["text_projection"] = state["text_projection.weight"].T
+    else:  # SD 2.x files have one although SD 2.x never uses it
+        out["text_projection"] = torch.eye(width)
+    layers = int(encoder.config.num_hidden_layers)
+    for i in range(layers + (1 if extra_layer else 0)):
+        src = f"text_model.encoder.layers.{min(i, layers - 1)}."
+        dst = f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[dst + f"attn.in_proj_{kind}"] = torch.cat(
+                [state[src + f"self_attn.{p}_proj.{kind}"] for p in "qkv"]
+            )
+            for hf, oc in _OPEN_CLIP.items():
+                out[dst + f"{oc}.{kind}"] = state[src + f"{hf}.{kind}"]
+    return out
+
+
+def to_ldm_state_dict(pipe: Any, arch: str = "sd1") -> dict[str, torch.Tensor]:
+    """The whole pipeline's weights in the single-file layout webui checkpoints use: SD 1.x
+    (`cond_stage_model.transformer.`), SD 2.x (`cond_stage_model.model.`, OpenCLIP) or SDXL
+    (`conditioner.embedders.0.transformer.` CLIP + `conditioner.embedders.1.model.` OpenCLIP)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config).items():
         out[UNET_PREFIX + key] = value
     for key, value in vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config).items():
         out[VAE_PREFIX + key] = value
-    for key, value in pipe.text_encoder.state_dict().items():
-        if key.endswith("position_ids"):
-            continue  # a buffer, not a weight
-        # transformers >= 5.6 dropped the `text_model.` level; LDM files always have it.
-        out[CLIP_PREFIX + key.removeprefix("text_model.")] = value
+    if arch == "sd1":
+        for key, value in _clip_state(pipe.text_encoder).items():
+            out["cond_stage_model.transformer." + key] = value
+    elif arch == "sd2":
+        for key, value in open_clip_layout(pipe.text_encoder, extra_layer=True).items():
+            out["cond_stage_model.model." + key] = value
+    elif arch == "sdxl":
+        for key, value in _clip_state(pipe.text_encoder).items():
+            out["conditioner.embedders.0.transformer." + key] = value
+        for key, value in open_clip_layout(pipe.text_encoder_2).items():
+            out["conditioner.embedders.1.model." + key] = value
+    else:
+        raise ValueError(f"unknown architecture {arch!r}")
     # safetensors refuses shared or non-contiguous storage
     return {k: v.detach().contiguous().clone() for k, v in out.items()}
 

@@ -7,6 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+# a checkpoint's config "auto": the engine picks the shipped config of the file's architecture
+# (SD 1.x, 2.x or XL, from its keys), as the webui does
+AUTO_CONFIG = "auto"
+
 
 class TaskStatus(StrEnum):
     QUEUED = "queued"
@@ -162,7 +166,7 @@ class PendingVersion(BaseModel):
     sha256: str = ""  # "" for an import that gave none: the digest of what arrives
     size: int = 0  # 0 while unknown (an import without Content-Length)
     key: str
-    config: str = "sd15"
+    config: str = AUTO_CONFIG
     upload_id: str | None = None
     part_size: int = 0
     source: str | None = None  # the URL of an import
@@ -181,7 +185,7 @@ class Model(BaseModel):
     size: int
     key: str
     format: ModelFormat | None = None
-    config: str = "sd15"
+    config: str = AUTO_CONFIG
     error: str | None = None  # why a model that never became usable is not
     version: int = 1  # the current version's number; an update adds one
     # what its check found (a LoRA's rank, an embedding's vectors, an upscaler's scale)

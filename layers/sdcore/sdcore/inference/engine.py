@@ -1,4 +1,4 @@
-"""The diffusers implementation of the engine port: SD 1.x checkpoints, webui semantics.
+"""The diffusers implementation of the engine port: SD 1.x, 2.x and XL checkpoints, webui semantics.
 
 Load once (`load`), run per task (`run`). Webui vocabulary comes in through `GenerationParams`;
 diffusers names stay in this module. Not thread-safe: one `run` at a time per engine (each
@@ -7,9 +7,12 @@ inference worker serves one task at a time).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,6 +24,9 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
@@ -33,7 +39,7 @@ from transformers.utils import logging as transformers_logging
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine_conditioning import PromptEncoder
+from sdcore.inference.engine_conditioning import CLIP_SKIP, LAST, PromptEncoder, XLPromptEncoder
 from sdcore.inference.engine_extras import upscale
 from sdcore.inference.engine_hires import HiresPlan, plan_hires
 from sdcore.inference.engine_img2img import (
@@ -47,7 +53,12 @@ from sdcore.inference.engine_img2img import (
     resize_image,
 )
 from sdcore.inference.engine_networks import Networks, network_fields
-from sdcore.inference.engine_noise import image_noise, latent_preview
+from sdcore.inference.engine_noise import (
+    SD1_LATENT_RGB,
+    SDXL_LATENT_RGB,
+    image_noise,
+    latent_preview,
+)
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
 from sdcore.inference.engine_upscalers import load_upscaler, run_upscaler
 from sdcore.inference.port import (
@@ -59,6 +70,7 @@ from sdcore.inference.port import (
     StepInfo,
 )
 from sdcore.infotext import build_infotext, generation_infotext
+from sdcore.modelfiles import ARCHITECTURE_CONFIGS, ModelFileError, checkpoint_architecture
 from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
 
 log = logging.getLogger(__name__)
@@ -75,6 +87,36 @@ def bundled_config_dir(name: str = "sd15") -> Path:
         known = sorted(p.name for p in CONFIGS_DIR.iterdir() if (p / "model_index.json").is_file())
         raise ValueError(f"no bundled config {name!r}; known: {', '.join(known)}")
     return path
+
+
+def single_file_architecture(path: Path) -> str:
+    """`sd1`, `sd2` or `sdxl` from a single file's key layout (its header only).
+
+    Raises ValueError for other checkpoints (an SDXL refiner, SD3, ...)."""
+    with safe_open(str(path), "pt") as f:
+        names = f.keys()
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
+    try:
+        return checkpoint_architecture(shapes)
+    except ModelFileError as exc:
+        raise ValueError(f"{path.name}: {exc}") from exc
+
+
+def pipeline_class(folder: Path) -> str:
+    """The pipeline class a diffusers or config folder's model_index.json names."""
+    return str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
+
+
+@torch.no_grad()
+def uses_v_prediction(unet: Any) -> bool:
+    """The webui's test for an SD 2.x checkpoint (768-v or 512-base look the same on disk): at
+    t=999 on a flat 0.5 input an epsilon model predicts about the input itself, a v model
+    something well below it."""
+    x = torch.full((1, 4, 8, 8), 0.5, device=unet.device, dtype=unet.dtype)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, device=unet.device)
+    t = torch.tensor([999], device=unet.device)
+    out = unet(x, t, encoder_hidden_states=context.to(unet.dtype)).sample
+    return float((out.float() - x.float()).mean()) < -1
 
 
 def inpainting_unet(path: Path, config: Path) -> Any:
@@ -141,6 +183,18 @@ class _Inpaint(_WebuiGuidance, StableDiffusionInpaintPipeline):
     pass
 
 
+class _XLTxt2Img(_WebuiGuidance, StableDiffusionXLPipeline):
+    pass
+
+
+class _XLImg2Img(_WebuiGuidance, StableDiffusionXLImg2ImgPipeline):
+    pass
+
+
+class _XLInpaint(_WebuiGuidance, StableDiffusionXLInpaintPipeline):
+    pass
+
+
 def _use_noise(scheduler: SchedulerMixin, noise: torch.Tensor) -> None:
     """img2img and inpaint draw their noise inside the pipeline and add it to the image latents
     with `scheduler.add_noise`; this run's scheduler adds ours (seed, variation, resize) instead."""
@@ -150,6 +204,20 @@ def _use_noise(scheduler: SchedulerMixin, noise: torch.Tensor) -> None:
         return base(original, noise.to(original.device, original.dtype), timesteps)
 
     scheduler.add_noise = add_noise  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _vae_precision(vae: Any) -> Iterator[torch.dtype]:
+    """The dtype to run `vae` in: SDXL's VAE overflows in fp16 (its config says
+    `force_upcast`), so it runs in fp32 for the block, as diffusers' pipelines do."""
+    if vae.dtype != torch.float16 or not vae.config.get("force_upcast", False):
+        yield vae.dtype
+        return
+    vae.to(torch.float32)
+    try:
+        yield torch.float32
+    finally:
+        vae.to(torch.float16)
 
 
 @dataclass
@@ -197,9 +265,10 @@ class _Progress:
         latents = kwargs.get("latents")
         preview = None
         if latents is not None and latents.shape[1] == 4:
+            factors = SDXL_LATENT_RGB if hasattr(pipe, "text_encoder_2") else SD1_LATENT_RGB
 
             def preview() -> Image.Image:
-                return latent_preview(latents[0])
+                return latent_preview(latents[0], factors)
 
         # num_timesteps is what the loop really runs: img2img int(steps * strength), Heun
         # two entries per step; the requested `steps` would stall progress short of 100 %.
@@ -224,7 +293,8 @@ class _Progress:
 
 
 class DiffusersEngine(Engine):
-    """One SD 1.x checkpoint: a diffusers folder or a single LDM-layout `.safetensors` file.
+    """One SD 1.x, 2.x or XL checkpoint: a diffusers folder or a single LDM-layout
+    `.safetensors` file.
 
     Parameters
     ----------
@@ -234,7 +304,9 @@ class DiffusersEngine(Engine):
         What the infotext and info report (`Model`, `Model hash` = first 10 hex digits).
     config_dir
         For single files: the local diffusers-style config folder (JSON configs + tokenizer);
-        default: the bundled `configs/sd15`. Never fetched from the network.
+        default (None): the bundled one of the file's architecture (`sd15`, `sd2`, `sdxl`),
+        told from its keys; for SD 2.x the webui's test picks v-prediction at 768 px or
+        epsilon at 512 px. Never fetched from the network.
     device
         "auto" (cuda fp16, else mps, else cpu fp32) or an explicit torch device string.
     """
@@ -255,11 +327,13 @@ class DiffusersEngine(Engine):
         self.device = "unloaded"
         self.dtype: torch.dtype = torch.float32
         self.load_s: float | None = None
+        self.architecture = "unloaded"  # sd1, sd2 or sdxl once loaded
+        self._native_side: int | None = None  # an SD 2.x base model found by the v test
         # diffusers pipelines register their modules dynamically: typed as Any for mypy
         self._txt2img: Any = None
         self._img2img: Any = None
         self._inpaint: Any = None
-        self._encoder: PromptEncoder | None = None
+        self._encoder: PromptEncoder | XLPromptEncoder | None = None
         self._networks: Networks | None = None
         self._upscalers: dict[str, Any] = {}  # file sha256 -> upscaler model, oldest first
         self._scheduler_config: dict[str, Any] = {}
@@ -295,13 +369,19 @@ class DiffusersEngine(Engine):
         if path.is_dir():
             if not (path / "model_index.json").is_file():
                 raise ValueError(f"{path} is a folder without model_index.json (not diffusers)")
-            pipe = StableDiffusionPipeline.from_pretrained(str(path), **common)
+            xl = pipeline_class(path) == "StableDiffusionXLPipeline"
+            pipe = self._from(xl, "from_pretrained", str(path), common)
+            self.architecture = "sdxl" if xl else "sd1"
+            if not xl and int(pipe.text_encoder.config.hidden_size) == 1024:
+                self.architecture = "sd2"
         elif path.suffix == ".safetensors":
-            config = self.config_dir or bundled_config_dir("sd15")
+            self.architecture = single_file_architecture(path)
+            config = self.config_dir or bundled_config_dir(ARCHITECTURE_CONFIGS[self.architecture])
+            xl = pipeline_class(config) == "StableDiffusionXLPipeline"
             unet = inpainting_unet(path, config)  # the config's UNet takes 4 channels
             if unet is not None:
                 common["unet"] = unet
-            pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config), **common)
+            pipe = self._from(xl, "from_single_file", str(path), {**common, "config": str(config)})
         else:
             raise ValueError(f"{path}: expected a diffusers folder or a .safetensors file")
         if self.device != "cpu":  # already there; `to` would only warn about dtypes
@@ -309,28 +389,50 @@ class DiffusersEngine(Engine):
         # samplers are built from the checkpoint's own scheduler config, never from the last
         # sampler's (whose options, e.g. Karras sigmas, would leak into the next run)
         self._scheduler_config = dict(pipe.scheduler.config)
+        auto_sd2 = path.is_file() and self.architecture == "sd2" and self.config_dir is None
+        # the webui's choice between its v2-inference-v (768) and v2-inference (512) configs
+        if auto_sd2 and (
+            int(pipe.unet.config.in_channels) == 9 or not uses_v_prediction(pipe.unet)
+        ):
+            self._scheduler_config["prediction_type"] = "epsilon"
+            self._native_side = 512
         # fail at load, not mid-task (LMS and Beta need scipy, DPM++ SDE torchsde)
         for sampler in SAMPLER_CLASSES:
             for schedule in SCHEDULE_OPTIONS:
                 if sampler not in TIMESTEP_SAMPLERS or schedule == "Automatic":
                     make_scheduler(sampler, schedule, self._scheduler_config, [0])
-        components = {**pipe.components, "requires_safety_checker": False}
+        components = dict(pipe.components)
+        if xl:
+            classes: tuple[type[Any], ...] = (_XLTxt2Img, _XLImg2Img, _XLInpaint)
+            components["add_watermarker"] = False  # the webui adds none
+            self._encoder = XLPromptEncoder(pipe)
+        else:
+            classes = (_Txt2Img, _Img2Img, _Inpaint)
+            components["requires_safety_checker"] = False
+            layer = LAST if self.architecture == "sd2" else CLIP_SKIP
+            self._encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder, layer)
         # the same modules in all three: no second copy of the weights
-        self._txt2img = _Txt2Img(**components)
-        self._img2img = _Img2Img(**components)
-        self._inpaint = _Inpaint(**components)
+        self._txt2img, self._img2img, self._inpaint = (cls(**components) for cls in classes)
         for p in (self._txt2img, self._img2img, self._inpaint):
             p.set_progress_bar_config(disable=True)
-        self._encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self._networks = Networks(self._txt2img, self._encoder)
         self.load_s = time.perf_counter() - started
         log.info("loaded %s on %s in %.2fs", self.model_name, self.device, self.load_s)
+
+    @staticmethod
+    def _from(xl: bool, how: str, source: str, common: dict[str, Any]) -> Any:
+        """`StableDiffusion(XL)Pipeline.<how>(source)`; the SD 1.x/2.x pipeline takes a safety
+        checker (none here), the XL one a watermarker (none either)."""
+        if xl:
+            kwargs = {k: v for k, v in common.items() if "safety" not in k and "feature" not in k}
+            return getattr(StableDiffusionXLPipeline, how)(source, add_watermarker=False, **kwargs)
+        return getattr(StableDiffusionPipeline, how)(source, **common)
 
     @property
     def native_size(self) -> tuple[int, int]:
         """(width, height) the checkpoint was trained at: UNet sample size x VAE scale."""
         pipe = self._require()
-        side = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+        side = self._native_side or int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
         return side, side
 
     def _require(self) -> Any:
@@ -389,12 +491,10 @@ class DiffusersEngine(Engine):
         subseeds = [base_subseed + i for i in range(total)]
         resize_from = self._resize_from(params)
         assert self._encoder is not None
-        cond, uncond = self._encoder.encode_pair(
-            params.prompt, params.negative_prompt, params.clip_skip
-        )
         pipe = job.pipe
-        cond = cond.to(pipe.device, pipe.unet.dtype)
-        uncond = uncond.to(pipe.device, pipe.unet.dtype)
+        embeds = self._encoder.encode_pair(
+            params.prompt, params.negative_prompt, params.clip_skip
+        ).kwargs(pipe.device, pipe.unet.dtype)
         latent_shape = (
             int(pipe.vae.config.latent_channels),
             job.height // int(pipe.vae_scale_factor),
@@ -425,8 +525,7 @@ class DiffusersEngine(Engine):
             pipe.scheduler = scheduler
             progress.start_job(job_no)
             out = pipe(
-                prompt_embeds=cond,
-                negative_prompt_embeds=uncond,
+                **embeds,
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance,
                 num_images_per_prompt=len(generators),
@@ -441,7 +540,7 @@ class DiffusersEngine(Engine):
                 if progress.stopped or progress.skipped:  # no second pass: the first's pictures
                     batch = self._decoded(first) if job.hires.latent else batch
                 else:
-                    args = (params, cond, uncond, seeds[part], subseeds[part], resize_from)
+                    args = (params, embeds, seeds[part], subseeds[part], resize_from)
                     batch = self._hires_pass(job.hires, first, *args, sampler, schedule, progress)
             if job.overlay is not None:
                 mask, init = job.overlay
@@ -632,15 +731,15 @@ class DiffusersEngine(Engine):
         pipe = self._require()
         w, h = max(8, image.width // 8 * 8), max(8, image.height // 8 * 8)
         pixels = pipe.image_processor.preprocess(image, height=h, width=w)
-        with torch.no_grad():
-            dist = pipe.vae.encode(pixels.to(pipe.device, pipe.vae.dtype)).latent_dist
-        latents: torch.Tensor = dist.mode() * pipe.vae.config.scaling_factor
+        with torch.no_grad(), _vae_precision(pipe.vae) as dtype:
+            dist = pipe.vae.encode(pixels.to(pipe.device, dtype)).latent_dist
+        latents: torch.Tensor = dist.mode().to(pipe.unet.dtype) * pipe.vae.config.scaling_factor
         return latents
 
     def _decoded(self, latents: torch.Tensor) -> list[Image.Image]:
         pipe = self._require()
-        with torch.no_grad():
-            pixels = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        with torch.no_grad(), _vae_precision(pipe.vae) as dtype:
+            pixels = pipe.vae.decode(latents.to(dtype) / pipe.vae.config.scaling_factor).sample
         return list(pipe.image_processor.postprocess(pixels, output_type="pil"))
 
     def _hires_pass(
@@ -648,8 +747,7 @@ class DiffusersEngine(Engine):
         plan: HiresPlan,
         first: Any,
         params: GenerationParams,
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        embeds: dict[str, torch.Tensor],
         seeds: list[int],
         subseeds: list[int],
         resize_from: tuple[int, int] | None,
@@ -674,8 +772,7 @@ class DiffusersEngine(Engine):
         _use_noise(scheduler, torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype))
         pipe.scheduler = scheduler
         out = pipe(
-            prompt_embeds=cond,
-            negative_prompt_embeds=uncond,
+            **embeds,
             image=image,
             strength=plan.strength,
             num_inference_steps=plan.steps,

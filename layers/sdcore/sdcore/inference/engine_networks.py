@@ -117,16 +117,8 @@ class Networks:
     def _embedding(self, emb: NetworkFile) -> None:
         if self._embeddings.get(emb.name) == emb.sha256:
             return
-        state = load_file(str(emb.path))
-        # webui files: `emb_params` (or `string_to_param.*`); SD 1.x takes `clip_l` of SDXL's
-        vectors = state.get("emb_params")
-        if vectors is None:
-            vectors = next((v for k, v in state.items() if "string_to_param" in k), None)
-        if vectors is None:
-            vectors = state.get("clip_l", next(iter(state.values())))
-        vectors = vectors.reshape(-1, vectors.shape[-1])
         try:
-            self.encoder.add_embedding(emb.name, vectors)
+            self.encoder.add_embedding_file(emb.name, load_file(str(emb.path)))
         except ValueError as exc:
             raise InvalidInputError("prompt", f"embedding {emb.name!r}: {exc}") from exc
         self._embeddings[emb.name] = emb.sha256

@@ -23,6 +23,15 @@ SD1_LATENT_RGB = torch.tensor(
         [-0.184, -0.271, -0.473],
     ]
 )
+# the webui's coefficients for SDXL's latent space (another VAE)
+SDXL_LATENT_RGB = torch.tensor(
+    [
+        [0.3448, 0.4168, 0.4395],
+        [-0.1953, -0.0290, 0.0250],
+        [0.1074, 0.0886, -0.0163],
+        [-0.3730, -0.2499, -0.2088],
+    ]
+)
 
 
 def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -78,9 +87,10 @@ def image_noise(
     return source, generator
 
 
-def latent_preview(latent: torch.Tensor) -> Image.Image:
-    """A (4, h, w) SD 1.x latent as an RGB image of the same h x w, by the linear fit (no VAE)."""
-    factors = SD1_LATENT_RGB.to(latent.device, torch.float32)
+def latent_preview(latent: torch.Tensor, factors: torch.Tensor = SD1_LATENT_RGB) -> Image.Image:
+    """A (4, h, w) latent as an RGB image of the same h x w, by the linear fit (no VAE):
+    `SD1_LATENT_RGB` for SD 1.x/2.x, `SDXL_LATENT_RGB` for SDXL."""
+    factors = factors.to(latent.device, torch.float32)
     rgb = torch.einsum("chw,cr->hwr", latent.float(), factors)
     pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
     return Image.fromarray(pixels, "RGB")

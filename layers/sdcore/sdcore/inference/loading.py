@@ -7,7 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from sdcore.domain.models import Model, ModelFormat, ModelStatus, ModelType
+from sdcore.domain.models import AUTO_CONFIG, Model, ModelFormat, ModelStatus, ModelType
 from sdcore.errors import ConflictError
 from sdcore.inference.port import Engine, NetworkFile
 from sdcore.services import Services
@@ -61,13 +61,14 @@ def evict(cache_root: Path, keep: Path, limit_bytes: int) -> list[str]:
     return evicted
 
 
-def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path]:
-    """The model's local path, hash and config folder. Raises ConflictError if unusable."""
+def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path | None]:
+    """The model's local path, hash and config folder (None: `auto`, the engine picks the
+    shipped one of the file's architecture). Raises ConflictError if unusable."""
     model = svc.models.get(model_name)
     if not model.usable or model.format is None:
         raise ConflictError(f"model {model_name} is not ready: {model.error or model.status.value}")
-    config_dir = CONFIGS / model.config
-    if model.format is ModelFormat.SAFETENSORS and not config_dir.is_dir():
+    config_dir = None if model.config == AUTO_CONFIG else CONFIGS / model.config
+    if model.format is ModelFormat.SAFETENSORS and config_dir and not config_dir.is_dir():
         raise ConflictError(f"model {model_name}: unknown config {model.config!r}")
     return _local_copy(svc, model), model.name, model.sha256, config_dir
 

@@ -192,8 +192,10 @@ def chunk_prompt(
     tokenize: Callable[[str], list[int]],
     vocab: Vocabulary,
 ) -> list[Chunk]:
-    """Token chunks of a parsed prompt: each BOS + 75 tokens (pad-filled) + EOS, multiplier 1.0
-    on BOS, EOS and padding. At least one chunk (an empty prompt is all padding)."""
+    """Token chunks of a parsed prompt: each BOS + up to 75 tokens + EOS, then padding to 77
+    positions, multiplier 1.0 on BOS, EOS and padding. At least one chunk (an empty prompt is
+    all padding). The webui's layout: CLIP pads with EOS; OpenCLIP (SD 2.x, SDXL's second
+    encoder) keeps one EOS after the tokens and pads with its pad token ("!")."""
     chunks: list[Chunk] = []
     current = Chunk()
     last_comma = -1
@@ -201,7 +203,7 @@ def chunk_prompt(
     def close() -> None:
         nonlocal current, last_comma
         fill = CHUNK_TOKENS - len(current.tokens)
-        current.tokens = [vocab.bos, *current.tokens, *[vocab.pad] * fill, vocab.eos]
+        current.tokens = [vocab.bos, *current.tokens, vocab.eos, *[vocab.pad] * fill]
         current.multipliers = [1.0, *current.multipliers, *[1.0] * fill, 1.0]
         chunks.append(current)
         current, last_comma = Chunk(), -1

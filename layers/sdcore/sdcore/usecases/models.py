@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcore.domain.models import (
+    AUTO_CONFIG,
     READY,
     Model,
     ModelStage,
@@ -59,9 +60,13 @@ def _check_name(name: str, field: str = "name") -> None:
 
 
 def _check_config(model_type: ModelType, config: str) -> None:
-    if model_type is ModelType.CHECKPOINT and not (CONFIGS / config / "unet").is_dir():
+    if model_type is not ModelType.CHECKPOINT or config == AUTO_CONFIG:
+        return
+    if not (CONFIGS / config / "unet").is_dir():
         known = sorted(p.name for p in CONFIGS.iterdir() if (p / "unet").is_dir())
-        raise InvalidInputError("config", f"unknown config {config!r}; one of {', '.join(known)}")
+        raise InvalidInputError(
+            "config", f"unknown config {config!r}; {AUTO_CONFIG} or one of {', '.join(known)}"
+        )
 
 
 def unet_config(model_type: ModelType, config: str) -> dict[str, Any] | None:
@@ -162,7 +167,7 @@ def start_upload(
     model_type: ModelType,
     size: int,
     sha256: str,
-    config: str = "sd15",
+    config: str = AUTO_CONFIG,
     update: bool = False,
 ) -> UploadPlan:
     """Start a multipart upload of a model file (a new model, or with `update` a new version
@@ -302,7 +307,7 @@ def start_import(
     model_type: ModelType,
     url: str,
     sha256: str | None = None,
-    config: str = "sd15",
+    config: str = AUTO_CONFIG,
     update: bool = False,
 ) -> Model:
     """Import a model file from an http(s) URL, as a job: download (progress in the pending
