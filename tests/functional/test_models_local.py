@@ -150,6 +150,35 @@ def test_a_file_that_is_no_model_or_of_another_type_is_refused(env: Path) -> Non
     assert status == 409 and "looks like a lora" in body["message"]
 
 
+def test_a_pickle_checkpoint_needs_sd_allow_pickle_then_loads_and_runs(
+    env: Path, tmp_path: Path
+) -> None:
+    import io
+
+    import torch
+    from safetensors.torch import load_file
+
+    from sdcore.demo import tiny
+    from sdcore.inference.loading import load_engine
+
+    buf = io.BytesIO()
+    state = load_file(str(tiny.save_single_file(tmp_path, name="tiny-sd")))
+    torch.save({"state_dict": state, "global_step": 1}, buf)
+    refused = upload("pickled", buf.getvalue())
+    assert "SD_ALLOW_PICKLE" in refused["error"]
+    get_services().settings.allow_pickle = True
+    model = upload("pickled-ok", buf.getvalue())
+    assert (model["format"], model["error"], model["details"]["architecture"]) == (
+        "pickle",
+        None,
+        "sd1",
+    )
+    engine = load_engine(get_services(), "pickled-ok")
+    assert engine.model_path.name == "model.ckpt"
+    params = GenerationParams(kind="txt2img", prompt="a red circle", steps=2)
+    assert engine.run(params, EngineInputs(), lambda info: None).images[0].size == (64, 64)
+
+
 def test_a_damaged_part_is_refused_by_its_content_md5(env: Path) -> None:
     data = mf.safetensors(mf.checkpoint_shapes())
     plan = start("damaged", data)

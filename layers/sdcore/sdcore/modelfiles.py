@@ -3,7 +3,10 @@
 One pass over the bytes (a stream: an object in S3 may be many GB) computes the SHA-256 and size
 and reads only what describes the weights: a `.safetensors` header (JSON: tensor names, dtypes,
 shapes, offsets), or the member list, JSON configs and safetensors headers of an uncompressed tar
-of a diffusers folder. Pickle files (`.ckpt`, `.pt`, `.bin`) are refused: loading one runs code.
+of a diffusers folder. Pickle files (`.ckpt`, `.pt`, `.bin`) are refused: loading one can run code.
+With `allow_pickle` (`SD_ALLOW_PICKLE`) a checkpoint may be a torch zip pickle (`.ckpt`): its
+`data.pkl` is read by an unpickler that builds nothing but dicts and tensor shapes and refuses
+every other global (no code of the file runs), and checked like a single file.
 
 What each type must look like (the key layouts the webui and diffusers write):
 
@@ -30,8 +33,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle  # noqa: S403 (a restricted unpickler: shapes only, see _ShapeUnpickler)
 import struct
 import tarfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -51,6 +56,9 @@ LORA_MARKERS = (
     "hada_w", "hada_t", "lokr_w", "lokr_t", ".alpha", "dora_scale",
 )  # fmt: skip
 BASE_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")
+
+
+MAX_PICKLE = 256 * 1024 * 1024  # a checkpoint's data.pkl (its structure, no weights) is ~1 MB
 
 
 class ModelFileError(Exception):
@@ -560,6 +568,89 @@ def check_folder(folder: _Folder, model_type: ModelType) -> None:
     check_tensors(shapes, model_type, None)
 
 
+# --- torch zip pickles (.ckpt), when allowed ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TensorStub:
+    shape: list[int]
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, *rest: Any) -> _TensorStub:
+    return _TensorStub([int(n) for n in size])
+
+
+class _ShapeUnpickler(pickle.Unpickler):
+    """Reads a torch checkpoint's structure: dicts, plain values and tensor shapes. Every
+    global but the few a state dict needs is refused (the same idea as torch's weights_only
+    loading), and those few are stand-ins: nothing of the file runs."""
+
+    _GLOBALS: dict[tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): lambda data, *rest: data,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._GLOBALS:
+            return self._GLOBALS[(module, name)]
+        if module in ("torch", "torch.storage") and name.endswith("Storage"):
+            return name  # a storage type, only ever passed along
+        raise ModelFileError(
+            f"the pickle references {module}.{name}: only plain state dicts are loaded"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        return pid  # a storage reference: the weights themselves are never read
+
+
+class _Capped(io.RawIOBase):
+    """At most `limit` bytes of `stream`, for the unpickler."""
+
+    def __init__(self, stream: _Stream, limit: int) -> None:
+        self.stream, self.left = stream, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.left <= 0:
+            raise ModelFileError(f"data.pkl is larger than {MAX_PICKLE} bytes")
+        view = memoryview(b).cast("B")[: self.left]
+        n = self.stream.readinto(view)
+        self.left -= n
+        return n
+
+
+def _read_torch_zip(stream: _Stream) -> Shapes:
+    """The tensor shapes of a torch zip checkpoint (its `state_dict` when it has one), from
+    `data.pkl`, which torch writes first. Raises ModelFileError for anything else."""
+    head = _read(stream, 30)
+    if head[:4] != b"PK\x03\x04":
+        raise ModelFileError("not a zip file")
+    (method,) = struct.unpack("<H", head[8:10])
+    name_len, extra_len = struct.unpack("<HH", head[26:30])
+    name = _read(stream, name_len).decode("utf-8", "replace")
+    _read(stream, extra_len)
+    if not name.endswith("data.pkl") or method != 0:
+        raise ModelFileError(
+            f"a zip whose first entry is {name!r}: not a checkpoint written by torch.save"
+        )
+    try:
+        # pickle is self-delimiting: it reads exactly to its STOP opcode
+        loaded = _ShapeUnpickler(io.BufferedReader(_Capped(stream, MAX_PICKLE))).load()
+    except ModelFileError:
+        raise
+    except Exception as exc:  # a damaged pickle: any error of the pickle machine
+        raise ModelFileError(f"data.pkl could not be read: {exc}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ModelFileError("the pickle holds no state dict")
+    return {str(k): v.shape for k, v in loaded.items() if isinstance(v, _TensorStub)}
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 
@@ -568,11 +659,13 @@ def inspect_stream(
     model_type: ModelType,
     config: dict[str, Any] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    allow_pickle: bool = False,
 ) -> Inspection:
     """Read a whole model file once: its SHA-256, its size and whether it is a `model_type`.
 
     `config`: the UNet config a single-file checkpoint will be loaded with (its base channels
-    are compared). `on_bytes(total)` is called as bytes are read (progress).
+    are compared). `on_bytes(total)` is called as bytes are read (progress). `allow_pickle`:
+    a checkpoint may be a torch zip pickle (`.ckpt`).
 
     Raises
     ------
@@ -582,14 +675,16 @@ def inspect_stream(
     """
     stream = _Stream(chunks, on_bytes)
     try:
-        return _inspect(stream, model_type, config)
+        return _inspect(stream, model_type, config, allow_pickle)
     except ModelFileError as exc:
         stream.drain()  # the digest and size of the whole file, for the caller's report
         exc.sha256, exc.size = stream.digest.hexdigest(), stream.size
         raise
 
 
-def _inspect(stream: _Stream, model_type: ModelType, config: dict[str, Any] | None) -> Inspection:
+def _inspect(
+    stream: _Stream, model_type: ModelType, config: dict[str, Any] | None, allow_pickle: bool
+) -> Inspection:
     head = stream.peek(512)
     if _is_safetensors(head):
         fmt = ModelFormat.SAFETENSORS
@@ -611,10 +706,20 @@ def _inspect(stream: _Stream, model_type: ModelType, config: dict[str, Any] | No
         details = {"architecture": arch} if arch else {}
         stream.drain()
         count = sum(len(s) for s in folder.shapes.values())
+    elif head[:2] == b"PK" and allow_pickle and model_type is ModelType.CHECKPOINT:
+        fmt = ModelFormat.PICKLE
+        shapes = _read_torch_zip(stream)
+        check_tensors(shapes, model_type, config)
+        details = describe(shapes, model_type)
+        stream.drain()
+        count = len(shapes)
     elif head[:2] == b"PK" or head[:1] == b"\x80":
-        raise ModelFileError(
-            "a pickle checkpoint (.ckpt/.pt) runs code when loaded: convert it to .safetensors"
-        )
+        why = "a pickle (.ckpt/.pt) can run code when loaded: convert it to .safetensors"
+        if allow_pickle and model_type is ModelType.CHECKPOINT:
+            why = "an old-format torch pickle: save it again with torch.save, or as .safetensors"
+        elif model_type is ModelType.CHECKPOINT:
+            why += " (or allow pickle checkpoints: SD_ALLOW_PICKLE=1)"
+        raise ModelFileError(why)
     elif head[:2] == b"\x1f\x8b":
         raise ModelFileError("a compressed tar: upload the diffusers folder as an uncompressed tar")
     else:

@@ -26,6 +26,7 @@ _ENV = {
     "rate_per_minute": "SD_RATE_PER_MINUTE",
     "max_queued_per_user": "SD_MAX_QUEUED_PER_USER",
     "allow_private_urls": "SD_ALLOW_PRIVATE_URLS",
+    "allow_pickle": "SD_ALLOW_PICKLE",
     "blocklist": "SD_BLOCKLIST",
     "webui_timeout_s": "SD_WEBUI_TIMEOUT",
     "bucket": "SD_BUCKET",
@@ -96,6 +97,9 @@ class Settings(BaseModel):
     rate_per_minute: int = Field(600, ge=1)
     max_queued_per_user: int = Field(50, ge=1)
     allow_private_urls: bool = False
+    # torch .ckpt checkpoints: read with a restricted unpickler at upload and torch's
+    # weights_only loader at load; off by default (a pickle is a program)
+    allow_pickle: bool = False
     # blocked prompt terms: a file path locally, an object key in the bucket on AWS
     blocklist: str = ""
     webui_timeout_s: float = Field(25.0, ge=0)

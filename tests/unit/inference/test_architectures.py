@@ -303,3 +303,27 @@ def test_sdxl_lora_on_unet_and_both_text_encoders(xl: DiffusersEngine, tmp_path:
     after = pixels(xl.run(gen(), EngineInputs(), Steps()).images[0])
     assert np.array_equal(zero, base) and np.array_equal(after, base)
     assert np.abs(one - base).mean() > 1
+
+
+# --- pickle checkpoints --------------------------------------------------------------------------
+
+
+def test_a_ckpt_loads_only_when_allowed_and_gives_the_safetensors_pixels(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": load_file(str(files["tiny-sd"])), "global_step": 1}, ckpt)
+    with pytest.raises(ValueError, match="SD_ALLOW_PICKLE"):
+        _load(ckpt, "tiny-sd")
+    engine = DiffusersEngine(
+        ckpt, "tiny", MODEL_HASH, config_dir=CONFIGS / "tiny-sd", device="cpu", allow_pickle=True
+    )
+    engine.load()
+    assert engine.architecture == "sd1"
+    reference = _load(files["tiny-sd"], "tiny-sd")
+    got = engine.run(gen(), EngineInputs(), Steps()).images[0]
+    assert np.array_equal(
+        pixels(got), pixels(reference.run(gen(), EngineInputs(), Steps()).images[0])
+    )

@@ -222,3 +222,57 @@ def test_diffusers_folders_of_sdxl_and_other_pipelines() -> None:
         )
     with pytest.raises(ModelFileError, match="names 'FluxPipeline'"):
         check(mf.diffusers_tar(pipeline="FluxPipeline"), "checkpoint")
+
+
+# --- pickle checkpoints (.ckpt), only when allowed --------------------------------------------
+
+
+def torch_zip(obj: object) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def tensors(shapes: dict[str, list[int]]) -> dict:
+    import torch
+
+    return {k: torch.zeros(v, dtype=torch.float16) for k, v in shapes.items()}
+
+
+def test_pickle_checkpoints_are_refused_unless_allowed() -> None:
+    data = torch_zip({"state_dict": tensors(arch_shapes("sd1", 768)), "global_step": 7})
+    with pytest.raises(ModelFileError, match="SD_ALLOW_PICKLE"):
+        check(data, "checkpoint")
+    found = inspect_stream(chunked(data, 4096), ModelType.CHECKPOINT, SD15, allow_pickle=True)
+    assert found.format is ModelFormat.PICKLE
+    assert found.sha256 == hashlib.sha256(data).hexdigest() and found.size == len(data)
+    assert found.details == {"architecture": "sd1", "inpainting": False}
+    # its layout is checked like a single file's: an SDXL pickle with the sd15 config
+    xl = torch_zip(tensors(arch_shapes("sdxl", 2048)))  # a bare state dict also works
+    with pytest.raises(ModelFileError, match="it is SDXL"):
+        inspect_stream([xl], ModelType.CHECKPOINT, SD15, allow_pickle=True)
+    # only checkpoints: other types stay safetensors-only
+    with pytest.raises(ModelFileError, match="can run code"):
+        inspect_stream([data], ModelType.LORA, allow_pickle=True)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # what a malicious checkpoint does: a call on load
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    data = torch_zip({"state_dict": tensors(arch_shapes("sd1", 768)), "x": _RunsCode(marker)})
+    with pytest.raises(ModelFileError, match="the pickle references"):
+        inspect_stream([data], ModelType.CHECKPOINT, allow_pickle=True)
+    assert not marker.exists()
+    with pytest.raises(ModelFileError, match="old-format torch pickle"):
+        inspect_stream([b"\x80\x02" + b"\0" * 64], ModelType.CHECKPOINT, allow_pickle=True)

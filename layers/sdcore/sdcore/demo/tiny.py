@@ -50,13 +50,23 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 
 
-# tiny config folder -> architecture (which pipeline, which single-file text-encoder layout)
-ARCHITECTURES = {"tiny-sd": "sd1", "tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}
+# config folder -> architecture (which pipeline, which single-file text-encoder layout); the
+# full-size ones build random-weight models of the real size (benchmarks/full_size_load.py)
+ARCHITECTURES = {
+    "tiny-sd": "sd1",
+    "tiny-sd2": "sd2",
+    "tiny-sdxl": "sdxl",
+    "sd15": "sd1",
+    "sd2": "sd2",
+    "sd2-base": "sd2",
+    "sdxl": "sdxl",
+}
 
 
 def build_pipeline(seed: int = 0, name: str = NAME) -> Any:
-    """The tiny model `name` (`tiny-sd`, `tiny-sd2` or `tiny-sdxl`, each a config folder shipped
-    with the engine) with weights drawn from `seed` (the global torch RNG is left untouched)."""
+    """The model of the shipped config folder `name` (`tiny-sd`, `tiny-sd2`, `tiny-sdxl`, or a
+    full-size one) with weights drawn from `seed` (the global torch RNG is left untouched), in
+    torch's default dtype."""
     cfg = str(CONFIG_DIR.parent / name)
     arch = ARCHITECTURES[name]
     with torch.random.fork_rng(devices=[]):

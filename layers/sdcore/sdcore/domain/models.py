@@ -148,6 +148,7 @@ READY = frozenset({ModelStatus.LOADING, ModelStatus.LOADED, ModelStatus.UNLOADED
 class ModelFormat(StrEnum):
     SAFETENSORS = "safetensors"
     DIFFUSERS = "diffusers"
+    PICKLE = "pickle"  # a torch .ckpt, only with SD_ALLOW_PICKLE
 
 
 class ModelStage(StrEnum):

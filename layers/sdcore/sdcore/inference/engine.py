@@ -89,13 +89,33 @@ def bundled_config_dir(name: str = "sd15") -> Path:
     return path
 
 
-def single_file_architecture(path: Path) -> str:
-    """`sd1`, `sd2` or `sdxl` from a single file's key layout (its header only).
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A single file's tensors: safetensors, or a torch `.ckpt` through torch's weights_only
+    unpickler (memory-mapped; its `state_dict` when it has one). Callers check a pickle is
+    allowed before calling."""
+    if path.suffix != ".ckpt":
+        return load_file(str(path))
+    loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path.name}: the pickle holds no state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
-    Raises ValueError for other checkpoints (an SDXL refiner, SD3, ...)."""
+
+def checkpoint_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape of a single file (a safetensors file's header only)."""
+    if path.suffix == ".ckpt":
+        return {k: list(v.shape) for k, v in load_checkpoint(path).items()}
     with safe_open(str(path), "pt") as f:
         names = f.keys()
-        shapes = {k: list(f.get_slice(k).get_shape()) for k in names}
+        return {k: list(f.get_slice(k).get_shape()) for k in names}
+
+
+def single_file_architecture(path: Path) -> str:
+    """`sd1`, `sd2` or `sdxl` from a single file's key layout.
+
+    Raises ValueError for other checkpoints (an SDXL refiner, SD3, ...)."""
+    shapes = checkpoint_shapes(path)
     try:
         return checkpoint_architecture(shapes)
     except ModelFileError as exc:
@@ -123,13 +143,12 @@ def inpainting_unet(path: Path, config: Path) -> Any:
     """The UNet of a single-file inpainting checkpoint (9 input channels: latents, mask, masked
     image latents), which the config's 4-channel UNet cannot take; None for other checkpoints."""
     key = "model.diffusion_model.input_blocks.0.0.weight"
-    with safe_open(str(path), "pt") as f:
-        names = f.keys()
-        if key not in names or f.get_slice(key).get_shape()[1] != 9:
-            return None
+    shape = checkpoint_shapes(path).get(key)
+    if shape is None or shape[1] != 9:
+        return None
     unet_config = {**UNet2DConditionModel.load_config(str(config), subfolder="unet")}
     unet = UNet2DConditionModel.from_config({**unet_config, "in_channels": 9})
-    state = convert_ldm_unet_checkpoint(load_file(str(path)), dict(unet.config))
+    state = convert_ldm_unet_checkpoint(load_checkpoint(path), dict(unet.config))
     unet.load_state_dict(state, strict=True)
     return unet.eval()
 
@@ -309,6 +328,9 @@ class DiffusersEngine(Engine):
         epsilon at 512 px. Never fetched from the network.
     device
         "auto" (cuda fp16, else mps, else cpu fp32) or an explicit torch device string.
+    allow_pickle
+        Load a torch `.ckpt` single file (through torch's weights_only unpickler); refused
+        otherwise.
     """
 
     def __init__(
@@ -318,12 +340,14 @@ class DiffusersEngine(Engine):
         model_hash: str,
         config_dir: Path | None = None,
         device: str = "auto",
+        allow_pickle: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         self.model_name = model_name
         self.model_hash = model_hash
         self.config_dir = Path(config_dir) if config_dir is not None else None
         self.device_preference = device
+        self.allow_pickle = allow_pickle
         self.device = "unloaded"
         self.dtype: torch.dtype = torch.float32
         self.load_s: float | None = None
@@ -348,7 +372,8 @@ class DiffusersEngine(Engine):
         FileNotFoundError
             `model_path` does not exist.
         ValueError
-            `model_path` is neither a diffusers folder nor a `.safetensors` file.
+            `model_path` is neither a diffusers folder nor a `.safetensors` file (nor an
+            allowed `.ckpt`), or not an SD 1.x, 2.x or XL checkpoint.
         """
         started = time.perf_counter()
         self.device, self.dtype = pick_device(self.device_preference)
@@ -374,7 +399,9 @@ class DiffusersEngine(Engine):
             self.architecture = "sdxl" if xl else "sd1"
             if not xl and int(pipe.text_encoder.config.hidden_size) == 1024:
                 self.architecture = "sd2"
-        elif path.suffix == ".safetensors":
+        elif path.suffix == ".ckpt" and not self.allow_pickle:
+            raise ValueError(f"{path.name}: pickle checkpoints are not allowed (SD_ALLOW_PICKLE)")
+        elif path.suffix in (".safetensors", ".ckpt"):
             self.architecture = single_file_architecture(path)
             config = self.config_dir or bundled_config_dir(ARCHITECTURE_CONFIGS[self.architecture])
             xl = pipeline_class(config) == "StableDiffusionXLPipeline"

@@ -68,7 +68,8 @@ def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path | 
     if not model.usable or model.format is None:
         raise ConflictError(f"model {model_name} is not ready: {model.error or model.status.value}")
     config_dir = None if model.config == AUTO_CONFIG else CONFIGS / model.config
-    if model.format is ModelFormat.SAFETENSORS and config_dir and not config_dir.is_dir():
+    single_file = model.format in (ModelFormat.SAFETENSORS, ModelFormat.PICKLE)
+    if single_file and config_dir and not config_dir.is_dir():
         raise ConflictError(f"model {model_name}: unknown config {model.config!r}")
     return _local_copy(svc, model), model.name, model.sha256, config_dir
 
@@ -93,8 +94,10 @@ def _local_copy(svc: Services, model: Model) -> Path:
     blob, downloaded = _fetch(svc, model.key, cache / "model.bin")
     if downloaded:
         evict(svc.settings.model_cache_dir, cache, svc.settings.model_cache_bytes)
-    if model.format is ModelFormat.SAFETENSORS:
-        path = cache / "model.safetensors"
+    if model.format in (ModelFormat.SAFETENSORS, ModelFormat.PICKLE):
+        # the engine tells the formats by suffix (a pickle loads only when allowed)
+        suffix = "ckpt" if model.format is ModelFormat.PICKLE else "safetensors"
+        path = cache / f"model.{suffix}"
         if path.is_symlink() and path.resolve() != blob.resolve():
             path.unlink()  # left by a store since moved (same content hash, another place)
         if not path.exists():
@@ -125,7 +128,14 @@ def load_engine(svc: Services, model_name: str) -> Engine:
 
     path, name, sha256, config_dir = materialise(svc, model_name)
     svc.models.update(model_name, status=ModelStatus.LOADING)
-    engine = DiffusersEngine(path, name, sha256, config_dir=config_dir, device=svc.settings.device)
+    engine = DiffusersEngine(
+        path,
+        name,
+        sha256,
+        config_dir=config_dir,
+        device=svc.settings.device,
+        allow_pickle=svc.settings.allow_pickle,
+    )
     engine.load()
     svc.models.update(model_name, status=ModelStatus.LOADED)
     log.info("loaded model %s from %s", model_name, path)

@@ -140,6 +140,7 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
             model.type,
             unet_config(model.type, pending.config),
             on_bytes=progress,
+            allow_pickle=svc.settings.allow_pickle,
         )
     except ModelFileError as exc:
         if pending.sha256 and exc.sha256 != pending.sha256:

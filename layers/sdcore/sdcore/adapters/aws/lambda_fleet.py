@@ -37,6 +37,7 @@ _INHERITED = (
     "SD_HEARTBEAT_STALE_SECONDS",
     "SD_LEASE_SECONDS",
     "SD_URL_EXPIRES",
+    "SD_ALLOW_PICKLE",
 )
 # Lambda's function State -> FunctionRecord.status. An Inactive function (idle for weeks) is
 # recreated by Lambda on its next invoke, so it is on its way back, not gone.
