@@ -81,6 +81,27 @@ def test_lora_weight_zero_is_base_one_differs_and_next_task_is_base(
     assert text.endswith(f'Lora hashes: "detail: {lora.sha256[:12]}"')
 
 
+def test_lora_text_encoder_and_unet_weights_apart(
+    engine: DiffusersEngine, lora: NetworkFile
+) -> None:
+    """`<lora:name:te:unet>` (and `te=`, `unet=`): each part at its own multiplier."""
+    inputs = EngineInputs(loras={"detail": lora})
+
+    def run(tag: str) -> np.ndarray:
+        return _pixels(engine, inputs, prompt=f"a red circle {tag}")
+
+    base = _pixels(engine, EngineInputs())
+    both = run("<lora:detail:1>")
+    te_only, unet_only = run("<lora:detail:1:0>"), run("<lora:detail:0:1>")
+    assert np.array_equal(run("<lora:detail:0:0>"), base)
+    assert np.array_equal(run("<lora:detail:1:1>"), both)
+    assert np.array_equal(run("<lora:detail:unet=1:te=1>"), both)
+    assert np.array_equal(run("<lora:detail:te=0:unet=1>"), unet_only)
+    for one in (te_only, unet_only):
+        assert not np.array_equal(one, base) and not np.array_equal(one, both)
+    assert not np.array_equal(te_only, unet_only)
+
+
 def test_lora_unknown_name_is_an_error_on_prompt(engine: DiffusersEngine) -> None:
     with pytest.raises(InvalidInputError) as err:
         engine.run(gen(prompt="x <lora:nope:1>"), EngineInputs(), Steps())

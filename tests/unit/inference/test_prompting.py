@@ -19,6 +19,7 @@ from sdcore.inference.prompting import (
     Vocabulary,
     chunk_prompt,
     extract_networks,
+    lora_tags,
     parse_prompt_attention,
 )
 
@@ -62,6 +63,21 @@ def test_parse_prompt_attention(text: str, expected: list[tuple[str, float]]) ->
     got = parse_prompt_attention(text)
     assert [t for t, _ in got] == [t for t, _ in expected]
     assert [w for _, w in got] == pytest.approx([w for _, w in expected])
+
+
+def test_lora_tags_have_the_webui_text_encoder_and_unet_multipliers() -> None:
+    tags = lora_tags("<lora:a> <lora:b:0.5> <lora:c:0.5:0.8> <lora:d:te=0.2:unet=0.9:dyn=4> "
+                     "<lora:e:0.3:unet=0> <hypernet:h:1>")  # fmt: skip
+    assert [(t.name, t.te, t.unet) for t in tags] == [
+        ("a", 1.0, 1.0),
+        ("b", 0.5, 0.5),  # the UNet follows the text encoder unless given
+        ("c", 0.5, 0.8),
+        ("d", 0.2, 0.9),
+        ("e", 0.3, 0.0),
+    ]
+    with pytest.raises(InvalidInputError, match="'x' is not a number") as err:
+        lora_tags("<lora:a:1:x>", field="negative_prompt")
+    assert err.value.field == "negative_prompt"
 
 
 def test_extract_networks_strips_tags_and_returns_loras() -> None:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from sdcore.errors import InvalidInputError
 from sdcore.inference.port import EngineInputs, NetworkFile
-from sdcore.inference.prompting import extract_networks
+from sdcore.inference.prompting import lora_tags
 
 MAX_LORAS = 8  # adapters kept loaded; the least recently used goes first
 MAX_VAES = 2
@@ -77,17 +77,27 @@ class Networks:
         return name
 
     def _activate(self, prompt: str, loras: dict[str, NetworkFile]) -> bool:
-        _, wanted = extract_networks(prompt, "prompt")
-        weights: dict[str, float] = {}
-        for name, weight in wanted:
-            if name not in loras:
-                raise InvalidInputError("prompt", f"unknown LoRA {name!r}")
-            adapter = self._adapter(loras[name])
-            weights[adapter] = weights.get(adapter, 0.0) + weight  # named twice: both count
+        weights: dict[str, tuple[float, float]] = {}  # adapter -> (text encoders, UNet)
+        for tag in lora_tags(prompt, "prompt"):
+            if tag.name not in loras:
+                raise InvalidInputError("prompt", f"unknown LoRA {tag.name!r}")
+            adapter = self._adapter(loras[tag.name])
+            te, unet = weights.get(adapter, (0.0, 0.0))
+            weights[adapter] = (te + tag.te, unet + tag.unet)  # named twice: both count
         if not weights:
             return False
+        parts = self.pipe.get_list_adapters()  # component -> adapters with weights there
+        per_adapter = []
+        for adapter, (te, unet) in weights.items():
+            per_adapter.append(
+                {
+                    part: unet if part == "unet" else te
+                    for part, adapters in parts.items()
+                    if adapter in adapters
+                }
+            )
         self.pipe.enable_lora()
-        self.pipe.set_adapters(list(weights), list(weights.values()))
+        self.pipe.set_adapters(list(weights), per_adapter)
         return True
 
     # --- VAE -------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Written from the webui's documented behaviour (its wiki, "Attention/emphasis"):
   encoded separately and concatenated. A chunk that fills up with a comma among its last 20
   tokens is cut after that comma and the rest moves on to the next chunk.
 - `<lora:name:weight>` and other `<kind:...>` extra-network tags are removed from the text the
-  text encoder sees; `extract_networks` returns the LoRAs they asked for.
+  text encoder sees; `extract_networks` and `lora_tags` return the LoRAs they asked for
+  (`<lora:name:te:unet>` or `te=`/`unet=` give the text encoder and the UNet their own weight).
 """
 
 from __future__ import annotations
@@ -43,34 +44,68 @@ _TOKEN = re.compile(
 _BREAK = re.compile(r"\bBREAK\b")
 
 
+@dataclass(frozen=True)
+class LoraTag:
+    """One `<lora:...>` tag: the webui's text-encoder and UNet multipliers."""
+
+    name: str
+    te: float = 1.0
+    unet: float = 1.0
+
+
+def _multiplier(value: str, name: str, field: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInputError(
+            field, f"LoRA {name!r}: weight {value.strip()!r} is not a number"
+        ) from None
+
+
+def _lora_tag(args: list[str], field: str) -> LoraTag:
+    """The webui's arguments: `name[:te[:unet[:dyn]]]`, or named `te=`, `unet=`, `dyn=`; the
+    UNet multiplier defaults to the text encoder's, that one to 1. (`dyn`, a rank cut for
+    dynamic LoRAs, is accepted and not applied.)"""
+    name = args[0].strip()
+    positional = [a for a in args[1:] if "=" not in a]
+    named = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    named = {k.strip(): v for k, v in named.items()}
+    te = _multiplier(positional[0], name, field) if positional and positional[0].strip() else 1.0
+    te = _multiplier(named["te"], name, field) if "te" in named else te
+    unet = _multiplier(positional[1], name, field) if len(positional) > 1 else te
+    unet = _multiplier(named["unet"], name, field) if "unet" in named else unet
+    return LoraTag(name, te, unet)
+
+
+def lora_tags(prompt: str, field: str = "prompt") -> list[LoraTag]:
+    """The `<lora:...>` tags of `prompt` in order, with their multipliers.
+
+    Raises
+    ------
+    InvalidInputError
+        A multiplier that is not a number (naming `field`).
+    """
+    return [
+        _lora_tag(m.group(2).split(":"), field)
+        for m in _EXTRA_NETWORK.finditer(prompt)
+        if m.group(1).lower() in ("lora", "lyco")
+    ]
+
+
 def extract_networks(prompt: str, field: str = "prompt") -> tuple[str, list[tuple[str, float]]]:
     """(prompt without extra-network tags, [(lora name, weight), ...] in prompt order).
 
-    `<lora:name>` means weight 1.0; `<lora:name:0.6>` 0.6; further `:...` arguments (the webui's
-    separate UNet weight and options) are ignored here. Tags of other kinds (`<hypernet:...>`)
-    are removed from the text too, as the webui does, but not returned.
+    `<lora:name>` means weight 1.0; `<lora:name:0.6>` 0.6 (the text encoder's multiplier, which
+    the UNet's follows unless given: `lora_tags` has both). Tags of other kinds
+    (`<hypernet:...>`) are removed from the text too, as the webui does, but not returned.
 
     Raises
     ------
     InvalidInputError
         A LoRA weight that is not a number (naming `field`).
     """
-    loras: list[tuple[str, float]] = []
-
-    def take(match: re.Match[str]) -> str:
-        kind, args = match.group(1), match.group(2).split(":")
-        if kind.lower() in ("lora", "lyco"):
-            name = args[0].strip()
-            try:
-                weight = float(args[1]) if len(args) > 1 and args[1].strip() else 1.0
-            except ValueError:
-                raise InvalidInputError(
-                    field, f"LoRA {name!r}: weight {args[1]!r} is not a number"
-                ) from None
-            loras.append((name, weight))
-        return ""
-
-    return _EXTRA_NETWORK.sub(take, prompt), loras
+    loras = [(tag.name, tag.te) for tag in lora_tags(prompt, field)]
+    return _EXTRA_NETWORK.sub("", prompt), loras
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
