@@ -186,8 +186,19 @@ def _read(stream: Any, n: int) -> bytes:
     return bytes(out)
 
 
-def _read_safetensors_header(stream: Any, what: str) -> tuple[Shapes, int, int]:
-    """(shapes, header bytes incl. the length prefix, data bytes) read from `stream`."""
+def _digest_rest(stream: Any) -> str:
+    """The SHA-256 of everything left in `stream` (read to its end)."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(8 * 1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_safetensors_header(
+    stream: Any, what: str, metadata: dict[str, Any] | None = None
+) -> tuple[Shapes, int, int]:
+    """(shapes, header bytes incl. the length prefix, data bytes) read from `stream`; the
+    header's `__metadata__` strings go into `metadata` when one is given."""
     prefix = _read(stream, 8)
     if len(prefix) < 8:
         raise ModelFileError(f"{what}: truncated safetensors file")
@@ -198,6 +209,10 @@ def _read_safetensors_header(stream: Any, what: str) -> tuple[Shapes, int, int]:
     if len(raw) < length:
         raise ModelFileError(f"{what}: truncated safetensors header")
     shapes, data = _parse_header(raw, what)
+    if metadata is not None:
+        found = json.loads(raw).get("__metadata__")
+        if isinstance(found, dict):
+            metadata.update({str(k): v for k, v in found.items() if isinstance(v, str)})
     return shapes, 8 + length, data
 
 
@@ -688,9 +703,15 @@ def _inspect(
     head = stream.peek(512)
     if _is_safetensors(head):
         fmt = ModelFormat.SAFETENSORS
-        shapes, header, data = _read_safetensors_header(stream, "the file")
+        metadata: dict[str, str] = {}
+        shapes, header, data = _read_safetensors_header(stream, "the file", metadata)
         check_tensors(shapes, model_type, config)
         details = describe(shapes, model_type)
+        if model_type is ModelType.LORA:
+            # the webui's LoRA hash: kohya's own (`sshs_model_hash`), else the SHA-256 of the
+            # tensor data without the header (the "addnet" hash), as its "Lora hashes" show
+            data_digest = _digest_rest(stream)
+            details["webui_hash"] = metadata.get("sshs_model_hash") or data_digest
         stream.drain()
         if stream.size != header + data:
             state = "truncated" if stream.size < header + data else "longer than its header says"

@@ -3,6 +3,7 @@ loaded from files in the layouts users upload (kohya/webui, PEFT, webui VAE and 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,10 @@ def test_lora_weight_zero_is_base_one_differs_and_next_task_is_base(
     # and the infotext names it with its hash, as the webui's "Lora hashes"
     text = engine.run(gen(prompt="x <lora:detail:1>"), inputs, Steps()).infotexts[0]
     assert text.endswith(f'Lora hashes: "detail: {lora.sha256[:12]}"')
+    # the webui's own LoRA hash when verification recorded it
+    hashed = EngineInputs(loras={"detail": replace(lora, webui_hash="fe" * 32)})
+    text = engine.run(gen(prompt="x <lora:detail:1>"), hashed, Steps()).infotexts[0]
+    assert text.endswith('Lora hashes: "detail: fefefefefefe"')
 
 
 def test_lora_text_encoder_and_unet_weights_apart(
@@ -160,6 +165,9 @@ def test_embedding_token_changes_the_conditioning(engine: DiffusersEngine, tmp_p
     assert np.abs(with_emb - base).mean() > 0
     # and a task that does not pass it is the base again
     assert np.array_equal(_pixels(engine, EngineInputs(), prompt="a shiny-style circle"), base)
+    # the infotext lists it as the webui's "TI hashes" (first 12 of the file's SHA-256)
+    result = engine.run(gen(prompt="a shiny-style circle"), EngineInputs(embeddings=[emb]), Steps())
+    assert result.infotexts[0].endswith('TI hashes: "shiny-style: dddddddddddd"')
 
 
 def test_embedding_of_another_width_is_an_error_on_prompt(

@@ -51,7 +51,8 @@ def test_a_file_of_another_type_is_refused_naming_what_it_is(kind, claimed):
 
 
 def test_details_for_listings():
-    assert check(mf.safetensors(mf.lora_shapes(rank=8)), "lora").details == {"rank": 8}
+    lora = mf.safetensors(mf.lora_shapes(rank=8))
+    assert check(lora, "lora").details["rank"] == 8
     embedding = check(mf.safetensors(mf.embedding_shapes(3, 48)), "embedding")
     assert embedding.details == {"vectors": 3, "shape": 48}
     assert check(mf.safetensors(mf.upscaler_shapes(4)), "upscaler").details == {"scale": 4}
@@ -276,3 +277,20 @@ def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Pa
     assert not marker.exists()
     with pytest.raises(ModelFileError, match="old-format torch pickle"):
         inspect_stream([b"\x80\x02" + b"\0" * 64], ModelType.CHECKPOINT, allow_pickle=True)
+
+
+def test_a_lora_gets_the_webui_hash() -> None:
+    """The webui's "Lora hashes": kohya's `sshs_model_hash` from the metadata, else the SHA-256
+    of the tensor data without the header ("addnet" hash)."""
+    import struct
+
+    data = mf.safetensors(mf.lora_shapes(rank=4))
+    (length,) = struct.unpack("<Q", data[:8])
+    assert (
+        check(data, "lora").details["webui_hash"] == hashlib.sha256(data[8 + length :]).hexdigest()
+    )
+    header = json.loads(data[8 : 8 + length])
+    header["__metadata__"] = {"sshs_model_hash": "ab" * 32, "ss_network_dim": "4"}
+    raw = json.dumps(header).encode()
+    tagged = struct.pack("<Q", len(raw)) + raw + data[8 + length :]
+    assert check(tagged, "lora").details["webui_hash"] == "ab" * 32

@@ -158,14 +158,26 @@ class Networks:
                 p.vae = base_vae
 
 
+def _listed(name: str) -> str:
+    return name.replace(":", "").replace(",", "")  # the webui's clean-up of names in a list
+
+
 def network_fields(inputs: EngineInputs) -> list[tuple[str, Any]]:
-    """The webui's infotext fields for the task's VAE and LoRAs. The hashes are the first 10
-    (VAE) and 12 (LoRA) hex digits of the file's SHA-256; the webui hashes a LoRA's tensor data
-    without its header, so a LoRA's hash differs from the webui's for the same file."""
+    """The webui's infotext fields for the task's VAE, LoRAs and embeddings: `VAE hash` (first
+    10 hex digits of the file's SHA-256), `Lora hashes` (first 12 of the webui's LoRA hash:
+    kohya's `sshs_model_hash` or the SHA-256 of the tensor data without the header, found when
+    the file was verified; the file's SHA-256 for a LoRA verified before that was recorded)
+    and `TI hashes` (first 12 of the file's SHA-256)."""
     fields: list[tuple[str, Any]] = []
     if inputs.vae is not None:
         fields += [("VAE hash", inputs.vae.sha256[:10]), ("VAE", inputs.vae.name)]
     if inputs.loras:
-        hashes = ", ".join(f"{name}: {f.sha256[:12]}" for name, f in inputs.loras.items())
+        hashes = ", ".join(
+            f"{_listed(name)}: {(f.webui_hash or f.sha256)[:12]}"
+            for name, f in inputs.loras.items()
+        )
         fields.append(("Lora hashes", hashes))
+    if inputs.embeddings:
+        used = ", ".join(f"{_listed(e.name)}: {e.sha256[:12]}" for e in inputs.embeddings)
+        fields.append(("TI hashes", used))
     return fields

@@ -83,7 +83,8 @@ def network_file(svc: Services, name: str, kind: ModelType, field: str) -> Netwo
         As `resolve_network`: unknown or of another type (naming `field`); not ready.
     """
     model = resolve_network(svc, name, kind, field)
-    return NetworkFile(model.name, model.sha256, _local_copy(svc, model))
+    webui_hash = str(model.details.get("webui_hash", ""))
+    return NetworkFile(model.name, model.sha256, _local_copy(svc, model), webui_hash)
 
 
 def _local_copy(svc: Services, model: Model) -> Path:

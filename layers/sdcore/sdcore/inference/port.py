@@ -66,6 +66,7 @@ class NetworkFile:
     name: str
     sha256: str
     path: Path  # a .safetensors file, or a diffusers folder (a VAE)
+    webui_hash: str = ""  # a LoRA's hash as the webui computes it (see modelfiles), if known
 
 
 @dataclass
