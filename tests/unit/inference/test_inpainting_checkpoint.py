@@ -20,18 +20,23 @@ from .support import MODEL_HASH, Steps, gen
 from .test_img2img_modes import _img2img, _inpaint, _mask, _px, _two_colour
 
 
-def test_a_single_file_inpainting_checkpoint_loads_and_runs_every_kind(tmp_path: Path) -> None:
-    # Given an LDM-layout single file whose UNet takes 9 channels (as sd-v1-5-inpainting)
-    pipe = tiny.build_pipeline(seed=4)
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl"])
+def test_a_single_file_inpainting_checkpoint_loads_and_runs_every_kind(
+    tmp_path: Path, name: str
+) -> None:
+    # Given an LDM-layout single file whose UNet takes 9 channels (as sd-v1-5-inpainting, or
+    # an SDXL inpainting model)
+    pipe = tiny.build_pipeline(seed=4, name=name)
     config = {**pipe.unet.config, "in_channels": 9}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(6)
         pipe.unet = UNet2DConditionModel.from_config(config)
     pipe.register_modules(unet=pipe.unet)
     path = tmp_path / "inpainting.safetensors"
-    save_file(tiny.to_ldm_state_dict(pipe), str(path))
+    save_file(tiny.to_ldm_state_dict(pipe, tiny.ARCHITECTURES[name]), str(path))
     # When it is loaded with the 4-channel tiny config
-    engine = DiffusersEngine(path, "tiny-inpaint", MODEL_HASH, config_dir=tiny.CONFIG_DIR)
+    config_dir = tiny.CONFIG_DIR.parent / name
+    engine = DiffusersEngine(path, "tiny-inpaint", MODEL_HASH, config_dir=config_dir)
     engine.device_preference = "cpu"
     engine.load()
     # Then its own UNet is there, and txt2img, img2img and inpainting run on it
