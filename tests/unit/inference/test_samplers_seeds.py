@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
+from sdcore.inference.engine import CONFIGS_DIR, DiffusersEngine
 from sdcore.inference.engine_noise import image_noise, latent_preview, slerp
 from sdcore.inference.engine_samplers import make_scheduler
 from sdcore.inference.port import EngineInputs, StepAction, StepInfo
@@ -221,3 +224,64 @@ def test_latent_preview_is_the_linear_approximation() -> None:
     rgb = np.asarray(latent_preview(latent))
     assert rgb.shape == (2, 3, 3)
     assert rgb[0, 0].tolist() == [round(1.298 / 2 * 255), round(1.207 / 2 * 255), 154]
+
+
+# --- DPM++ 2S a, exactly as k-diffusion ----------------------------------------------------------
+
+
+def _k_diffusion_dpmpp_2s_ancestral(denoise, x, sigmas, noise):
+    """k-diffusion's `sample_dpmpp_2s_ancestral` (eta 1, s_noise 1), transcribed from its
+    published source, with `noise()` for its noise sampler."""
+    for i in range(len(sigmas) - 1):
+        sigma, nxt = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        up = min(nxt, (nxt**2 * (sigma**2 - nxt**2) / sigma**2) ** 0.5)
+        down = (nxt**2 - up**2) ** 0.5
+        if down == 0:
+            x = x + (x - denoised) / sigma * (down - sigma)
+        else:
+            t, t_next = -math.log(sigma), -math.log(down)
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (math.exp(-s) / math.exp(-t)) * x - math.expm1(-h / 2) * denoised
+            denoised_2 = denoise(x_2, math.exp(-s))
+            x = (math.exp(-t_next) / math.exp(-t)) * x - math.expm1(-h) * denoised_2
+        if nxt > 0:
+            x = x + noise() * up
+    return x
+
+
+@pytest.mark.parametrize("schedule", ["Automatic", "Uniform"])
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_dpmpp_2s_a_is_k_diffusions_sampler(schedule: str, prediction: str) -> None:
+    path = CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json"
+    config = {**json.loads(path.read_text()), "prediction_type": prediction}
+    scheduler = make_scheduler("DPM++ 2S a", schedule, config)
+    scheduler.set_timesteps(6)
+    alphas = scheduler.alphas_cumprod.numpy()
+    log_sigmas = np.log(((1 - alphas) / alphas) ** 0.5)
+
+    def model(x_in: torch.Tensor, t: float) -> torch.Tensor:  # a smooth stand-in UNet
+        return 0.4 * x_in + 0.05 * math.sin(t / 97.0) + 0.1 * x_in.flip(-1)
+
+    def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:  # k-diffusion's CompVis wrapper
+        t = float(scheduler._sigma_to_t(np.array([sigma]), log_sigmas)[0])
+        c_in = 1 / (sigma**2 + 1) ** 0.5
+        out = model(x * c_in, t)
+        if prediction == "epsilon":
+            return x - sigma * out
+        return out * (-sigma * c_in) + x / (sigma**2 + 1)
+
+    step_sigmas = [s for s, *_ in scheduler._plan] + [0.0]
+    start = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    expected = _k_diffusion_dpmpp_2s_ancestral(
+        denoise, start * step_sigmas[0], step_sigmas, lambda: torch.randn(1, 4, 4, 4, generator=g)
+    )
+    x = start * scheduler.init_noise_sigma
+    generator = torch.Generator().manual_seed(2)
+    for t in scheduler.timesteps:
+        x_in = scheduler.scale_model_input(x, t)
+        x = scheduler.step(model(x_in, float(t)), t, x, generator=generator).prev_sample
+    assert len(scheduler.timesteps) == 2 * 6 - 1  # two evaluations a step, the last one
+    torch.testing.assert_close(x, expected, rtol=1e-4, atol=1e-4)
