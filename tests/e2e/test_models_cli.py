@@ -68,7 +68,8 @@ def test_upload_import_list_show_delete(stack: RunningStack, files, tmp_path: Pa
     listed = json.loads(sd(stack, "models", "list", "--type", "lora").stdout)
     assert [m["name"] for m in listed] == ["ink"]
     shown = json.loads(sd(stack, "models", "show", "ink", key="admin_key").stdout)
-    assert shown["details"] == {"rank": 16} and shown["pending"] is None
+    assert shown["details"]["rank"] == 16 and len(shown["details"]["webui_hash"]) == 64
+    assert shown["pending"] is None
     loras = httpx.get(f"{stack.url}/sdapi/v1/loras", headers=stack.headers).json()
     assert [lora["name"] for lora in loras] == ["ink"]
 
