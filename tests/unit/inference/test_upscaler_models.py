@@ -88,3 +88,36 @@ def test_a_file_of_another_kind_names_the_field(engine: DiffusersEngine, tmp_pat
     with pytest.raises(InvalidInputError) as err:
         _run(engine, file, upscale_factor=2)
     assert err.value.field == "upscaler_1"
+
+
+def _old_esrgan_keys(state: dict[str, torch.Tensor], blocks: int) -> dict[str, torch.Tensor]:
+    """The original ESRGAN x4 file layout (`model.N`, as community models such as
+    4x-UltraSharp ship): nn.Sequential indices, the RRDB trunk under `model.1.sub`."""
+    top = {"conv_first": "0", "conv_up1": "3", "conv_up2": "6", "conv_hr": "8", "conv_last": "10"}
+    out = {}
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head in top:
+            out[f"model.{top[head]}.{rest}"] = value
+        elif head == "conv_body":
+            out[f"model.1.sub.{blocks}.{rest}"] = value
+        else:  # body.I.rdbJ.convK.(weight|bias)
+            _, block, rdb, conv, kind = key.split(".")
+            out[f"model.1.sub.{block}.RDB{rdb[3:]}.{conv}.0.{kind}"] = value
+    return out
+
+
+def test_the_original_esrgan_x4_layout_loads_as_the_same_network(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = RRDBNet(3, 8, 4, 2).eval()
+    save_file(_old_esrgan_keys(model.state_dict(), 2), str(tmp_path / "old.safetensors"))
+    loaded = load_upscaler(tmp_path / "old.safetensors")
+    x = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # the layout's x2 and x8 variants (other upsampling stages) are refused by name
+    state = _old_esrgan_keys(model.state_dict(), 2)
+    del state["model.10.weight"], state["model.10.bias"]
+    save_file(state, str(tmp_path / "x2.safetensors"))
+    with pytest.raises(ValueError, match="other than x4"):
+        load_upscaler(tmp_path / "x2.safetensors")

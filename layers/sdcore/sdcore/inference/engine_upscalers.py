@@ -1,7 +1,9 @@
-"""Registered upscaler models (type `upscaler`) from `.safetensors`: the ESRGAN family's two
+"""Registered upscaler models (type `upscaler`) from `.safetensors`: the ESRGAN family's
 layouts in use, Real-ESRGAN's RRDBNet (`conv_first`, `body.N.rdbM.convK`, `conv_up1/2`,
-`conv_hr`, `conv_last`; x4, and x2/x1 through pixel-unshuffle) and its compact SRVGGNet
-(`body.N`, a conv per even index, PReLU between). Written here because `spandrel`, the loader
+`conv_hr`, `conv_last`; x4, and x2/x1 through pixel-unshuffle), the original ESRGAN x4 layout of
+the same network (`model.0`, `model.1.sub.N.RDBM.convK.0`, `model.3/6/8/10`: community models
+such as 4x-UltraSharp), renamed onto it, and Real-ESRGAN's compact SRVGGNet (`body.N`, a conv
+per even index, PReLU between). Written here because `spandrel`, the loader
 library, imports torchvision, whose PyPI wheel breaks `import torch` 2.13 on these machines.
 The weights are loaded strictly: a file of another layout is refused, never half-loaded."""
 
@@ -86,9 +88,44 @@ class SRVGGNet(nn.Module):
         return F.pixel_shuffle(out, self.scale) + base
 
 
+# the original ESRGAN x4 network's top-level indices -> Real-ESRGAN's names (its 2 upsampling
+# stages are model.3 and model.6, with an activation after each)
+_OLD_ESRGAN = {
+    "0": "conv_first",
+    "3": "conv_up1",
+    "6": "conv_up2",
+    "8": "conv_hr",
+    "10": "conv_last",
+}
+
+
+def _from_old_esrgan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An original-ESRGAN state dict under Real-ESRGAN's RRDBNet names.
+
+    Raises ValueError for the layout's other scales (one or three upsampling stages)."""
+    if not all(f"model.{i}.weight" in state for i in _OLD_ESRGAN):
+        stages = sorted(int(m[1]) for k in state if (m := re.match(r"model\.(\d+)\.weight", k)))
+        raise ValueError(f"an original ESRGAN layout other than x4 (layers {stages})")
+    blocks = [int(m[1]) for k in state if (m := re.match(r"model\.1\.sub\.(\d+)\.RDB", k))]
+    trunk = max(blocks) + 1  # the conv after the RRDB blocks
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if m := re.match(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$", key):
+            out[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+        elif m := re.match(rf"model\.1\.sub\.{trunk}\.(weight|bias)$", key):
+            out[f"conv_body.{m[1]}"] = value
+        elif (m := re.match(r"model\.(\d+)\.(weight|bias)$", key)) and m[1] in _OLD_ESRGAN:
+            out[f"{_OLD_ESRGAN[m[1]]}.{m[2]}"] = value
+        else:
+            out[key] = value  # left as is: the strict load below names it
+    return out
+
+
 def load_upscaler(path: Path) -> nn.Module:
     """The model in `path`, in eval mode. Raises ValueError for a layout it does not know."""
     state = load_file(str(path))
+    if "model.0.weight" in state and "model.1.sub.0.RDB1.conv1.0.weight" in state:
+        state = _from_old_esrgan(state)
     model: nn.Module
     if "conv_first.weight" in state:
         nf, in_ch = state["conv_first.weight"].shape[:2]
