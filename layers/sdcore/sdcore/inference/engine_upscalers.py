@@ -148,18 +148,84 @@ def load_upscaler(path: Path) -> nn.Module:
     return model.eval()
 
 
+TILE, TILE_OVERLAP = 192, 8  # the webui's defaults for ESRGAN-family models ("ESRGAN_tile")
+
+
 @torch.no_grad()
-def run_upscaler(model: nn.Module, image: Image.Image, scale: float) -> Image.Image:
+def _run_once(model: nn.Module, image: Image.Image) -> Image.Image:
+    param = next(model.parameters())
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255)
+    out = model(pixels.permute(2, 0, 1)[None].to(param.device, param.dtype)).clamp(0, 1)
+    array = out[0].permute(1, 2, 0).float().cpu().numpy()
+    return Image.fromarray((array * 255).round().astype(np.uint8))
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one side, spread evenly, the last flush with the end (the webui's
+    `split_grid`)."""
+    count = math.ceil((size - overlap) / (tile - overlap))
+    step = (size - tile) / (count - 1) if count > 1 else 0
+    return [min(int(i * step), size - tile) for i in range(count)]
+
+
+def _ramp(length: int, across: int, horizontal: bool) -> Image.Image:
+    """The blend mask over an overlap: 0 at the earlier tile's side rising to 255."""
+    ramp = (np.arange(length, dtype=np.float32) * 255 / length).astype(np.uint8)
+    grid = np.tile(ramp, (across, 1)) if horizontal else np.tile(ramp[:, None], (1, across))
+    return Image.fromarray(grid, "L")
+
+
+def _tiled(model: nn.Module, image: Image.Image, tile: int, overlap: int) -> Image.Image:
+    """One pass of `model` over `image` in overlapping tiles of `tile` px, blended linearly in
+    the overlaps as the webui's `combine_grid` does; an image within one tile runs whole."""
+    if image.width <= tile and image.height <= tile:
+        return _run_once(model, image)
+    tile_w, tile_h = min(tile, image.width), min(tile, image.height)
+    xs = _starts(image.width, tile_w, overlap)
+    ys = _starts(image.height, tile_h, overlap)
+    scale = 0
+    rows = []
+    for y in ys:
+        row = []
+        for x in xs:
+            out = _run_once(model, image.crop((x, y, x + tile_w, y + tile_h)))
+            scale = out.width // tile_w
+            row.append((x * scale, out))
+        rows.append((y * scale, row))
+    w, h, lap = image.width * scale, image.height * scale, overlap * scale
+    combined = Image.new("RGB", (w, h))
+    for y, row in rows:
+        strip = Image.new("RGB", (w, tile_h * scale))
+        for x, out in row:
+            if x == 0:
+                strip.paste(out, (0, 0))
+                continue
+            strip.paste(out.crop((0, 0, lap, out.height)), (x, 0), _ramp(lap, out.height, True))
+            strip.paste(out.crop((lap, 0, out.width, out.height)), (x + lap, 0))
+        if y == 0:
+            combined.paste(strip, (0, 0))
+            continue
+        combined.paste(strip.crop((0, 0, w, lap)), (0, y), _ramp(lap, w, False))
+        combined.paste(strip.crop((0, lap, w, strip.height)), (0, y + lap))
+    return combined
+
+
+def run_upscaler(
+    model: nn.Module,
+    image: Image.Image,
+    scale: float,
+    tile: int = TILE,
+    overlap: int = TILE_OVERLAP,
+) -> Image.Image:
     """`image` upscaled by `scale`: the model run until the picture is at least that large
-    (each run multiplies by its native scale), then resampled to the exact size (Lanczos), as
-    the webui's upscalers do."""
+    (each run multiplies by its native scale), in `tile`-px tiles overlapping by `overlap`
+    (0: whole), then resampled to the exact size (Lanczos), as the webui's upscalers do."""
     target = (int(image.width * scale), int(image.height * scale))
     native = int(getattr(model, "scale", 1))
-    param = next(model.parameters())
     current = image.convert("RGB")
     while native > 1 and (current.width < target[0] or current.height < target[1]):
-        pixels = torch.from_numpy(np.asarray(current, dtype=np.float32) / 255)
-        out = model(pixels.permute(2, 0, 1)[None].to(param.device, param.dtype)).clamp(0, 1)
-        array = out[0].permute(1, 2, 0).float().cpu().numpy()
-        current = Image.fromarray((array * 255).round().astype(np.uint8))
+        if tile > overlap >= 0 and tile > 0:
+            current = _tiled(model, current, tile, overlap)
+        else:
+            current = _run_once(model, current)
     return current.resize(target, Image.Resampling.LANCZOS) if current.size != target else current
