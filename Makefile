@@ -23,6 +23,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy layers/sdcore/sdcore
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -77,8 +77,8 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(InvalidInputError)
     def _invalid(exc: InvalidInputError) -> Response:
-        loc = ["body", *exc.field.replace("]", "").replace("[", ".").split(".")]
-        loc = [int(p) if p.isdigit() else p for p in loc]
+        parts = ["body", *exc.field.replace("]", "").replace("[", ".").split(".")]
+        loc: list[int | str] = [int(p) if p.isdigit() else p for p in parts]
         return _validation([{"loc": loc, "msg": exc.message, "type": "value_error"}])
 
     @app.exception_handler(NotFoundError)

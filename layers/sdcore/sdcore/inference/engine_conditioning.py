@@ -61,6 +61,7 @@ def embedding_vectors(state: dict[str, torch.Tensor], key: str | None = None) ->
     tensor (diffusers' `{token: vector}`).
 
     Raises ValueError when `key` is given and missing."""
+    vectors: torch.Tensor | None
     if key is not None:
         if key not in state:
             raise ValueError(f"no {key!r} vectors (an SDXL embedding has clip_l and clip_g)")

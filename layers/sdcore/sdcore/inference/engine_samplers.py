@@ -73,7 +73,8 @@ class _DPMpp2SAncestral(EulerDiscreteScheduler):
 
     def set_timesteps(self, num_inference_steps: int, device: Any = None, **kwargs: Any) -> None:
         super().set_timesteps(num_inference_steps, device)  # type: ignore[misc]
-        sigmas = [float(x) for x in self.sigmas]  # the step sigmas, ending with 0
+        base: Any = self  # diffusers' attributes are set dynamically: untyped for mypy
+        sigmas = [float(x) for x in base.sigmas]  # the step sigmas, ending with 0
         # (sigma, sigma_down, sigma_up, sigma_next) per step; eval -> (step, first stage)
         self._plan: list[tuple[float, float, float, float]] = []
         self._stage: list[tuple[int, bool]] = []
@@ -87,15 +88,15 @@ class _DPMpp2SAncestral(EulerDiscreteScheduler):
             if down > 0:
                 evals.append(math.sqrt(sigma * down))  # exp(-(t + h/2)) with t = -log(sigma)
                 self._stage.append((i, False))
-        alphas = self.alphas_cumprod.numpy()
+        alphas = base.alphas_cumprod.numpy()
         log_sigmas = np.log(((1 - alphas) / alphas) ** 0.5)
-        steps = self._sigma_to_t(np.array(evals), log_sigmas)
+        steps = base._sigma_to_t(np.array(evals), log_sigmas)
         self.timesteps = torch.from_numpy(steps.astype(np.float32)).to(device=device)
         self.sigmas = torch.tensor([*evals, 0.0], dtype=torch.float32)
         self.num_inference_steps = num_inference_steps
         self._x: torch.Tensor | None = None
-        self._step_index = None
-        self._begin_index = None
+        base._step_index = None
+        base._begin_index = None
 
     def step(  # type: ignore[override]
         self,
@@ -106,13 +107,14 @@ class _DPMpp2SAncestral(EulerDiscreteScheduler):
         return_dict: bool = True,
         **kwargs: Any,
     ) -> Any:
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        index = int(self.step_index)  # type: ignore[arg-type]
-        sigma = float(self.sigmas[index])
+        base: Any = self  # diffusers' attributes are set dynamically: untyped for mypy
+        if base.step_index is None:
+            base._init_step_index(timestep)
+        index = int(base.step_index)
+        sigma = float(base.sigmas[index])
         work = sample.to(torch.float32)
         out = model_output.to(torch.float32)
-        if self.config.prediction_type == "v_prediction":  # type: ignore[attr-defined]
+        if base.config.prediction_type == "v_prediction":
             denoised = out * (-sigma / (sigma**2 + 1) ** 0.5) + work / (sigma**2 + 1)
         else:
             denoised = work - sigma * out
@@ -131,7 +133,7 @@ class _DPMpp2SAncestral(EulerDiscreteScheduler):
             if nxt > 0:
                 noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = x + noise * up
-        self._step_index = index + 1
+        base._step_index = index + 1
         prev = x.to(model_output.dtype)
         if not return_dict:
             return (prev, denoised)

@@ -436,7 +436,9 @@ def _front_door_main(host: str, port: int, workers: int, conn: Connection, paren
     _die_with(parent)
 
     try:
-        serving = _Serving(host, port, get_services().blobs, workers)
+        blobs = get_services().blobs
+        assert isinstance(blobs, FileBlobStore)  # the local stack serves its own files
+        serving = _Serving(host, port, blobs, workers)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return

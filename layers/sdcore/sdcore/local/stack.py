@@ -140,7 +140,11 @@ class Stack:
         self.server.server_close()
         self.control.join(timeout=10)
         self.jobs.stop()
-        self.svc.fleet.shutdown()
+        from sdcore.adapters.local.fleet import ProcessWorkerFleet
+
+        fleet = self.svc.fleet
+        assert isinstance(fleet, ProcessWorkerFleet)  # the local stack's own
+        fleet.shutdown()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -50,7 +50,7 @@ def _secret(path: Path) -> bytes:
 
 
 class FileBlobStore(BlobStore):
-    def __init__(self, root: Path, base_url: str, now: object = time.time) -> None:
+    def __init__(self, root: Path, base_url: str, now: Callable[[], float] = time.time) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.uploads = self.root / "uploads"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from sdcore.adapters.local.db import Database
@@ -320,7 +321,7 @@ class SqliteUserStore(UserStore):
         )
         return None if row is None else ApiKey.model_validate_json(row[0])
 
-    def list_keys(self, user: str) -> list[ApiKey]:
+    def list_keys(self, user: str) -> builtins.list[ApiKey]:
         rows = self.db.conn().execute("SELECT data FROM api_keys WHERE user=?", (user,))
         return [ApiKey.model_validate_json(r[0]) for r in rows]
 
