@@ -171,6 +171,10 @@ _HIRES_FIELDS: dict[str, tuple[str, type]] = {
     "Hires resize-2": ("hr_resize_y", int),
     "Hires steps": ("hr_second_pass_steps", int),
     "Hires upscaler": ("hr_upscaler", str),
+    "Hires sampler": ("hr_sampler_name", str),
+    "Hires schedule type": ("hr_scheduler", str),
+    "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str),
     "Denoising strength": ("denoising_strength", float),
 }
 

@@ -91,8 +91,26 @@ def test_the_wire_fields_map_to_the_domain() -> None:
     params, _, _ = body.to_domain()
     assert (params.hires, params.hr_scale, params.hr_upscaler) == (True, 1.5, "Latent (bicubic)")
     assert (params.hr_second_pass_steps, params.denoising_strength) == (7, 0.7)
+    # a name that is no built-in may be a registered upscaler model: checked at submit
+    assert Txt2ImgBody(enable_hr=True, hr_upscaler="4x-model").to_domain()[0].hr_upscaler
     with pytest.raises(ValidationError, match="hr_upscaler"):
-        Txt2ImgBody(enable_hr=True, hr_upscaler="Bogus")
+        Txt2ImgBody(enable_hr=True, hr_upscaler=" ")
+    body = Txt2ImgBody(
+        enable_hr=True,
+        hr_sampler_name="DPM++ 2M",
+        hr_scheduler="Karras",
+        hr_prompt="a blue square",
+        hr_negative_prompt="blurry",
+    )
+    params = body.to_domain()[0]
+    assert (params.hr_sampler, params.hr_scheduler) == ("DPM++ 2M", "Karras")
+    assert (params.hr_prompt, params.hr_negative_prompt) == ("a blue square", "blurry")
+    same = Txt2ImgBody(enable_hr=True, hr_sampler_name="Use same sampler").to_domain()[0]
+    assert (same.hr_sampler, same.hr_scheduler) == ("", "")
+    with pytest.raises(ValidationError, match="hr_sampler_name"):
+        Txt2ImgBody(enable_hr=True, hr_sampler_name="Nope a")
+    with pytest.raises(ValidationError, match="hr_scheduler"):
+        Txt2ImgBody(enable_hr=True, hr_scheduler="Nope")
 
 
 def test_a_pasted_hires_infotext_reproduces_the_picture(engine: DiffusersEngine) -> None:
@@ -106,4 +124,72 @@ def test_a_pasted_hires_infotext_reproduces_the_picture(engine: DiffusersEngine)
     assert (params.hires, params.hr_resize_x, params.hr_resize_y) == (True, 96, 0)
     assert (params.hr_second_pass_steps, params.hr_upscaler) == (4, "Latent (nearest)")
     assert params.denoising_strength == 0.6
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
+
+
+# --- the second pass's own sampler, prompts and upscaler models -----------------------------
+
+
+def _pixels(engine: DiffusersEngine, **fields: Any) -> tuple[np.ndarray, dict[str, str]]:
+    result, _ = _run(engine, sampler="Euler", **fields)
+    return np.asarray(result.images[0], dtype=np.int16), parse_infotext(result.infotexts[0])
+
+
+def test_hires_sampler_and_schedule(engine: DiffusersEngine) -> None:
+    base, base_fields = _pixels(engine)
+    same, same_fields = _pixels(engine, hr_sampler="Euler")
+    other, other_fields = _pixels(engine, hr_sampler="DPM++ 2M", hr_scheduler="Exponential")
+    assert np.array_equal(same, base)  # the first pass's sampler, named: the same picture
+    assert not np.array_equal(other, base)
+    assert "Hires sampler" not in base_fields and "Hires sampler" not in same_fields
+    assert other_fields["Hires sampler"] == "DPM++ 2M"
+    assert other_fields["Hires schedule type"] == "Exponential"
+    with pytest.raises(InvalidInputError) as err:
+        _run(engine, hr_sampler="Nope")
+    assert err.value.field == "hr_sampler_name"
+
+
+def test_hires_prompts(engine: DiffusersEngine) -> None:
+    base, fields = _pixels(engine)
+    same, _ = _pixels(engine, hr_prompt="a red circle")  # the prompt of `gen`
+    other, other_fields = _pixels(engine, hr_prompt="a blue square", hr_negative_prompt="red")
+    tagged, _ = _pixels(engine, hr_prompt="a blue square <lora:nothing:1>")
+    assert np.array_equal(same, base) and not np.array_equal(other, base)
+    assert "Hires prompt" not in fields
+    assert other_fields["Hires prompt"] == "a blue square"
+    assert other_fields["Hires negative prompt"] == "red"
+    plain, _ = _pixels(engine, hr_prompt="a blue square")
+    assert np.array_equal(tagged, plain)  # a LoRA tag in the hires prompt is not applied
+
+
+def test_a_registered_upscaler_model_as_the_hires_upscaler(
+    engine: DiffusersEngine, tmp_path: Any
+) -> None:
+    from .test_upscaler_models import _srvgg
+
+    # an x2 model without learnt weights is a nearest-neighbour x2: the same first-stage
+    # picture as the built-in Nearest, so the same result
+    zero = _srvgg(tmp_path / "zero.safetensors", zero=True)
+    inputs = EngineInputs(upscalers={zero.name: zero})
+    params = gen(hires=True, hr_upscaler=zero.name, hr_scale=2)
+    result = engine.run(params, inputs, Steps())
+    nearest, _ = _run(engine, hr_upscaler="Nearest", hr_scale=2)
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(nearest.images[0]))
+    assert parse_infotext(result.infotexts[0])["Hires upscaler"] == zero.name
+    # a model with weights: x3 is two runs of the x2 model, then resized to 192x192
+    model = _srvgg(tmp_path / "x2.safetensors")
+    inputs = EngineInputs(upscalers={model.name: model})
+    big = engine.run(gen(hires=True, hr_upscaler=model.name, hr_scale=3), inputs, Steps())
+    assert big.images[0].size == (192, 192)
+    with pytest.raises(InvalidInputError) as err:  # a name the task has no file for
+        engine.run(gen(hires=True, hr_upscaler="missing"), EngineInputs(), Steps())
+    assert err.value.field == "hr_upscaler"
+
+
+def test_a_pasted_infotext_brings_the_hires_sampler_and_prompts(engine: DiffusersEngine) -> None:
+    fields = {"hr_sampler": "DPM++ 2M", "hr_prompt": "a blue square, big"}
+    result, _ = _run(engine, sampler="Euler", **fields)
+    params, _, _ = Txt2ImgBody(infotext=result.infotexts[0]).to_domain()
+    assert (params.hr_sampler, params.hr_prompt) == ("DPM++ 2M", "a blue square, big")
+    again = engine.run(params, EngineInputs(), Steps())
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))

@@ -7,7 +7,14 @@ import binascii
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sdcore.domain.models import (
     FunctionChanges,
@@ -173,18 +180,38 @@ class Txt2ImgBody(_GenerationBody):
     hr_resize_x: int = Field(0, ge=0, le=2048, description="hires width (0: by hr_scale)")
     hr_resize_y: int = Field(0, ge=0, le=2048, description="hires height (0: by hr_scale)")
     hr_upscaler: str = Field(
-        "Latent", description="Latent, Latent (antialiased|bicubic|nearest|...), Lanczos, Nearest"
+        "Latent",
+        description="Latent, Latent (antialiased|bicubic|nearest|...), Lanczos, Nearest, or a "
+        "registered upscaler model",
     )
     hr_second_pass_steps: int = Field(0, ge=0, le=150, description="0: the first pass's steps")
+    hr_sampler_name: str | None = Field(None, description="the hires pass's sampler (none: same)")
+    hr_scheduler: str | None = Field(None, description="its schedule type (none: the same)")
+    hr_prompt: str = Field("", max_length=10_000, description="the hires pass's prompt ('': same)")
+    hr_negative_prompt: str = Field("", max_length=10_000, description="('': the same)")
     # the webui UI's default for the hires pass (its API leaves it unset)
     denoising_strength: float = Field(0.7, ge=0, le=1, description="the hires pass's strength")
 
     @field_validator("hr_upscaler")
     @classmethod
     def _hr_upscaler(cls, value: str) -> str:
-        valid = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
-        if value not in valid:
-            raise ValueError(f"unknown hires upscaler {value!r}; valid: {', '.join(valid)}")
+        # a registered upscaler model is checked against the registry at submit
+        if not value.strip():
+            valid = ", ".join((*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS))
+            raise ValueError(f"an upscaler is needed: {valid} or a registered upscaler model")
+        return value
+
+    @field_validator("hr_sampler_name", "hr_scheduler")
+    @classmethod
+    def _hr_same(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # the webui UI's "Use same sampler" / "Use same scheduler" mean the first pass's
+        if value in (None, "", "Use same sampler", "Use same scheduler"):
+            return None
+        check = check_sampler if info.field_name == "hr_sampler_name" else check_schedule
+        try:
+            check(value)
+        except InvalidInputError as exc:
+            raise ValueError(exc.message) from None
         return value
 
     def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
@@ -196,6 +223,10 @@ class Txt2ImgBody(_GenerationBody):
             hr_resize_y=self.hr_resize_y,
             hr_upscaler=self.hr_upscaler,
             hr_second_pass_steps=self.hr_second_pass_steps,
+            hr_sampler=self.hr_sampler_name or "",
+            hr_scheduler=self.hr_scheduler or "",
+            hr_prompt=self.hr_prompt,
+            hr_negative_prompt=self.hr_negative_prompt,
         )
         if self.enable_hr:  # without a hires pass txt2img denoises nothing
             params.denoising_strength = self.denoising_strength
@@ -317,6 +348,10 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             hr_resize_y=p.hr_resize_y,
             hr_upscaler=p.hr_upscaler,
             hr_second_pass_steps=p.hr_second_pass_steps,
+            hr_sampler_name=p.hr_sampler or None,
+            hr_scheduler=p.hr_scheduler or None,
+            hr_prompt=p.hr_prompt,
+            hr_negative_prompt=p.hr_negative_prompt,
             denoising_strength=p.denoising_strength,
         )
     if p.kind is TaskKind.IMG2IMG:

@@ -82,6 +82,10 @@ class GenerationParams(BaseModel):
     hr_resize_y: int = 0
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_sampler: str = ""  # "": the first pass's sampler
+    hr_scheduler: str = ""  # "": the first pass's schedule type
+    hr_prompt: str = ""  # "": the first pass's prompt
+    hr_negative_prompt: str = ""  # "": the first pass's negative prompt
 
     @property
     def image_count(self) -> int:

@@ -567,8 +567,8 @@ class DiffusersEngine(Engine):
                 if progress.stopped or progress.skipped:  # no second pass: the first's pictures
                     batch = self._decoded(first) if job.hires.latent else batch
                 else:
-                    args = (params, embeds, seeds[part], subseeds[part], resize_from)
-                    batch = self._hires_pass(job.hires, first, *args, sampler, schedule, progress)
+                    args = (params, inputs, embeds, seeds[part], subseeds[part], resize_from)
+                    batch = self._hires_pass(job.hires, first, *args, progress)
             if job.overlay is not None:
                 mask, init = job.overlay
                 batch = [
@@ -592,7 +592,11 @@ class DiffusersEngine(Engine):
                 schedule=schedule,
                 inpaint=job.inpaint,
                 extra=[
-                    *(job.hires.infotext_fields(params) if job.hires is not None else ()),
+                    *(
+                        job.hires.infotext_fields(params, sampler, schedule)
+                        if job.hires is not None
+                        else ()
+                    ),
                     *network_fields(inputs),
                 ],
             )
@@ -655,7 +659,7 @@ class DiffusersEngine(Engine):
             return _Job(self._inpaint, kwargs, width, height)
         if params.kind is TaskKind.TXT2IMG:
             assert self._txt2img is not None
-            hires = plan_hires(params, width, height)
+            hires = plan_hires(params, width, height, inputs.upscalers)
             return _Job(self._txt2img, size, width, height, hires=hires)
 
         if not inputs.init_images:
@@ -774,28 +778,36 @@ class DiffusersEngine(Engine):
         plan: HiresPlan,
         first: Any,
         params: GenerationParams,
+        inputs: EngineInputs,
         embeds: dict[str, torch.Tensor],
         seeds: list[int],
         subseeds: list[int],
         resize_from: tuple[int, int] | None,
-        sampler: str,
-        schedule: str,
         progress: _Progress,
     ) -> list[Image.Image]:
         """The hires fix's second pass: the first pass's latents (or pictures) upscaled, then
-        img2img at the larger size with fresh noise from the same seeds, as the webui does."""
+        img2img at the larger size with fresh noise from the same seeds, as the webui does, with
+        the plan's sampler and, when they differ, the hires prompts (their `<lora:...>` tags are
+        not applied: the first pass's LoRAs stay on)."""
         pipe = self._img2img
         scale = int(pipe.vae_scale_factor)
         if plan.latent:
             image: Any = plan.upscale_latents(first, scale)
         else:
-            image = [plan.upscale_image(im) for im in first]
+            model = self._upscaler_models(params, inputs)[plan.upscaler] if plan.model else None
+            image = [plan.upscale_image(im, model) for im in first]
+        prompts = plan.prompts(params)
+        if prompts is not None:
+            assert self._encoder is not None
+            embeds = self._encoder.encode_pair(*prompts, params.clip_skip).kwargs(
+                pipe.device, pipe.unet.dtype
+            )
         shape = (int(pipe.vae.config.latent_channels), plan.height // scale, plan.width // scale)
         drawn = [
             image_noise(shape, s, v, params.subseed_strength, resize_from)
             for s, v in zip(seeds, subseeds, strict=True)
         ]
-        scheduler = make_scheduler(sampler, schedule, self._scheduler_config, seeds)
+        scheduler = make_scheduler(plan.sampler, plan.schedule, self._scheduler_config, seeds)
         _use_noise(scheduler, torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype))
         pipe.scheduler = scheduler
         out = pipe(
@@ -875,6 +887,8 @@ class DiffusersEngine(Engine):
                     model = load_upscaler(file.path).to(self.device)
                 except ValueError as exc:
                     field = "upscaler_1" if name == params.upscaler else "upscaler_2"
+                    if params.kind is TaskKind.TXT2IMG:
+                        field = "hr_upscaler"
                     raise InvalidInputError(field, f"upscaler {name!r}: {exc}") from exc
             self._upscalers[file.sha256] = model
             while len(self._upscalers) > 2:

@@ -1,6 +1,8 @@
 """The webui's hires fix for txt2img: a first pass at `width x height`, an upscale (of the
-latents, or of the decoded image by a resampler), then an img2img pass at the larger size with
-`denoising_strength` and `hr_second_pass_steps` (0: the first pass's steps).
+latents, or of the decoded image by a resampler or a registered upscaler model), then an img2img
+pass at the larger size with `denoising_strength` and `hr_second_pass_steps` (0: the first
+pass's steps), and its own sampler, schedule type and prompts when `hr_sampler`,
+`hr_scheduler`, `hr_prompt`, `hr_negative_prompt` say (empty: the first pass's).
 
 Target size as the webui computes it: `hr_scale` times the first pass's, or `hr_resize_x/y`
 (one of them 0: the other side keeps the aspect ratio; both given: upscaled to cover the box,
@@ -9,6 +11,7 @@ then centre-cropped to it), rounded down to a multiple of 8 (the VAE's latent gr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +21,7 @@ from PIL import Image
 
 from sdcore.domain.models import GenerationParams
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS
+from sdcore.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS, resolve
 
 # webui name -> (torch interpolation mode, antialias)
 _LATENT_MODES: dict[str, tuple[str, bool]] = {
@@ -43,20 +46,43 @@ class HiresPlan:
     steps: int
     strength: float
 
+    sampler: str  # the second pass's, resolved
+    schedule: str
+
     @property
     def latent(self) -> bool:
         return self.upscaler in _LATENT_MODES
 
-    def infotext_fields(self, params: GenerationParams) -> list[tuple[str, Any]]:
-        """The webui's extra infotext fields of a hires fix."""
+    @property
+    def model(self) -> bool:
+        """Whether the upscaler is a registered model (not a resampler or a latent mode)."""
+        return self.upscaler not in (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
+
+    def infotext_fields(
+        self, params: GenerationParams, sampler: str, schedule: str
+    ) -> list[tuple[str, Any]]:
+        """The webui's extra infotext fields of a hires fix; `sampler` and `schedule` are the
+        first pass's (the second's are written when asked for and different)."""
         resize = params.hr_resize_x > 0 or params.hr_resize_y > 0
+        asked = params.hr_sampler or params.hr_scheduler
         return [
             ("Denoising strength", self.strength),
             ("Hires upscale", None if resize else params.hr_scale),
             ("Hires resize", f"{params.hr_resize_x}x{params.hr_resize_y}" if resize else None),
             ("Hires steps", params.hr_second_pass_steps or None),
             ("Hires upscaler", self.upscaler),
+            ("Hires sampler", self.sampler if asked and self.sampler != sampler else None),
+            ("Hires schedule type", self.schedule if asked and self.schedule != schedule else None),
+            ("Hires prompt", _changed(params.hr_prompt, params.prompt)),
+            ("Hires negative prompt", _changed(params.hr_negative_prompt, params.negative_prompt)),
         ]
+
+    def prompts(self, params: GenerationParams) -> tuple[str, str] | None:
+        """The second pass's (prompt, negative prompt) when either differs from the first's."""
+        prompt = params.hr_prompt or params.prompt
+        negative = params.hr_negative_prompt or params.negative_prompt
+        same = prompt == params.prompt and negative == params.negative_prompt
+        return None if same else (prompt, negative)
 
     def upscale_latents(self, latents: torch.Tensor, scale: int) -> torch.Tensor:
         mode, antialias = _LATENT_MODES[self.upscaler]
@@ -64,10 +90,28 @@ class HiresPlan:
         out = F.interpolate(latents, size=size, mode=mode, antialias=antialias)
         return _crop(out, self.height // scale, self.width // scale)
 
-    def upscale_image(self, image: Image.Image) -> Image.Image:
-        big = image.resize((self.cover_w, self.cover_h), _RESAMPLE[self.upscaler])
+    def upscale_image(
+        self,
+        image: Image.Image,
+        model: Callable[[Image.Image, float], Image.Image] | None = None,
+    ) -> Image.Image:
+        """The decoded first-pass picture at the hires size: resampled, or (`model`, for a
+        registered upscaler) upscaled by the model as far as the cover size needs, then
+        Lanczos-resized to it exactly, as the webui's `resize_image` with an upscaler does;
+        then centre-cropped to the target."""
+        if model is not None:
+            scale = max(self.cover_w / image.width, self.cover_h / image.height)
+            big = model(image, scale) if scale > 1 else image
+            if big.size != (self.cover_w, self.cover_h):
+                big = big.resize((self.cover_w, self.cover_h), Image.Resampling.LANCZOS)
+        else:
+            big = image.resize((self.cover_w, self.cover_h), _RESAMPLE[self.upscaler])
         left, top = (self.cover_w - self.width) // 2, (self.cover_h - self.height) // 2
         return big.crop((left, top, left + self.width, top + self.height))
+
+
+def _changed(value: str, first: str) -> str | None:
+    return value if value and value != first else None
 
 
 def _crop(latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -80,21 +124,40 @@ def _down8(value: int) -> int:
     return max(8, value // 8 * 8)
 
 
-def plan_hires(params: GenerationParams, width: int, height: int) -> HiresPlan | None:
-    """The hires fix `params` ask for on a `width x height` first pass, or None (off).
+def hires_sampler(params: GenerationParams) -> tuple[str, str]:
+    """The second pass's (sampler, schedule): `hr_sampler`/`hr_scheduler`, each empty meaning
+    the first pass's request.
+
+    Raises InvalidInputError naming `hr_sampler_name` or `hr_scheduler`."""
+    try:
+        return resolve(params.hr_sampler or params.sampler, params.hr_scheduler or params.scheduler)
+    except InvalidInputError as exc:
+        field = "hr_sampler_name" if exc.field == "sampler_name" else "hr_scheduler"
+        raise InvalidInputError(field, exc.message) from None
+
+
+def plan_hires(
+    params: GenerationParams, width: int, height: int, models: Collection[str] = ()
+) -> HiresPlan | None:
+    """The hires fix `params` ask for on a `width x height` first pass, or None (off);
+    `models`: the registered upscaler models the task has (usable as `hr_upscaler`).
 
     Raises
     ------
     InvalidInputError
-        An unknown upscaler, a scale or size out of range, or a strength that runs no step.
+        An unknown upscaler or sampler, a scale or size out of range, or a strength that runs
+        no step.
     """
     if not params.hires:
         return None
     upscalers = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
-    if params.hr_upscaler not in upscalers:
+    if params.hr_upscaler not in upscalers and params.hr_upscaler not in models:
         raise InvalidInputError(
-            "hr_upscaler", f"unknown {params.hr_upscaler!r}; valid: {', '.join(upscalers)}"
+            "hr_upscaler",
+            f"unknown {params.hr_upscaler!r}; valid: {', '.join(upscalers)} or a registered "
+            "upscaler model",
         )
+    sampler, schedule = hires_sampler(params)
     rx, ry = params.hr_resize_x, params.hr_resize_y
     if rx <= 0 and ry <= 0:
         if not 1 <= params.hr_scale <= 4:
@@ -126,4 +189,6 @@ def plan_hires(params: GenerationParams, width: int, height: int) -> HiresPlan |
             f"the hires pass needs 0 < strength <= 1 and steps x strength >= 1 "
             f"({steps} x {strength})",
         )
-    return HiresPlan(target_w, target_h, cover_w, cover_h, params.hr_upscaler, steps, strength)
+    return HiresPlan(
+        target_w, target_h, cover_w, cover_h, params.hr_upscaler, steps, strength, sampler, schedule
+    )

@@ -140,9 +140,9 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
         init_images=[load(k) for k in params.init_images],
         mask=load(params.mask) if params.mask else None,
     )
+    for name, field in registered_upscalers(params):  # extras, or the hires fix's
+        inputs.upscalers[name] = network_file(svc, name, ModelType.UPSCALER, field)
     if params.kind is TaskKind.EXTRAS:
-        for name, field in registered_upscalers(params):
-            inputs.upscalers[name] = network_file(svc, name, ModelType.UPSCALER, field)
         return inputs
     # the task's extra networks, fetched like checkpoints (blob store -> local model cache)
     _, loras = extract_networks(params.prompt, "prompt")

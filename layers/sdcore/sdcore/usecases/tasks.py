@@ -14,7 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from sdcore.domain.models import GenerationParams, Model, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.inference.prompting import extract_networks
-from sdcore.samplers import NO_UPSCALER, UPSCALERS
+from sdcore.samplers import (
+    HIRES_IMAGE_UPSCALERS,
+    HIRES_LATENT_UPSCALERS,
+    NO_UPSCALER,
+    UPSCALERS,
+)
 from sdcore.services import Services
 from sdcore.usecases.notify import task_ended
 
@@ -140,7 +145,11 @@ def _check_networks(svc: Services, params: GenerationParams) -> None:
 
 
 def registered_upscalers(params: GenerationParams) -> list[tuple[str, str]]:
-    """(name, field) of the upscaler models an extras task names (not the built-in ones)."""
+    """(name, field) of the upscaler models a task names (not the built-in ones): extras'
+    `upscaler_1`/`upscaler_2`, txt2img's hires `hr_upscaler`."""
+    if params.kind is TaskKind.TXT2IMG and params.hires:
+        builtin = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
+        return [] if params.hr_upscaler in builtin else [(params.hr_upscaler, "hr_upscaler")]
     if params.kind is not TaskKind.EXTRAS:
         return []
     named = [(params.upscaler, "upscaler_1")]
