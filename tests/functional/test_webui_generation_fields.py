@@ -175,7 +175,7 @@ def test_bad_names_are_field_errors() -> None:
     assert err.value.errors()[0]["loc"] == ("sampler_name",)
     assert "DPM++ 2M SDE" in str(err.value)
     with pytest.raises(ValidationError) as err:
-        Txt2ImgBody(scheduler="Align Your Steps")
+        Txt2ImgBody(scheduler="Aligned Steps")
     assert err.value.errors()[0]["loc"] == ("scheduler",)
     with pytest.raises(InvalidInputError) as inv:
         Txt2ImgBody(infotext="p\nSteps: 2, Sampler: Euler, Schedule type: Wavy, Seed: 1")
@@ -216,7 +216,7 @@ def test_unknown_sampler_and_schedule_are_422s_naming_the_field(local_env: Path)
     status, body = _call("POST", "/sdapi/v1/txt2img", {"sampler_name": "Euler b"})
     assert status == 422 and body["detail"][0]["loc"] == ["body", "sampler_name"]
     assert "DPM++ SDE" in body["detail"][0]["msg"]
-    status, body = _call("POST", "/txt2img", {"scheduler": "Polyexponential"})
+    status, body = _call("POST", "/txt2img", {"scheduler": "Polynomial"})
     assert status == 422 and body["detail"][0]["loc"] == ["body", "scheduler"]
     status, body = _call("POST", "/txt2img", {"infotext": "p\nSteps: 1, Schedule type: x, Seed: 1"})
     assert status == 422 and body["detail"][0]["loc"] == ["body", "infotext"]

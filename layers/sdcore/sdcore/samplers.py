@@ -60,14 +60,19 @@ class Schedule:
     aliases: tuple[str, ...] = ()
 
 
-# Only the schedule types the engine can run; the webui's Polyexponential, KL Optimal, Align
-# Your Steps, Simple, Normal and DDIM schedules have no diffusers equivalent and are refused.
+# The webui's schedule types (1.10), in its order.
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("automatic", AUTOMATIC),
     Schedule("uniform", "Uniform", need_inner_model=True),
     Schedule("karras", "Karras", default_rho=7.0),
     Schedule("exponential", "Exponential"),
+    Schedule("polyexponential", "Polyexponential", default_rho=1.0),
     Schedule("sgm_uniform", "SGM Uniform", need_inner_model=True, aliases=("SGMUniform",)),
+    Schedule("kl_optimal", "KL Optimal"),
+    Schedule("align_your_steps", "Align Your Steps"),
+    Schedule("simple", "Simple", need_inner_model=True),
+    Schedule("normal", "Normal", need_inner_model=True),
+    Schedule("ddim", "DDIM", need_inner_model=True),
     Schedule("beta", "Beta", need_inner_model=True),
 )
 # webui 1.9+: the schedule a sampler uses when the request says Automatic

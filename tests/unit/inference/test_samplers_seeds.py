@@ -13,7 +13,7 @@ from PIL import Image
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine import CONFIGS_DIR, DiffusersEngine
 from sdcore.inference.engine_noise import image_noise, latent_preview, slerp
-from sdcore.inference.engine_samplers import make_scheduler
+from sdcore.inference.engine_samplers import WEBUI_SCHEDULES, make_scheduler, webui_sigmas
 from sdcore.inference.port import EngineInputs, StepAction, StepInfo
 from sdcore.samplers import (
     SAMPLERS,
@@ -49,9 +49,10 @@ def test_names_resolve_as_the_webui_resolves_them() -> None:
     assert resolve("DDIM", "Karras") == ("DDIM", "Automatic")  # timestep samplers: no schedule
     assert check_sampler("LMS Exponential") == ("LMS", "Exponential")
     assert sampler_options("DPM++ 2M") == {"scheduler": "karras"} and sampler_options("Euler") == {}
+    assert resolve("Euler", "align_your_steps") == ("Euler", "Align Your Steps")
     with pytest.raises(InvalidInputError) as err:
-        resolve("Euler", "Polyexponential")
-    assert err.value.field == "scheduler" and "Karras" in err.value.message
+        resolve("Euler", "Wavy")
+    assert err.value.field == "scheduler" and "KL Optimal" in err.value.message
     with pytest.raises(InvalidInputError) as err:
         resolve("DPM fast")
     assert err.value.field == "sampler_name" and "UniPC" in err.value.message
@@ -285,3 +286,57 @@ def test_dpmpp_2s_a_is_k_diffusions_sampler(schedule: str, prediction: str) -> N
         x = scheduler.step(model(x_in, float(t)), t, x, generator=generator).prev_sample
     assert len(scheduler.timesteps) == 2 * 6 - 1  # two evaluations a step, the last one
     torch.testing.assert_close(x, expected, rtol=1e-4, atol=1e-4)
+
+
+# --- the webui's own schedule types ----------------------------------------------------------
+
+
+def _table() -> np.ndarray:
+    path = CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json"
+    scheduler = make_scheduler("Euler", "Automatic", json.loads(path.read_text()))
+    alphas = scheduler.alphas_cumprod.numpy().astype(np.float64)
+    return ((1 - alphas) / alphas) ** 0.5
+
+
+def test_webui_schedule_formulas() -> None:
+    """The webui's sd_schedulers.py formulas, checked at points worked out by hand."""
+    table = _table()
+    sigma_min, sigma_max = table[0], table[-1]
+    poly = webui_sigmas("Polyexponential", 5, table)  # rho 1: log-linear from max to min
+    assert poly[0] == pytest.approx(sigma_max) and poly[-1] == pytest.approx(sigma_min)
+    assert np.allclose(np.diff(np.log(poly)), np.log(sigma_min / sigma_max) / 4)
+    kl = webui_sigmas("KL Optimal", 4, table)  # tan of evenly spaced arctans, min excluded
+    assert kl[0] == pytest.approx(sigma_max)
+    assert kl[2] == pytest.approx(math.tan((math.atan(sigma_min) + math.atan(sigma_max)) / 2))
+    # 11 steps: the 11 published sigmas, then 0; otherwise log-linear through them
+    assert list(webui_sigmas("Align Your Steps", 11, table)[:2]) == [14.615, 6.475]
+    assert webui_sigmas("Align Your Steps", 11, table, sdxl=True)[1] == pytest.approx(6.315)
+    ays = webui_sigmas("Align Your Steps", 21, table)
+    assert ays[2] == pytest.approx(6.475) and ays[1] == pytest.approx(math.sqrt(14.615 * 6.475))
+    assert webui_sigmas("Align Your Steps", 10, table)[-1] == pytest.approx(0.029)
+    simple = webui_sigmas("Simple", 4, table)  # every 250th of the table, from the top
+    assert list(simple) == [table[-1], table[-251], table[-501], table[-751]]
+    normal = webui_sigmas("Normal", 4, table)  # t = 999, 666, 333, 0
+    assert normal[1] == pytest.approx(table[666]) and normal[-1] == pytest.approx(table[0])
+    ddim = webui_sigmas("DDIM", 4, table)  # t = 751, 501, 251, 1
+    assert list(ddim) == [table[751], table[501], table[251], table[1]]
+
+
+@pytest.mark.parametrize("schedule", WEBUI_SCHEDULES)
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "Heun", "DPM++ 2M", "DPM++ 2S a", "LMS"])
+def test_every_sigma_sampler_runs_on_the_webui_schedule(schedule: str, sampler: str) -> None:
+    path = CONFIGS_DIR / "sd15" / "scheduler" / "scheduler_config.json"
+    scheduler = make_scheduler(sampler, schedule, json.loads(path.read_text()), [0])
+    scheduler.set_timesteps(8)
+    wanted = webui_sigmas(schedule, 8, _table())
+    got = scheduler.sigmas.numpy()
+    firsts = got[:-1] if sampler not in ("Heun", "DPM++ 2S a") else None
+    if firsts is not None:  # one evaluation a step: the sigmas are the schedule's
+        assert np.allclose(firsts, wanted, rtol=1e-4)
+    else:  # Heun repeats, 2S a interleaves midpoints: every schedule sigma is among them
+        assert all(np.isclose(got, w, rtol=1e-4).any() for w in wanted)
+    final = 0.0 if schedule != "KL Optimal" or sampler in ("Heun", "LMS") else _table()[0]
+    if sampler == "DPM++ 2S a":  # its sigmas list evaluations; the plan has the steps' ends
+        assert scheduler._plan[-1][3] == pytest.approx(final, abs=1e-6)
+    else:
+        assert got[-1] == pytest.approx(final, abs=1e-6)

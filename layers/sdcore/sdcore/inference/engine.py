@@ -456,6 +456,10 @@ class DiffusersEngine(Engine):
         return getattr(StableDiffusionPipeline, how)(source, **common)
 
     @property
+    def _sdxl(self) -> bool:
+        return self.architecture == "sdxl"
+
+    @property
     def native_size(self) -> tuple[int, int]:
         """(width, height) the checkpoint was trained at: UNet sample size x VAE scale."""
         pipe = self._require()
@@ -539,7 +543,9 @@ class DiffusersEngine(Engine):
             ]
             noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
             generators = [g for _, g in drawn]
-            scheduler = make_scheduler(sampler, schedule, self._scheduler_config, seeds[part])
+            scheduler = make_scheduler(
+                sampler, schedule, self._scheduler_config, seeds[part], self._sdxl
+            )
             kwargs = dict(job.kwargs)
             if params.kind is TaskKind.TXT2IMG or (job.inpaint and job.kwargs["strength"] >= 1):
                 kwargs["latents"] = noise
@@ -807,7 +813,9 @@ class DiffusersEngine(Engine):
             image_noise(shape, s, v, params.subseed_strength, resize_from)
             for s, v in zip(seeds, subseeds, strict=True)
         ]
-        scheduler = make_scheduler(plan.sampler, plan.schedule, self._scheduler_config, seeds)
+        scheduler = make_scheduler(
+            plan.sampler, plan.schedule, self._scheduler_config, seeds, self._sdxl
+        )
         _use_noise(scheduler, torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype))
         pipe.scheduler = scheduler
         out = pipe(

@@ -18,6 +18,12 @@ differs from what the webui runs:
   order 3 and time-uniform steps, with diffusers' bh2 variant (the webui's bh1 gives NaN here).
 - Euler a: diffusers' `EulerAncestralDiscreteScheduler` has no Karras/Exponential/Beta sigmas, so
   those schedules borrow `EulerDiscreteScheduler`'s sigmas and timesteps (same layout).
+- Schedule types diffusers lacks (Polyexponential, KL Optimal, Align Your Steps, Simple, Normal,
+  DDIM) are the webui's formulas (`sd_schedulers.py`) over the model's own sigma table, handed
+  to each scheduler through its Karras hook (`_convert_to_karras`), so every sigma sampler
+  places its timesteps, midpoints (Heun, DPM2) and final sigma as it does for Karras. KL
+  Optimal ends at the model's smallest sigma, as in the webui, where the scheduler can
+  (`final_sigmas_type`: Euler, Euler a, DPM++ 2S a, DPM++ 2M, DPM++ 2M SDE); the others end at 0.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class _EulerAncestral(EulerAncestralDiscreteScheduler):
     the same config and schedule options."""
 
     schedule: dict[str, Any] = {}
+    webui_schedule: tuple[str, bool] | None = None  # (a webui-only schedule type, SDXL)
 
     def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
         super().set_timesteps(num_inference_steps, device)  # type: ignore[misc]
@@ -59,6 +66,8 @@ class _EulerAncestral(EulerAncestralDiscreteScheduler):
             return
         config = self.config  # type: ignore[attr-defined]  # registered by diffusers' ConfigMixin
         twin = EulerDiscreteScheduler.from_config(config, **self.schedule)
+        if self.webui_schedule is not None:
+            _use_webui_sigmas(twin, *self.webui_schedule)
         twin.set_timesteps(num_inference_steps, device)
         self.sigmas = twin.sigmas.to("cpu")
         self.timesteps = twin.timesteps
@@ -140,6 +149,69 @@ class _DPMpp2SAncestral(EulerDiscreteScheduler):
         return EulerDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
 
 
+# schedule types the webui computes itself (no diffusers option gives them)
+WEBUI_SCHEDULES = ("Polyexponential", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM")
+# schedulers that can end on the model's smallest sigma instead of 0
+_FINAL_SIGMA_MIN = (EulerDiscreteScheduler, DPMSolverMultistepScheduler)
+
+# --- the webui's own sigma schedules ------------------------------------------------------------
+
+# Align Your Steps' published 10-step sigmas (NVIDIA), as the webui ships them
+_AYS_SD1 = [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029]
+_AYS_SDXL = [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029]
+
+
+def _t_to_sigma(t: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """k-diffusion's `t_to_sigma`: log-sigma interpolated between integer timesteps."""
+    low, high = np.floor(t).astype(int), np.ceil(t).astype(int)
+    frac = t - low
+    log_sigmas = np.log(table)
+    return np.exp((1 - frac) * log_sigmas[low] + frac * log_sigmas[high])
+
+
+def _loglinear(sigmas: list[float], n: int) -> np.ndarray:
+    ys = np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(sigmas)), np.log(sigmas[::-1]))
+    return np.exp(ys)[::-1].copy()
+
+
+def webui_sigmas(schedule: str, n: int, table: np.ndarray, sdxl: bool = False) -> np.ndarray:
+    """The first `n` sigmas (the final one, 0 or sigma_min, is the scheduler's) of a webui
+    schedule type, from the model's sigma table (ascending, one per training timestep)."""
+    sigma_min, sigma_max = float(table[0]), float(table[-1])
+    if schedule == "Polyexponential":  # k-diffusion's, rho 1
+        ramp = np.linspace(1, 0, n)
+        return np.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
+    if schedule == "KL Optimal":
+        steps = np.arange(n + 1) / n
+        arc_min, arc_max = math.atan(sigma_min), math.atan(sigma_max)
+        return np.tan(steps * arc_min + (1 - steps) * arc_max)[:-1]
+    if schedule == "Align Your Steps":
+        published = _AYS_SDXL if sdxl else _AYS_SD1
+        # as published for 11 steps (then 0), else log-linear through them to sigma_min
+        return np.array(published) if n == len(published) else _loglinear(published, n)
+    if schedule == "Simple":
+        stride = len(table) / n
+        return np.array([table[-(1 + int(x * stride))] for x in range(n)])
+    if schedule == "Normal":  # k-diffusion's sigma_to_t of sigma_max and sigma_min: 999 and 0
+        return _t_to_sigma(np.linspace(len(table) - 1, 0, n), table)
+    if schedule == "DDIM":
+        stride = max(len(table) // n, 1)
+        return np.array(table[1::stride][::-1])
+    raise ValueError(f"no webui sigma formula for {schedule!r}")
+
+
+def _use_webui_sigmas(scheduler: Any, schedule: str, sdxl: bool) -> None:
+    """Make `scheduler`'s Karras hook (on, in its config) give the webui schedule's sigmas."""
+    alphas = scheduler.alphas_cumprod.numpy().astype(np.float64)
+    table = ((1 - alphas) / alphas) ** 0.5
+
+    def sigmas(in_sigmas: Any, num_inference_steps: int | None = None) -> np.ndarray:
+        n = num_inference_steps or scheduler.num_inference_steps
+        return webui_sigmas(schedule, int(n), table, sdxl)
+
+    scheduler._convert_to_karras = sigmas
+
+
 _UNIFORM = {"timestep_spacing": "linspace"}
 # webui sampler -> (diffusers scheduler class, options on top of the checkpoint's config)
 SAMPLER_CLASSES: dict[str, tuple[type[Any], dict[str, Any]]] = {
@@ -176,6 +248,8 @@ SCHEDULE_OPTIONS: dict[str, dict[str, Any]] = {
     "Exponential": {"use_exponential_sigmas": True},
     "Beta": {"use_beta_sigmas": True},
     "SGM Uniform": {"timestep_spacing": "trailing"},
+    # the webui's own formulas, through the Karras hook (`_use_webui_sigmas`)
+    **{label: {"use_karras_sigmas": True} for label in WEBUI_SCHEDULES},
 }
 assert set(SAMPLER_CLASSES) == set(SAMPLERS)
 assert set(SCHEDULE_OPTIONS) == {s.label for s in SCHEDULES}
@@ -186,9 +260,11 @@ def make_scheduler(
     schedule: str,
     base_config: Any,
     seeds: list[int] | None = None,
+    sdxl: bool = False,
 ) -> SchedulerMixin:
     """A fresh scheduler for a resolved webui (sampler, schedule), built on the checkpoint's own
-    scheduler config; `seeds` (one per image) seed DPM++ SDE's Brownian-tree noise.
+    scheduler config; `seeds` (one per image) seed DPM++ SDE's Brownian-tree noise; `sdxl`
+    picks Align Your Steps' SDXL sigmas.
 
     Raises
     ------
@@ -200,12 +276,19 @@ def make_scheduler(
     extra: dict[str, Any] = {}
     if sampler not in TIMESTEP_SAMPLERS:
         extra = dict(SCHEDULE_OPTIONS[schedule])
+    webui = schedule in WEBUI_SCHEDULES and sampler not in TIMESTEP_SAMPLERS
+    ends_at_min = issubclass(cls, _FINAL_SIGMA_MIN) or cls is _EulerAncestral  # (its twin)
+    if webui and schedule == "KL Optimal" and ends_at_min:
+        extra["final_sigmas_type"] = "sigma_min"  # the webui's KL Optimal stops there
     if cls is DPMSolverSDEScheduler:
         extra["noise_sampler_seed"] = list(seeds) if seeds else 0
     if cls is _EulerAncestral:
         scheduler: Any = cls.from_config(base_config, **options)
         # its own spacings suffice for the uniform schedules; the others borrow Euler's sigmas
         scheduler.schedule = {**options, **extra} if extra else {}
+        scheduler.webui_schedule = (schedule, sdxl) if webui else None
         return scheduler
-    built: SchedulerMixin = cls.from_config(base_config, **{**options, **extra})
-    return built
+    built: Any = cls.from_config(base_config, **{**options, **extra})
+    if webui:
+        _use_webui_sigmas(built, schedule, sdxl)
+    return built  # type: ignore[no-any-return]
