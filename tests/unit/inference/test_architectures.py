@@ -327,3 +327,32 @@ def test_a_ckpt_loads_only_when_allowed_and_gives_the_safetensors_pixels(
     assert np.array_equal(
         pixels(got), pixels(reference.run(gen(), EngineInputs(), Steps()).images[0])
     )
+
+
+def test_an_sdxl_loha_in_the_ldm_naming_patches_unet_and_both_text_encoders(
+    xl: DiffusersEngine, tmp_path: Path
+) -> None:
+    """kohya's SDXL files name UNet modules by the LDM layout (`input_blocks_4_1_...`) and the
+    text encoders `lora_te1_`/`lora_te2_`."""
+    from sdcore.inference.engine_lycoris import module_table
+
+    table = module_table(xl._txt2img)
+    names = [n for n in table if n.endswith("attn1_to_q") and "input_blocks" in n]
+    names += [n for n in table if n.endswith("self_attn_q_proj") and "layers_0_" in n]
+    assert any(n.startswith("lora_te1_") for n in names)
+    assert any(n.startswith("lora_te2_") for n in names)
+    rng = torch.Generator().manual_seed(2)
+    state = {}
+    for name in names:
+        out_f, in_f = table[name][1].weight.shape
+        for i in (1, 2):
+            state[f"{name}.hada_w{i}_a"] = torch.randn(out_f, 2, generator=rng)
+            state[f"{name}.hada_w{i}_b"] = torch.randn(2, in_f, generator=rng)
+    path = tmp_path / "xl-loha.safetensors"
+    save_file(state, str(path))
+    inputs = EngineInputs(loras={"xl": NetworkFile("xl", "7" * 64, path)})
+    layers = [table[n][1] for n in names]
+    before = [layer.weight.detach().clone() for layer in layers]
+    with xl._networks.applied("x <lora:xl:1>", inputs, []):
+        assert all(not torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))
+    assert all(torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))

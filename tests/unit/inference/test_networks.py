@@ -202,3 +202,78 @@ def test_a_peft_layout_lora_gives_the_kohya_one_s_pixels(
     # Then the picture is the kohya one's
     assert np.abs(peft - kohya).max() <= 1
     assert np.abs(peft - _pixels(engine, EngineInputs(), prompt="x")).mean() > 1
+
+
+# --- LyCORIS (LoHa, LoKr) -------------------------------------------------------------------
+
+
+def _lycoris(engine: DiffusersEngine, path: Path, kind: str) -> NetworkFile:
+    """A LoHa or LoKr file on the tiny model's UNet attention projections and text-encoder
+    attention, in the webui/kohya naming, with `alpha`."""
+    from sdcore.inference.engine_lycoris import module_table
+
+    rng = torch.Generator().manual_seed(11)
+    state: dict[str, torch.Tensor] = {}
+    for name, (_, layer) in module_table(engine._txt2img).items():
+        if not name.endswith(("attn1_to_q", "attn2_to_v", "self_attn_k_proj")):
+            continue
+        if "down_blocks" not in name and "lora_te_" not in name:
+            continue  # one spelling per UNet layer (the diffusers one)
+        out_f, in_f = layer.weight.shape
+        if kind == "loha":
+            for i in (1, 2):
+                state[f"{name}.hada_w{i}_a"] = torch.randn(out_f, 2, generator=rng) * 0.3
+                state[f"{name}.hada_w{i}_b"] = torch.randn(2, in_f, generator=rng) * 0.3
+        else:  # LoKr: a whole 2x2 w1, w2 as a rank-2 pair: kron -> (2 * out/2) x (2 * in/2)
+            state[f"{name}.lokr_w1"] = torch.randn(2, 2, generator=rng)
+            state[f"{name}.lokr_w2_a"] = torch.randn(out_f // 2, 2, generator=rng) * 0.2
+            state[f"{name}.lokr_w2_b"] = torch.randn(2, in_f // 2, generator=rng) * 0.2
+        state[f"{name}.alpha"] = torch.tensor(1.0)
+    save_file(state, str(path))
+    return NetworkFile(kind, ("5" if kind == "loha" else "6") * 64, path)  # unique hashes
+
+
+@pytest.mark.parametrize("kind", ["loha", "lokr"])
+def test_lycoris_files_patch_the_weights_for_the_task_only(
+    engine: DiffusersEngine, tmp_path: Path, kind: str
+) -> None:
+    from safetensors.torch import load_file
+
+    from sdcore.inference.engine_lycoris import module_delta, module_table
+
+    file = _lycoris(engine, tmp_path / f"{kind}.safetensors", kind)
+    inputs = EngineInputs(loras={kind: file})
+    table = module_table(engine._txt2img)
+    name = next(k for k in load_file(str(file.path)) if "down_blocks" in k).split(".")[0]
+    layer = table[name][1]
+    before = layer.weight.detach().clone()
+    weights = {
+        k.split(".", 1)[1]: v for k, v in load_file(str(file.path)).items() if k.startswith(name)
+    }
+    expected = before + 0.5 * module_delta(weights, before.shape)
+    base = _pixels(engine, EngineInputs())
+    # inside the task the UNet weight is the base plus the delta at the UNet multiplier
+    with engine._networks.applied(f"x <lora:{kind}:1:0.5>", inputs, []):
+        assert torch.allclose(layer.weight, expected, atol=1e-6)
+    assert torch.equal(layer.weight, before)  # and after it the base, bit for bit
+    assert np.array_equal(_pixels(engine, inputs, prompt=f"a red circle <lora:{kind}:0>"), base)
+    one = _pixels(engine, inputs, prompt=f"a red circle <lora:{kind}:1>")
+    assert not np.array_equal(one, base)
+    assert np.array_equal(_pixels(engine, EngineInputs()), base)
+
+
+def test_a_loha_delta_is_the_webuis_formula() -> None:
+    from sdcore.inference.engine_lycoris import module_delta
+
+    w1a, w1b, w2a, w2b = (
+        torch.randn(3, 2),
+        torch.randn(2, 4),
+        torch.randn(3, 2),
+        torch.randn(2, 4),
+    )
+    weights = {"hada_w1_a": w1a, "hada_w1_b": w1b, "hada_w2_a": w2a, "hada_w2_b": w2b}
+    weights["alpha"] = torch.tensor(1.0)
+    delta = module_delta(weights, torch.Size([3, 4]))
+    assert torch.allclose(delta, (w1a @ w1b) * (w2a @ w2b) * 0.5)  # alpha 1 / rank 2
+    lokr = module_delta({"lokr_w1": torch.eye(2), "lokr_w2": torch.ones(1, 2)}, torch.Size([2, 4]))
+    assert torch.equal(lokr, torch.kron(torch.eye(2), torch.ones(1, 2)))  # no alpha: scale 1

@@ -23,6 +23,7 @@ from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import load_file
 
 from sdcore.errors import InvalidInputError
+from sdcore.inference.engine_lycoris import Patches, is_lycoris
 from sdcore.inference.port import EngineInputs, NetworkFile
 from sdcore.inference.prompting import lora_tags
 
@@ -54,6 +55,7 @@ class Networks:
         self._loras: OrderedDict[str, str] = OrderedDict()  # sha256 -> adapter name
         self._vaes: OrderedDict[str, Any] = OrderedDict()  # sha256 -> AutoencoderKL
         self._embeddings: dict[str, str] = {}  # name -> sha256 loaded
+        self._lycoris_files: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
 
     # --- LoRA ------------------------------------------------------------------------------
 
@@ -76,11 +78,37 @@ class Networks:
             self.pipe.delete_adapters(old)
         return name
 
-    def _activate(self, prompt: str, loras: dict[str, NetworkFile]) -> bool:
+    def _lycoris(self, lora: NetworkFile) -> dict[str, torch.Tensor] | None:
+        """The file's tensors when it is a LyCORIS LoHa/LoKr (kept, by hash), else None."""
+        if lora.sha256 in self._lycoris_files:
+            self._lycoris_files.move_to_end(lora.sha256)
+            return self._lycoris_files[lora.sha256]
+        if lora.sha256 in self._loras:
+            return None
+        state = load_file(str(lora.path))
+        if not is_lycoris(state):
+            return None
+        self._lycoris_files[lora.sha256] = state
+        while len(self._lycoris_files) > MAX_LORAS:
+            self._lycoris_files.popitem(last=False)
+        return state
+
+    def _activate(self, prompt: str, loras: dict[str, NetworkFile], patches: Patches) -> bool:
+        """The tags' LoRAs on: PEFT adapters (whether any is on is returned), LyCORIS files as
+        weight patches in `patches`."""
         weights: dict[str, tuple[float, float]] = {}  # adapter -> (text encoders, UNet)
         for tag in lora_tags(prompt, "prompt"):
             if tag.name not in loras:
                 raise InvalidInputError("prompt", f"unknown LoRA {tag.name!r}")
+            lycoris = self._lycoris(loras[tag.name])
+            if lycoris is not None:
+                try:
+                    patches.add(self.pipe, lycoris, tag.te, tag.unet)
+                except ValueError as exc:
+                    raise InvalidInputError(
+                        "prompt", f"LoRA {tag.name!r} does not fit this checkpoint: {exc}"
+                    ) from exc
+                continue
             adapter = self._adapter(loras[tag.name])
             te, unet = weights.get(adapter, (0.0, 0.0))
             weights[adapter] = (te + tag.te, unet + tag.unet)  # named twice: both count
@@ -143,15 +171,17 @@ class Networks:
         self.encoder.active_embeddings = {emb.name for emb in inputs.embeddings}
         base_vae = self.pipe.vae
         lora_on = False
+        patches = Patches()
         try:
             if inputs.vae is not None:
                 vae = self._vae(inputs.vae, base_vae)
                 for p in pipes:
                     p.vae = vae
-            lora_on = self._activate(prompt, inputs.loras)
+            lora_on = self._activate(prompt, inputs.loras, patches)
             yield
         finally:
             self.encoder.active_embeddings = set()
+            patches.restore()
             if lora_on:
                 self.pipe.disable_lora()
             for p in pipes:
