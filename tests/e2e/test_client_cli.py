@@ -234,6 +234,31 @@ def test_cli_models_upload_with_the_local_credentials(
     assert sd(stack, "models", "delete", "cli-upload", key="admin_key").returncode == 0
 
 
+@pytest.mark.parametrize("name", ["tiny-sd2", "tiny-sdxl"])
+def test_sd2_and_sdxl_single_files_upload_and_generate(
+    admin: Client, client: Client, tmp_path: Path, name: str
+) -> None:
+    """The whole path for the other architectures: upload (checked against the config's
+    architecture), listing details, a worker loading it, an image with its infotext."""
+    from sdcore.demo.tiny import save_single_file
+
+    path = save_single_file(tmp_path, seed=1, name=name)
+    done = admin.upload_model(path, name, config=name)
+    model = done["model"]
+    assert model["status"] == "unloaded" and model["error"] is None, model
+    assert model["details"]["architecture"] == {"tiny-sd2": "sd2", "tiny-sdxl": "sdxl"}[name]
+    result = client.txt2img(
+        "a red circle", seed=5, steps=3, stable_diffusion_model=name, sampler_name="DPM++ 2S a"
+    )
+    assert result["status"] == "succeeded", result
+    info = result["info"]
+    assert (info["width"], info["height"], info["sd_model_name"]) == (64, 64, name)
+    assert "Sampler: DPM++ 2S a, Schedule type: Karras" in info["infotexts"][0]
+    # a file of one architecture with another's config is refused with the reason
+    with pytest.raises(ApiError, match="pick the config of its architecture"):
+        admin.upload_model(path, f"{name}-as-sd15", config="tiny-sd")
+
+
 # --- without a stack: the client's retry and checksum rules over a mock transport -------------
 
 

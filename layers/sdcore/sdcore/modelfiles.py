@@ -39,7 +39,7 @@ import tarfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sdcore.domain.models import ModelFormat, ModelType
@@ -291,6 +291,29 @@ def checkpoint_architecture(shapes: Shapes) -> str:
         "not a Stable Diffusion 1.x, 2.x or XL checkpoint: no text encoder under "
         "cond_stage_model.transformer. (SD 1.x), cond_stage_model.model. (SD 2.x) or "
         "conditioner.embedders. (SDXL)"
+    )
+
+
+def config_architecture(folder: Path) -> str | None:
+    """`sd1`, `sd2` or `sdxl`: the architecture a diffusers-style config folder describes (XL by
+    its pipeline, SD 2.x by its OpenCLIP text encoder's plain GELU); None if it is none."""
+    index = folder / "model_index.json"
+    text = folder / "text_encoder" / "config.json"
+    if not index.is_file() or not text.is_file():
+        return None
+    if json.loads(index.read_text()).get("_class_name") == "StableDiffusionXLPipeline":
+        return "sdxl"
+    return "sd2" if json.loads(text.read_text()).get("hidden_act") == "gelu" else "sd1"
+
+
+def architecture_mismatch(found: str, folder: Path) -> str | None:
+    """Why a checkpoint of architecture `found` cannot load with the config `folder`, or None."""
+    wanted = config_architecture(folder)
+    if wanted is None or wanted == found:
+        return None
+    return (
+        f"it is {ARCHITECTURE_LABELS[found]}, the config {folder.name!r} is for "
+        f"{ARCHITECTURE_LABELS[wanted]}: pick the config of its architecture (or auto)"
     )
 
 

@@ -356,3 +356,16 @@ def test_an_sdxl_loha_in_the_ldm_naming_patches_unet_and_both_text_encoders(
     with xl._networks.applied("x <lora:xl:1>", inputs, []):
         assert all(not torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))
     assert all(torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))
+
+
+def test_a_config_of_another_architecture_is_refused_at_load(files: dict[str, Path]) -> None:
+    from sdcore.modelfiles import config_architecture
+
+    assert [config_architecture(CONFIGS / n) for n in ("sd15", "sd2-base", "sdxl")] == [
+        "sd1",
+        "sd2",
+        "sdxl",
+    ]
+    assert config_architecture(CONFIGS / "tiny-sd2") == "sd2"
+    with pytest.raises(ValueError, match="it is SD 2.x, the config 'tiny-sd' is for SD 1.x"):
+        _load(files["tiny-sd2"], "tiny-sd")

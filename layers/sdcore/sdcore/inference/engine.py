@@ -70,7 +70,12 @@ from sdcore.inference.port import (
     StepInfo,
 )
 from sdcore.infotext import build_infotext, generation_infotext
-from sdcore.modelfiles import ARCHITECTURE_CONFIGS, ModelFileError, checkpoint_architecture
+from sdcore.modelfiles import (
+    ARCHITECTURE_CONFIGS,
+    ModelFileError,
+    architecture_mismatch,
+    checkpoint_architecture,
+)
 from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
 
 log = logging.getLogger(__name__)
@@ -404,6 +409,9 @@ class DiffusersEngine(Engine):
         elif path.suffix in (".safetensors", ".ckpt"):
             self.architecture = single_file_architecture(path)
             config = self.config_dir or bundled_config_dir(ARCHITECTURE_CONFIGS[self.architecture])
+            why = architecture_mismatch(self.architecture, config)
+            if why is not None:
+                raise ValueError(f"{path.name}: {why}")
             xl = pipeline_class(config) == "StableDiffusionXLPipeline"
             unet = inpainting_unet(path, config)  # the config's UNet takes 4 channels
             if unet is not None:

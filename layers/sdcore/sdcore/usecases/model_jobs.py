@@ -11,11 +11,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sdcore.domain.models import Model, ModelStage, ModelStatus, PendingVersion
+from sdcore.domain.models import (
+    AUTO_CONFIG,
+    Model,
+    ModelStage,
+    ModelStatus,
+    ModelType,
+    PendingVersion,
+)
 from sdcore.errors import InvalidInputError, NotFoundError, StaleWriteError
-from sdcore.modelfiles import Inspection, ModelFileError, inspect_stream
+from sdcore.modelfiles import Inspection, ModelFileError, architecture_mismatch, inspect_stream
 from sdcore.services import Services
-from sdcore.usecases.models import BUSY, MAX_MODEL_BYTES, drop_cache, find_model, unet_config
+from sdcore.usecases.models import (
+    BUSY,
+    CONFIGS,
+    MAX_MODEL_BYTES,
+    drop_cache,
+    find_model,
+    unet_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +167,12 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
         reason = f"sha256 mismatch: registered {pending.sha256}, received {found.sha256}"
         _fail(svc, model, progress.pending, reason)
         return "failed"
+    arch = found.details.get("architecture")
+    if model.type is ModelType.CHECKPOINT and arch and pending.config != AUTO_CONFIG:
+        why = architecture_mismatch(str(arch), CONFIGS / pending.config)
+        if why is not None:
+            _fail(svc, model, progress.pending, f"not a valid checkpoint: {why}")
+            return "failed"
     _promote(svc, model, progress.pending, found)
     return "verified"
 
