@@ -198,11 +198,13 @@ def unet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.
     up_attn = ["CrossAttn" in t for t in config["up_block_types"]]
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        out[_unet_key(key, per_level, up_attn)] = value
+        out[ldm_unet_key(key, per_level, up_attn)] = value
     return out
 
 
-def _unet_key(key: str, per_level: int, up_attn: list[bool]) -> str:
+def ldm_unet_key(key: str, per_level: int, up_attn: list[bool]) -> str:
+    """A UNet2DConditionModel parameter name in the LDM layout (`per_level`: resnets per level plus
+    the down/upsampler slot; `up_attn`: which up levels have attention). KeyError: none."""
     for src, dst in _UNET_FIXED.items():
         if key.startswith(src + "."):
             return dst + key[len(src) :]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdcore.demo.tiny import _unet_key
+from sdcore.demo.tiny import ldm_unet_key
 
 MARKERS = (".hada_w1_a", ".hada_w1_b", ".lokr_w1", ".lokr_w2")
 
@@ -45,7 +45,7 @@ def module_table(pipe: Any) -> dict[str, tuple[str, nn.Module]]:
     for name, layer in _layers(pipe.unet):
         table["lora_unet_" + name.replace(".", "_")] = ("unet", layer)
         try:  # SDXL files name the UNet's modules by the LDM layout
-            ldm = _unet_key(name + ".weight", per_level, up_attn).removesuffix(".weight")
+            ldm = ldm_unet_key(name + ".weight", per_level, up_attn).removesuffix(".weight")
         except KeyError:
             continue
         table.setdefault("lora_unet_" + ldm.replace(".", "_"), ("unet", layer))
