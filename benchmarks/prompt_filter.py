@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sdcore.prompt_filter import PromptFilter
+from sdcore.guards.prompt_filter import PromptFilter
 
 RESULTS = Path(__file__).parent / "results"
 TERMS = 15_000

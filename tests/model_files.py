@@ -1,5 +1,5 @@
 """Tiny model files with the key layouts of each model type, written by hand (no torch): a
-safetensors header (names, dtypes, shapes, offsets) and zeroed data. What `sdcore.modelfiles`
+safetensors header (names, dtypes, shapes, offsets) and zeroed data. What `sdcore.guards.modelfiles`
 checks is the layout, so these are what a real file of each type looks like to it."""
 
 from __future__ import annotations

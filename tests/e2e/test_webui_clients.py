@@ -312,7 +312,7 @@ def test_openapi_and_swagger(stack: RunningStack) -> None:
 
 def test_url_input_guard_refuses_private_addresses_by_default(tmp_path: Path) -> None:
     from sdcore.errors import InvalidInputError
-    from sdcore.netguard import check_url
+    from sdcore.guards.netguard import check_url
 
     with pytest.raises(InvalidInputError):
         check_url("http://169.254.169.254/latest/meta-data", allow_private=False, field="image")

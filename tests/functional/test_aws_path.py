@@ -18,8 +18,8 @@ from PIL import Image
 from sdcore import composition
 from sdcore.client import sha256_file
 from sdcore.domain.models import Role
-from sdcore.inference.png import read_parameters
 from sdcore.usecases.auth import create_user
+from sdcore.webui.png_info import read_parameters
 from tests.aws_template import create_resources, environment
 from tests.functional import events
 from tests.functional.events import Context, api, load

@@ -17,10 +17,15 @@ from sdcore.api.schemas import Img2ImgBody, Txt2ImgBody
 from sdcore.composition import get_services
 from sdcore.domain.models import GenerationParams, Model, ModelStatus, TaskKind, TaskStatus
 from sdcore.errors import InvalidInputError
-from sdcore.inference.png import png_bytes
-from sdcore.infotext import build_infotext, generation_infotext, parse_infotext, request_fields
-from sdcore.samplers import SAMPLERS, SCHEDULES
 from sdcore.usecases.tasks import request_skip
+from sdcore.webui.infotext import (
+    build_infotext,
+    generation_infotext,
+    parse_infotext,
+    request_fields,
+)
+from sdcore.webui.png_info import png_bytes
+from sdcore.webui.samplers import SAMPLERS, SCHEDULES
 from tests.functional.events import Context, api
 
 # Infotexts as webui versions write them (1.10 with schedule type, LoRA and hires fields; 1.5

@@ -20,12 +20,12 @@ from sdcore.api.schemas import ExtrasBody, Img2ImgBody, Txt2ImgBody, decode_imag
 from sdcore.composition import get_services
 from sdcore.domain.models import Model, ModelFormat, ModelType, Task, TaskStatus
 from sdcore.errors import InvalidInputError, NotFoundError
-from sdcore.inference.png import read_parameters
-from sdcore.infotext import parse_infotext
-from sdcore.samplers import SAMPLER_ALIASES, SAMPLERS, SCHEDULES, UPSCALERS, sampler_options
 from sdcore.usecases import models as model_cases
 from sdcore.usecases import tasks as task_cases
 from sdcore.usecases.auth import Principal
+from sdcore.webui.infotext import parse_infotext
+from sdcore.webui.png_info import read_parameters
+from sdcore.webui.samplers import SAMPLER_ALIASES, SAMPLERS, SCHEDULES, UPSCALERS, sampler_options
 
 router = APIGatewayRouter()
 PREFIX = "/sdapi/v1"

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from sdcore import netguard
 from sdcore.errors import InvalidInputError
+from sdcore.guards import netguard
 
 SIGNATURE_HEADER = "X-Signature-256"
 ATTEMPT_HEADER = "X-Webhook-Attempt"

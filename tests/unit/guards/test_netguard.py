@@ -14,8 +14,8 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from sdcore import netguard
 from sdcore.errors import InvalidInputError
+from sdcore.guards import netguard
 
 BODY = b"\x89PNG" + b"x" * 996  # 1000 bytes
 

@@ -10,7 +10,7 @@ import pytest
 
 from sdcore.adapters.local.blobs import FileBlobStore
 from sdcore.errors import InvalidInputError
-from sdcore.prompt_filter import (
+from sdcore.guards.prompt_filter import (
     FilterCache,
     PromptFilter,
     load_terms_from_blob,

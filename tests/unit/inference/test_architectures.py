@@ -359,7 +359,7 @@ def test_an_sdxl_loha_in_the_ldm_naming_patches_unet_and_both_text_encoders(
 
 
 def test_a_config_of_another_architecture_is_refused_at_load(files: dict[str, Path]) -> None:
-    from sdcore.modelfiles import config_architecture
+    from sdcore.guards.modelfiles import config_architecture
 
     assert [config_architecture(CONFIGS / n) for n in ("sd15", "sd2-base", "sdxl")] == [
         "sd1",

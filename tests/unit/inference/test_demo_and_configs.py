@@ -25,7 +25,7 @@ from scripts import make_clip_tokenizer
 from sdcore.demo import tiny
 from sdcore.inference.engine import CONFIGS_DIR, bundled_config_dir
 from sdcore.inference.engine_samplers import make_scheduler
-from sdcore.samplers import SAMPLERS
+from sdcore.webui.samplers import SAMPLERS
 
 from .support import TinyFiles
 

@@ -13,7 +13,7 @@ from sdcore.errors import InvalidInputError
 from sdcore.inference.engine import DiffusersEngine, pick_device
 from sdcore.inference.engine_samplers import SAMPLER_CLASSES
 from sdcore.inference.port import EngineInputs
-from sdcore.samplers import SAMPLERS
+from sdcore.webui.samplers import SAMPLERS
 
 from .support import MODEL_HASH, Steps, gen
 

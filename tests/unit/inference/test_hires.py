@@ -13,7 +13,7 @@ from sdcore.api.schemas import Txt2ImgBody
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine import DiffusersEngine
 from sdcore.inference.port import EngineInputs
-from sdcore.infotext import parse_infotext
+from sdcore.webui.infotext import parse_infotext
 
 from .support import Steps, gen
 

@@ -7,8 +7,8 @@ from PIL import Image
 
 from sdcore.api.schemas import Txt2ImgBody
 from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.png import png_bytes, read_parameters
 from sdcore.inference.port import EngineInputs
+from sdcore.webui.png_info import png_bytes, read_parameters
 
 from .support import Steps, gen
 

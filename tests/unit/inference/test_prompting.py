@@ -14,7 +14,7 @@ from sdcore.errors import InvalidInputError
 from sdcore.inference.engine import DiffusersEngine
 from sdcore.inference.engine_conditioning import PromptEncoder
 from sdcore.inference.port import EngineInputs
-from sdcore.inference.prompting import (
+from sdcore.webui.prompt_syntax import (
     BREAK,
     Vocabulary,
     chunk_prompt,

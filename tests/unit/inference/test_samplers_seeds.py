@@ -15,7 +15,7 @@ from sdcore.inference.engine import CONFIGS_DIR, DiffusersEngine
 from sdcore.inference.engine_noise import image_noise, latent_preview, slerp
 from sdcore.inference.engine_samplers import WEBUI_SCHEDULES, make_scheduler, webui_sigmas
 from sdcore.inference.port import EngineInputs, StepAction, StepInfo
-from sdcore.samplers import (
+from sdcore.webui.samplers import (
     SAMPLERS,
     SCHEDULES,
     TIMESTEP_SAMPLERS,

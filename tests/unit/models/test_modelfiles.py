@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdcore.domain.models import ModelFormat, ModelType
-from sdcore.modelfiles import ModelFileError, inspect_stream
+from sdcore.guards.modelfiles import ModelFileError, inspect_stream
 from tests import model_files as mf
 
 CONFIGS = Path(__file__).resolve().parents[3] / "layers/sdcore/sdcore/inference/configs"

@@ -25,8 +25,9 @@ from sdcore.domain.models import (
     TaskKind,
 )
 from sdcore.errors import InvalidInputError
-from sdcore.infotext import request_fields
-from sdcore.samplers import (
+from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
+from sdcore.webui.infotext import request_fields
+from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,
     HIRES_LATENT_UPSCALERS,
     NO_UPSCALER,
@@ -35,7 +36,6 @@ from sdcore.samplers import (
     check_schedule,
     resolve,
 )
-from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

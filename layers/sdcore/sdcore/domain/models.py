@@ -45,7 +45,7 @@ class GenerationParams(BaseModel):
     width: int | None = None
     height: int | None = None
     sampler: str = "Euler"
-    # the webui's schedule type label ("Automatic", "Karras", ...); see sdcore.samplers
+    # the webui's schedule type label ("Automatic", "Karras", ...); see sdcore.webui.samplers
     scheduler: str = "Automatic"
     # webui variation seeds: noise from `subseed` slerped in at `subseed_strength` (0 = off)
     subseed: int = -1

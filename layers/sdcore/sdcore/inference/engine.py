@@ -39,6 +39,12 @@ from transformers.utils import logging as transformers_logging
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
+from sdcore.guards.modelfiles import (
+    ARCHITECTURE_CONFIGS,
+    ModelFileError,
+    architecture_mismatch,
+    checkpoint_architecture,
+)
 from sdcore.inference.engine_conditioning import CLIP_SKIP, LAST, PromptEncoder, XLPromptEncoder
 from sdcore.inference.engine_extras import upscale
 from sdcore.inference.engine_hires import HiresPlan, plan_hires
@@ -69,14 +75,8 @@ from sdcore.inference.port import (
     StepCallback,
     StepInfo,
 )
-from sdcore.infotext import build_infotext, generation_infotext
-from sdcore.modelfiles import (
-    ARCHITECTURE_CONFIGS,
-    ModelFileError,
-    architecture_mismatch,
-    checkpoint_architecture,
-)
-from sdcore.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
+from sdcore.webui.infotext import build_infotext, generation_infotext
+from sdcore.webui.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
 
 log = logging.getLogger(__name__)
 

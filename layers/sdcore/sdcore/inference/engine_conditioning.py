@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from sdcore.errors import InvalidInputError
-from sdcore.inference.prompting import (
+from sdcore.webui.prompt_syntax import (
     Chunk,
     Vocabulary,
     chunk_prompt,

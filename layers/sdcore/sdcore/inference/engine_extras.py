@@ -10,7 +10,7 @@ from PIL import Image
 
 from sdcore.domain.models import GenerationParams
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import NO_UPSCALER, UPSCALERS
+from sdcore.webui.samplers import NO_UPSCALER, UPSCALERS
 
 MAX_UPSCALE_SIDE = 8192  # extras is a plain resample: memory is the only limit
 _RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}

@@ -21,7 +21,7 @@ from PIL import Image
 
 from sdcore.domain.models import GenerationParams
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS, resolve
+from sdcore.webui.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS, resolve
 
 # webui name -> (torch interpolation mode, antialias)
 _LATENT_MODES: dict[str, tuple[str, bool]] = {

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from sdcore.errors import InvalidInputError
 from sdcore.inference.engine_lycoris import Patches, is_lycoris
 from sdcore.inference.port import EngineInputs, NetworkFile
-from sdcore.inference.prompting import lora_tags
+from sdcore.webui.prompt_syntax import lora_tags
 
 MAX_LORAS = 8  # adapters kept loaded; the least recently used goes first
 MAX_VAES = 2

@@ -50,7 +50,7 @@ from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedule
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-from sdcore.samplers import AUTOMATIC, SAMPLERS, SCHEDULES, TIMESTEP_SAMPLERS, resolve
+from sdcore.webui.samplers import AUTOMATIC, SAMPLERS, SCHEDULES, TIMESTEP_SAMPLERS, resolve
 
 
 class _EulerAncestral(EulerAncestralDiscreteScheduler):

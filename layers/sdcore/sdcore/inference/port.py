@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,13 +76,6 @@ class EngineInputs:
     vae: NetworkFile | None = None  # `sd_vae`; None = the checkpoint's own
     embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
     upscalers: dict[str, NetworkFile] = field(default_factory=dict)  # extras: registered models
-
-
-def mentions(name: str, *texts: str) -> bool:
-    """Whether a textual-inversion embedding called `name` is used in any of `texts`: as a
-    whole word, as the webui's tokenizer-level match amounts to for names made of words."""
-    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
-    return any(pattern.search(t) for t in texts)
 
 
 @dataclass

@@ -16,13 +16,13 @@ from PIL import Image
 from sdcore.domain.models import Lease, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.inference.loading import network_file
-from sdcore.inference.png import png_bytes
-from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo, mentions
-from sdcore.inference.prompting import extract_networks
+from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.notify import task_ended
 from sdcore.usecases.tasks import registered_upscalers
+from sdcore.webui.png_info import png_bytes
+from sdcore.webui.prompt_syntax import extract_networks, mentions
 
 log = logging.getLogger(__name__)
 PREVIEW_MAX_SIDE = 128  # px, the longest side of a live preview

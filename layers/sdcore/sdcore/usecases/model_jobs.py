@@ -20,7 +20,12 @@ from sdcore.domain.models import (
     PendingVersion,
 )
 from sdcore.errors import InvalidInputError, NotFoundError, StaleWriteError
-from sdcore.modelfiles import Inspection, ModelFileError, architecture_mismatch, inspect_stream
+from sdcore.guards.modelfiles import (
+    Inspection,
+    ModelFileError,
+    architecture_mismatch,
+    inspect_stream,
+)
 from sdcore.services import Services
 from sdcore.usecases.models import (
     BUSY,
@@ -89,7 +94,7 @@ def run_job(svc: Services, body: dict[str, Any]) -> str:
 
 
 def _download(svc: Services, model: Model, pending: PendingVersion) -> PendingVersion:
-    from sdcore.netguard import stream_url
+    from sdcore.guards.netguard import stream_url
 
     assert pending.source is not None
     progress = _JobProgress(svc, model.name, pending)

@@ -3,7 +3,7 @@ update, rename, delete. The jobs that verify and import are in `model_jobs`.
 
 A version on its way in is the model's `pending` version. It becomes the current one only once
 a job has read it back in full (size, SHA-256, and that it loads as what it claims to be: see
-`sdcore.modelfiles`). Until then a new model is `registering` and unusable; an existing model
+`sdcore.guards.modelfiles`). Until then a new model is `registering` and unusable; an existing model
 keeps serving its current version, so tasks already running or queued are not disturbed.
 """
 
@@ -321,7 +321,7 @@ def start_import(
     ConflictError
         As `start_upload`.
     """
-    from sdcore.netguard import check_url
+    from sdcore.guards.netguard import check_url
 
     _check_name(name)
     check_url(url, allow_private=svc.settings.allow_private_urls, field="url")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sdcore.prompt_filter import FilterCache, load_terms_from_blob, load_terms_from_file
+from sdcore.guards.prompt_filter import FilterCache, load_terms_from_blob, load_terms_from_file
 from sdcore.services import Services
 
 _cache: dict[int, FilterCache] = {}

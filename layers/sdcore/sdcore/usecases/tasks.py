@@ -13,15 +13,15 @@ from PIL import Image, UnidentifiedImageError
 
 from sdcore.domain.models import GenerationParams, Model, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
-from sdcore.inference.prompting import extract_networks
-from sdcore.samplers import (
+from sdcore.services import Services
+from sdcore.usecases.notify import task_ended
+from sdcore.webui.prompt_syntax import extract_networks
+from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,
     HIRES_LATENT_UPSCALERS,
     NO_UPSCALER,
     UPSCALERS,
 )
-from sdcore.services import Services
-from sdcore.usecases.notify import task_ended
 
 # Objects a request may name as an input image: uploads and earlier results, never models.
 INPUT_PREFIXES = ("inputs/", "outputs/")
@@ -73,7 +73,7 @@ def _store_inputs(
             continue
         data = item.data
         if item.url is not None:
-            from sdcore.netguard import fetch_url
+            from sdcore.guards.netguard import fetch_url
 
             data = fetch_url(
                 item.url,
@@ -195,7 +195,7 @@ def submit_task(
                 raise ConflictError(f"task id {task_id} is taken")
             return existing
     if webhook is not None:
-        from sdcore.netguard import check_url
+        from sdcore.guards.netguard import check_url
 
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)

@@ -20,7 +20,7 @@ from typing import Any
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
-from sdcore.samplers import AUTOMATIC, check_sampler, check_schedule
+from sdcore.webui.samplers import AUTOMATIC, check_sampler, check_schedule
 
 # the webui's pattern, with keys capped at 64 characters: unbounded, a long line without a
 # colon (a pasted prompt) makes it backtrack quadratically (40,000 characters: minutes)
@@ -59,7 +59,7 @@ def generation_infotext(
     extra: Sequence[tuple[str, Any]] = (),
 ) -> str:
     """One image's infotext, fields in the webui's order; `extra` (e.g. a hires fix's fields)
-    goes last. `sampler`/`schedule` are the resolved names (see `sdcore.samplers.resolve`)."""
+    goes last. `sampler`/`schedule` are the resolved names (see `sdcore.webui.samplers.resolve`)."""
     variation = params.subseed_strength > 0
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
     fields: list[tuple[str, Any]] = [

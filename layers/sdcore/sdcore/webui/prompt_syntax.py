@@ -268,3 +268,10 @@ def chunk_prompt(
     if current.tokens or not chunks:
         close()
     return chunks
+
+
+def mentions(name: str, *texts: str) -> bool:
+    """Whether a textual-inversion embedding called `name` is used in any of `texts`: as a
+    whole word, as the webui's tokenizer-level match amounts to for names made of words."""
+    pattern = re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+    return any(pattern.search(t) for t in texts)
