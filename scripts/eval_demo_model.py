@@ -43,7 +43,7 @@ from sdcore.inference.engine import DiffusersEngine  # noqa: E402
 from sdcore.inference.port import EngineInputs  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "demo-shapes.safetensors"
-DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "inference" / "configs" / "demo-shapes"
+DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "demo_model_eval.json"
 GOALS = {"color": 0.90, "background": 0.90, "shape": 0.80}
 

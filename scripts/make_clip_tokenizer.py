@@ -14,11 +14,11 @@ Two vocabularies:
 Usage::
 
     python scripts/make_clip_tokenizer.py --bpe /tmp/oc/open_clip/bpe_simple_vocab_16e6.txt.gz \
-        --out layers/sdcore/sdcore/inference/configs/sd15/tokenizer
+        --out layers/sdcore/sdcore/configs/sd15/tokenizer
     python scripts/make_clip_tokenizer.py --tiny \
-        --out layers/sdcore/sdcore/inference/configs/tiny-sd/tokenizer
+        --out layers/sdcore/sdcore/configs/tiny-sd/tokenizer
     python scripts/make_clip_tokenizer.py --words shapes \
-        --out layers/sdcore/sdcore/inference/configs/demo-shapes/tokenizer
+        --out layers/sdcore/sdcore/configs/demo-shapes/tokenizer
 """
 
 from __future__ import annotations

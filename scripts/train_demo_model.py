@@ -60,7 +60,7 @@ from sdcore.demo import shapes  # noqa: E402
 from sdcore.demo.tiny import to_ldm_state_dict  # noqa: E402
 
 DEFAULT_OUT = ROOT / "models" / "demo-shapes.safetensors"
-DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "inference" / "configs" / "demo-shapes"
+DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
 
 SIZE = shapes.SIZE  # 64: native picture side
 LATENT = SIZE // 8

@@ -22,8 +22,9 @@ from transformers import (
 )
 
 from scripts import make_clip_tokenizer
+from sdcore.configs import ROOT as CONFIGS_DIR
+from sdcore.configs import pipeline_config
 from sdcore.demo import tiny
-from sdcore.inference.engine import CONFIGS_DIR, bundled_config_dir
 from sdcore.inference.engine_samplers import make_scheduler
 from sdcore.webui.samplers import SAMPLERS
 
@@ -169,7 +170,7 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_config_folders_have_the_same_layout_and_every_sampler(name: str) -> None:
-    folder = bundled_config_dir(name)
+    folder = pipeline_config(name)
     assert _files(folder) == _files(CONFIGS_DIR / LAYOUTS[name])
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     for sampler in SAMPLERS:
@@ -177,7 +178,7 @@ def test_config_folders_have_the_same_layout_and_every_sampler(name: str) -> Non
             scheduler = make_scheduler(sampler, schedule, config, [0])
             scheduler.set_timesteps(4)
     with pytest.raises(ValueError):
-        bundled_config_dir("sd3")
+        pipeline_config("sd3")
 
 
 def test_every_shipped_config_is_tested() -> None:

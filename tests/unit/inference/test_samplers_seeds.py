@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sdcore.configs import ROOT as CONFIGS_DIR
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import CONFIGS_DIR, DiffusersEngine
+from sdcore.inference.engine import DiffusersEngine
 from sdcore.inference.engine_noise import image_noise, latent_preview, slerp
 from sdcore.inference.engine_samplers import WEBUI_SCHEDULES, make_scheduler, webui_sigmas
 from sdcore.inference.port import EngineInputs, StepAction, StepInfo

@@ -14,7 +14,7 @@ from sdcore.domain.models import ModelFormat, ModelType
 from sdcore.guards.modelfiles import ModelFileError, inspect_stream
 from tests import model_files as mf
 
-CONFIGS = Path(__file__).resolve().parents[3] / "layers/sdcore/sdcore/inference/configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "layers/sdcore/sdcore/configs"
 TINY = json.loads((CONFIGS / "tiny-sd" / "unet" / "config.json").read_text())
 SD15 = json.loads((CONFIGS / "sd15" / "unet" / "config.json").read_text())
 

@@ -42,7 +42,9 @@ from transformers import (
     CLIPTokenizer,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "inference" / "configs" / "tiny-sd"
+from sdcore import configs
+
+CONFIG_DIR = configs.config_dir("tiny-sd")
 NAME = "tiny-sd"
 
 # Key prefixes of the original (LDM / webui) single-file layout.

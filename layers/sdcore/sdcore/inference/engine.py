@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers.utils import logging as transformers_logging
 
+from sdcore import configs
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.guards.modelfiles import (
@@ -80,18 +81,8 @@ from sdcore.webui.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
 
 log = logging.getLogger(__name__)
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 MAX_SIDE = 2048  # generation; a 2048x2048 SD 1.x image already needs ~10 GB of activations
 MAX_SEED = 2**32 - 1  # the webui's range; torch takes larger, clients expect this one
-
-
-def bundled_config_dir(name: str = "sd15") -> Path:
-    """The shipped config folder for single-file checkpoints of architecture `name`."""
-    path = CONFIGS_DIR / name
-    if not (path / "model_index.json").is_file():
-        known = sorted(p.name for p in CONFIGS_DIR.iterdir() if (p / "model_index.json").is_file())
-        raise ValueError(f"no bundled config {name!r}; known: {', '.join(known)}")
-    return path
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -408,7 +399,8 @@ class DiffusersEngine(Engine):
             raise ValueError(f"{path.name}: pickle checkpoints are not allowed (SD_ALLOW_PICKLE)")
         elif path.suffix in (".safetensors", ".ckpt"):
             self.architecture = single_file_architecture(path)
-            config = self.config_dir or bundled_config_dir(ARCHITECTURE_CONFIGS[self.architecture])
+            shipped = ARCHITECTURE_CONFIGS[self.architecture]
+            config = self.config_dir or configs.pipeline_config(shipped)
             why = architecture_mismatch(self.architecture, config)
             if why is not None:
                 raise ValueError(f"{path.name}: {why}")

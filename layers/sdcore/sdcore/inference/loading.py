@@ -7,6 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from sdcore import configs
 from sdcore.domain.models import AUTO_CONFIG, Model, ModelFormat, ModelStatus, ModelType
 from sdcore.errors import ConflictError
 from sdcore.inference.port import Engine, NetworkFile
@@ -14,7 +15,6 @@ from sdcore.services import Services
 from sdcore.usecases.tasks import resolve_network
 
 log = logging.getLogger(__name__)
-CONFIGS = Path(__file__).parent / "configs"
 
 
 def _fetch(svc: Services, key: str, dest: Path) -> tuple[Path, bool]:
@@ -67,7 +67,7 @@ def materialise(svc: Services, model_name: str) -> tuple[Path, str, str, Path | 
     model = svc.models.get(model_name)
     if not model.usable or model.format is None:
         raise ConflictError(f"model {model_name} is not ready: {model.error or model.status.value}")
-    config_dir = None if model.config == AUTO_CONFIG else CONFIGS / model.config
+    config_dir = None if model.config == AUTO_CONFIG else configs.config_dir(model.config)
     single_file = model.format in (ModelFormat.SAFETENSORS, ModelFormat.PICKLE)
     if single_file and config_dir and not config_dir.is_dir():
         raise ConflictError(f"model {model_name}: unknown config {model.config!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sdcore import configs
 from sdcore.domain.models import (
     AUTO_CONFIG,
     Model,
@@ -29,7 +30,6 @@ from sdcore.guards.modelfiles import (
 from sdcore.services import Services
 from sdcore.usecases.models import (
     BUSY,
-    CONFIGS,
     MAX_MODEL_BYTES,
     drop_cache,
     find_model,
@@ -174,7 +174,7 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
         return "failed"
     arch = found.details.get("architecture")
     if model.type is ModelType.CHECKPOINT and arch and pending.config != AUTO_CONFIG:
-        why = architecture_mismatch(str(arch), CONFIGS / pending.config)
+        why = architecture_mismatch(str(arch), configs.config_dir(pending.config))
         if why is not None:
             _fail(svc, model, progress.pending, f"not a valid checkpoint: {why}")
             return "failed"

@@ -9,15 +9,14 @@ keeps serving its current version, so tasks already running or queued are not di
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from sdcore import configs
 from sdcore.domain.models import (
     AUTO_CONFIG,
     READY,
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_PARTS = 10_000
 MAX_MODEL_BYTES = 64 * 1024**3
-CONFIGS = Path(__file__).resolve().parents[1] / "inference" / "configs"
 BUSY = (ModelStage.VERIFYING, ModelStage.IMPORTING)
 
 
@@ -62,18 +60,15 @@ def _check_name(name: str, field: str = "name") -> None:
 def _check_config(model_type: ModelType, config: str) -> None:
     if model_type is not ModelType.CHECKPOINT or config == AUTO_CONFIG:
         return
-    if not (CONFIGS / config / "unet").is_dir():
-        known = sorted(p.name for p in CONFIGS.iterdir() if (p / "unet").is_dir())
+    known = configs.checkpoint_configs()
+    if config not in known:
         raise InvalidInputError(
             "config", f"unknown config {config!r}; {AUTO_CONFIG} or one of {', '.join(known)}"
         )
 
 
 def unet_config(model_type: ModelType, config: str) -> dict[str, Any] | None:
-    path = CONFIGS / config / "unet" / "config.json"
-    if model_type is not ModelType.CHECKPOINT or not path.is_file():
-        return None
-    return dict(json.loads(path.read_text()))
+    return configs.unet_config(config) if model_type is ModelType.CHECKPOINT else None
 
 
 def find_model(svc: Services, name: str) -> Model | None:
