@@ -66,7 +66,7 @@ from sdcore.inference.engine_noise import (
     image_noise,
     latent_preview,
 )
-from sdcore.inference.engine_samplers import SAMPLER_CLASSES, SCHEDULE_OPTIONS, make_scheduler
+from sdcore.inference.engine_samplers import make_scheduler
 from sdcore.inference.engine_upscalers import load_upscaler, run_upscaler
 from sdcore.inference.port import (
     Engine,
@@ -77,7 +77,7 @@ from sdcore.inference.port import (
     StepInfo,
 )
 from sdcore.webui.infotext import build_infotext, generation_infotext
-from sdcore.webui.samplers import NO_UPSCALER, TIMESTEP_SAMPLERS, resolve
+from sdcore.webui.samplers import NO_UPSCALER, resolve
 
 log = logging.getLogger(__name__)
 
@@ -423,11 +423,6 @@ class DiffusersEngine(Engine):
         ):
             self._scheduler_config["prediction_type"] = "epsilon"
             self._native_side = 512
-        # fail at load, not mid-task (LMS and Beta need scipy, DPM++ SDE torchsde)
-        for sampler in SAMPLER_CLASSES:
-            for schedule in SCHEDULE_OPTIONS:
-                if sampler not in TIMESTEP_SAMPLERS or schedule == "Automatic":
-                    make_scheduler(sampler, schedule, self._scheduler_config, [0])
         components = dict(pipe.components)
         if xl:
             classes: tuple[type[Any], ...] = (_XLTxt2Img, _XLImg2Img, _XLInpaint)

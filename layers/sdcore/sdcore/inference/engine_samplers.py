@@ -32,6 +32,11 @@ import math
 from typing import Any
 
 import numpy as np
+
+# LMS and the Beta schedule need scipy, DPM++ SDE torchsde (imported by diffusers' scheduler):
+# imported here, so a worker without them fails at start, not mid-task
+import scipy.integrate  # noqa: F401
+import scipy.stats  # noqa: F401
 import torch
 from diffusers import (
     DDIMScheduler,
