@@ -15,11 +15,11 @@ from typing import Any
 from benchmarks.common import write_result
 from sdcore.composition import build_services
 from sdcore.domain.models import GenerationParams, Model, ModelFormat, ModelStatus, TaskKind
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.loading import materialise
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.settings import Settings
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
+from sdcore.usecases.model_cache import materialise
 from sdcore.usecases.tasks import submit_task
 
 # Port methods that write: table writes (DynamoDB requests on AWS), object PUTs, queue sends.

@@ -27,8 +27,8 @@ LOAD = """
 import json, resource, sys, time
 started = time.perf_counter()
 from sdcore.domain.models import GenerationParams
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.ports import EngineInputs
 imported = time.perf_counter()
 engine = DiffusersEngine(sys.argv[1], "full-size", "0" * 64, config_dir=None, device="cpu")
 engine.load()
@@ -40,7 +40,7 @@ result = engine.run(params, EngineInputs(), lambda info: False)
 done = time.perf_counter()
 print(json.dumps({
     "architecture": engine.architecture,
-    "prediction_type": engine._scheduler_config["prediction_type"],
+    "prediction_type": engine.model.scheduler_config["prediction_type"],
     "native_size": list(engine.native_size),
     "import_s": round(imported - started, 2),
     "load_s": round(loaded - imported, 2),

@@ -37,7 +37,7 @@ DIRECT = """
 import json, sys, time
 import torch
 from diffusers import StableDiffusionPipeline
-from sdcore.inference.engine_samplers import make_scheduler
+from sdcore.engine.schedulers import make_scheduler
 ckpt, config, threads, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
 pipe = StableDiffusionPipeline.from_single_file(ckpt, config=config, local_files_only=True,
@@ -59,7 +59,7 @@ class Direct:
     """Plain diffusers in its own process, alive beside the stack, one call per request."""
 
     def __init__(self) -> None:
-        config = REPO / "layers" / "sdcore" / "sdcore" / "inference" / "configs" / "demo-shapes"
+        config = REPO / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", DIRECT, str(REPO / "models" / "demo-shapes.safetensors"),
              str(config), str(os.cpu_count() or 1), PROMPT],

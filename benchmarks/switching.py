@@ -27,7 +27,7 @@ from benchmarks.common import write_result
 from sdcore.client import upload_model
 from tests.support_stack import REPO, RunningStack
 
-CONFIGS = REPO / "layers" / "sdcore" / "sdcore" / "inference" / "configs"
+CONFIGS = REPO / "layers" / "sdcore" / "sdcore" / "configs"
 NAMES = ("ckpt-a", "ckpt-b", "ckpt-c")
 REQUEST = {"prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 1}
 
@@ -61,8 +61,8 @@ import json, sys, time
 start = time.perf_counter()
 from pathlib import Path
 from sdcore.domain.models import GenerationParams, TaskKind
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.ports import EngineInputs
 path, config = Path(sys.argv[1]), Path(sys.argv[2])
 order, request = json.loads(sys.argv[3]), json.loads(sys.argv[4])
 params = GenerationParams(kind=TaskKind.TXT2IMG, prompt=request["prompt"], steps=request["steps"],

@@ -39,8 +39,8 @@ import torch  # noqa: E402
 
 from sdcore.demo import shapes  # noqa: E402
 from sdcore.domain.models import GenerationParams, TaskKind  # noqa: E402
-from sdcore.inference.engine import DiffusersEngine  # noqa: E402
-from sdcore.inference.port import EngineInputs  # noqa: E402
+from sdcore.engine.diffusers_engine import DiffusersEngine  # noqa: E402
+from sdcore.ports import EngineInputs  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "demo-shapes.safetensors"
 DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"

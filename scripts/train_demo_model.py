@@ -426,8 +426,8 @@ def write_checkpoint(pipe: Any, out: Path) -> dict[str, Any]:
 def check_engine(out: Path, config_dir: Path, sha: str, seeds: int) -> dict[str, float]:
     """Load the written file through the serving engine and score a sample of prompts."""
     from sdcore.domain.models import GenerationParams, TaskKind
-    from sdcore.inference.engine import DiffusersEngine
-    from sdcore.inference.port import EngineInputs
+    from sdcore.engine.diffusers_engine import DiffusersEngine
+    from sdcore.ports import EngineInputs
 
     engine = DiffusersEngine(out, "demo-shapes", sha, config_dir=config_dir, device="cpu")
     engine.load()

@@ -26,8 +26,7 @@ from sdcore.clock import Clock
 from sdcore.composition import get_services
 from sdcore.domain.models import FunctionRecord, GenerationParams, ModelStatus
 from sdcore.errors import InvalidInputError
-from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
-from sdcore.ports import function_name
+from sdcore.ports import Engine, EngineInputs, EngineResult, StepCallback, StepInfo, function_name
 from tests import model_files as mf
 from tests.functional.events import Context, api, load
 from tests.functional.jobs import run_model_jobs
@@ -159,7 +158,8 @@ def test_a_pickle_checkpoint_needs_sd_allow_pickle_then_loads_and_runs(
     from safetensors.torch import load_file
 
     from sdcore.demo import tiny
-    from sdcore.inference.loading import load_engine
+    from sdcore.engine.diffusers_engine import DiffusersEngine
+    from sdcore.usecases.model_cache import load_engine
 
     buf = io.BytesIO()
     state = load_file(str(tiny.save_single_file(tmp_path, name="tiny-sd")))
@@ -173,7 +173,7 @@ def test_a_pickle_checkpoint_needs_sd_allow_pickle_then_loads_and_runs(
         None,
         "sd1",
     )
-    engine = load_engine(get_services(), "pickled-ok")
+    engine = load_engine(get_services(), "pickled-ok", DiffusersEngine)
     assert engine.model_path.name == "model.ckpt"
     params = GenerationParams(kind="txt2img", prompt="a red circle", steps=2)
     assert engine.run(params, EngineInputs(), lambda info: None).images[0].size == (64, 64)
@@ -368,7 +368,7 @@ class RecordingEngine(Engine):
 
 
 def test_an_update_while_a_task_runs(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def load_engine(svc: Any, name: str) -> Engine:
+    def load_engine(svc: Any, name: str, make: Any) -> Engine:
         engine = RecordingEngine(svc.models.get(name).sha256)
         engine.load()
         return engine

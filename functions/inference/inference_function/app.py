@@ -10,10 +10,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sdcore.composition import get_services
 from sdcore.domain.models import Lease
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import NotFoundError
-from sdcore.inference.loading import load_engine
-from sdcore.inference.port import Engine
+from sdcore.ports import Engine
 from sdcore.usecases.inference import abandon_task, run_task
+from sdcore.usecases.model_cache import load_engine
 
 logger = Logger(service="inference")
 _engine: Engine | None = None
@@ -31,10 +32,10 @@ def engine() -> Engine:
     if _engine is None or _loaded != current:
         _engine = None  # let the old weights go before the new ones load
         try:
-            _engine = load_engine(svc, name)
+            _engine = load_engine(svc, name, DiffusersEngine)
         except NotFoundError:
             # its file went away under us: updated again while it was being fetched
-            _engine = load_engine(svc, name)
+            _engine = load_engine(svc, name, DiffusersEngine)
         if _loaded is not None and _loaded != current:
             logger.info("reloaded updated model", extra={"model": name, "sha256": current})
         _loaded = getattr(_engine, "model_hash", current)

@@ -13,7 +13,7 @@ from sdcore.demo import shapes
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "models" / "demo-shapes.safetensors"
-CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "inference" / "configs" / "demo-shapes"
+CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
 
 
 # --- grammar ---------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_classifier_tolerates_noise_and_blur() -> None:
 def demo_engine():
     if not MODEL.is_file():
         pytest.skip(f"{MODEL} not built (scripts/train_demo_model.py)")
-    from sdcore.inference.engine import DiffusersEngine
+    from sdcore.engine.diffusers_engine import DiffusersEngine
 
     digest = hashlib.sha256(MODEL.read_bytes()).hexdigest()
     engine = DiffusersEngine(MODEL, "demo-shapes", digest, config_dir=CONFIG, device="cpu")
@@ -158,7 +158,7 @@ def demo_engine():
 def test_demo_checkpoint_is_small_and_native_64(demo_engine) -> None:
     assert MODEL.stat().st_size <= 20 * 1024 * 1024
     assert demo_engine.native_size == (64, 64)
-    pipe = demo_engine._require()
+    pipe = demo_engine.model.txt2img
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):  # an fp16 file, float32 on the CPU
         assert {str(p.dtype) for p in part.parameters()} == {"torch.float32"}
 
@@ -166,7 +166,7 @@ def test_demo_checkpoint_is_small_and_native_64(demo_engine) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_demo_checkpoint_draws_a_red_circle_on_white(demo_engine, seed: int) -> None:
     from sdcore.domain.models import GenerationParams, TaskKind
-    from sdcore.inference.port import EngineInputs
+    from sdcore.ports import EngineInputs
 
     # the webui defaults: default sampler, 20 steps, CFG 7, native size
     params = GenerationParams(

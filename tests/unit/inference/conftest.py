@@ -11,7 +11,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers is imported: nothing may 
 import pytest
 
 from sdcore.demo import tiny
-from sdcore.inference.engine import DiffusersEngine
+from sdcore.engine.diffusers_engine import DiffusersEngine
 
 from .support import MODEL_HASH, MODEL_NAME, TinyFiles
 

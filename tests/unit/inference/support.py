@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcore.domain.models import GenerationParams
-from sdcore.inference.port import StepInfo
+from sdcore.ports import StepInfo
 
 MODEL_NAME = "tiny-sd"
 MODEL_HASH = "76c4bcb125a293b85cbe8788cd0c98602240e243a00fd372965c3170962c72f5"

@@ -13,12 +13,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from sdcore.demo import tiny
-from sdcore.inference import engine as engine_module
-from sdcore.inference.engine import DiffusersEngine, single_file_architecture, uses_v_prediction
-from sdcore.inference.engine_conditioning import XLPromptEncoder
-from sdcore.inference.engine_noise import SD1_LATENT_RGB, SDXL_LATENT_RGB, image_noise
-from sdcore.inference.engine_samplers import make_scheduler
-from sdcore.inference.port import EngineInputs, NetworkFile
+from sdcore.engine import checkpoints as checkpoints_module
+from sdcore.engine import model as model_module
+from sdcore.engine.checkpoints import single_file_architecture, uses_v_prediction
+from sdcore.engine.conditioning import XLPromptEncoder
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.engine.noise import SD1_LATENT_RGB, SDXL_LATENT_RGB, image_noise
+from sdcore.engine.schedulers import make_scheduler
+from sdcore.ports import EngineInputs, NetworkFile
 
 from .support import MODEL_HASH, Steps, gen
 
@@ -97,7 +99,8 @@ def test_single_files_load_back_with_every_tensor_equal(name: str, files: dict[s
     original = tiny.build_pipeline(seed=0, name=name)
     parts = ["unet", "vae", "text_encoder"] + (["text_encoder_2"] if name == "tiny-sdxl" else [])
     for part in parts:
-        a, b = getattr(engine._txt2img, part).state_dict(), getattr(original, part).state_dict()
+        ours, theirs = getattr(engine.model.txt2img, part), getattr(original, part)
+        a, b = ours.state_dict(), theirs.state_dict()
         assert a.keys() == b.keys(), part
         assert all(torch.equal(a[k], b[k]) for k in b), part
 
@@ -108,7 +111,8 @@ def test_single_files_load_back_with_every_tensor_equal(name: str, files: dict[s
 def test_sd2_matches_diffusers_own_pipeline_on_a_plain_prompt(sd2: DiffusersEngine) -> None:
     """No emphasis, one chunk: the webui's conditioning is diffusers' (OpenCLIP's penultimate
     layer through the final norm, "!" padding), and v-prediction comes from the config."""
-    assert sd2.architecture == "sd2" and sd2._scheduler_config["prediction_type"] == "v_prediction"
+    assert sd2.architecture == "sd2"
+    assert sd2.model.scheduler_config["prediction_type"] == "v_prediction"
     ours = sd2.run(gen(prompt="a red circle", sampler="Euler"), EngineInputs(), Steps())
     assert _plain_diffusers(sd2, "a red circle") == pytest.approx(pixels(ours.images[0]), abs=1)
 
@@ -123,14 +127,14 @@ def test_auto_config_runs_the_webui_v_prediction_test(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the shipped sd2 config is full size: point the auto choice at the tiny one
-    monkeypatch.setitem(engine_module.ARCHITECTURE_CONFIGS, "sd2", "../configs/tiny-sd2")
-    monkeypatch.setattr(engine_module, "uses_v_prediction", lambda unet: False)
+    monkeypatch.setitem(checkpoints_module.ARCHITECTURE_CONFIGS, "sd2", "../configs/tiny-sd2")
+    monkeypatch.setattr(model_module, "uses_v_prediction", lambda unet: False)
     base = _load(files["tiny-sd2"], None)
-    assert base._scheduler_config["prediction_type"] == "epsilon"
+    assert base.model.scheduler_config["prediction_type"] == "epsilon"
     assert base.native_size == (512, 512)  # SD 2.x base: 512 px
-    monkeypatch.setattr(engine_module, "uses_v_prediction", lambda unet: True)
+    monkeypatch.setattr(model_module, "uses_v_prediction", lambda unet: True)
     v_model = _load(files["tiny-sd2"], None)
-    assert v_model._scheduler_config["prediction_type"] == "v_prediction"
+    assert v_model.model.scheduler_config["prediction_type"] == "v_prediction"
     assert v_model.native_size == (64, 64)  # the config's own size (768 for the real one)
 
 
@@ -168,9 +172,9 @@ def test_the_v_prediction_test_is_the_webuis() -> None:
 def _plain_diffusers(engine: DiffusersEngine, prompt: str, **kwargs: Any) -> np.ndarray:
     """The same model, noise and Euler scheduler through diffusers' own pipeline and prompt
     encoding, as a reference."""
-    pipe = engine._txt2img
+    pipe = engine.model.txt2img
     noise, generator = image_noise((4, 8, 8), 123, 0, 0.0, None)
-    pipe.scheduler = make_scheduler("Euler", "Automatic", engine._scheduler_config)
+    pipe.scheduler = make_scheduler("Euler", "Automatic", engine.model.scheduler_config)
     original = type(pipe).__mro__[2]  # past the webui-guidance mixin
     plain = original(**pipe.components)
     plain.set_progress_bar_config(disable=True)
@@ -190,7 +194,7 @@ def _plain_diffusers(engine: DiffusersEngine, prompt: str, **kwargs: Any) -> np.
 def test_sdxl_matches_diffusers_own_pipeline_on_a_plain_prompt(xl: DiffusersEngine) -> None:
     """Both encoders' penultimate layers side by side, bigG's pooled output, size conditioning
     from the image size, zeros for the empty negative prompt: what diffusers' SDXL does."""
-    assert xl.architecture == "sdxl" and isinstance(xl._encoder, XLPromptEncoder)
+    assert xl.architecture == "sdxl" and isinstance(xl.model.encoder, XLPromptEncoder)
     ours = xl.run(gen(prompt="a red circle", sampler="Euler"), EngineInputs(), Steps())
     assert _plain_diffusers(xl, "a red circle") == pytest.approx(pixels(ours.images[0]), abs=1)
     negative = xl.run(gen(negative_prompt="blue"), EngineInputs(), Steps())
@@ -199,7 +203,7 @@ def test_sdxl_matches_diffusers_own_pipeline_on_a_plain_prompt(xl: DiffusersEngi
 
 
 def test_sdxl_conditioning_shapes_emphasis_and_empty_negative(xl: DiffusersEngine) -> None:
-    encoder = xl._encoder
+    encoder = xl.model.encoder
     assert isinstance(encoder, XLPromptEncoder)
     plain = encoder.encode_pair("a red circle", "", clip_skip=1)
     assert plain.cond.shape == (1, 77, 32 + 48)  # CLIP-L's width + bigG's
@@ -276,7 +280,7 @@ def test_sdxl_embedding_needs_clip_l_and_clip_g(xl: DiffusersEngine, tmp_path: P
 def test_sdxl_lora_on_unet_and_both_text_encoders(xl: DiffusersEngine, tmp_path: Path) -> None:
     """A kohya-style SDXL LoRA (`lora_unet_`, `lora_te1_`, `lora_te2_`) through the same
     `<lora:name:weight>` path: weight 0 is the base picture, 1 another, and nothing stays."""
-    pipe = xl._txt2img
+    pipe = xl.model.txt2img
     rng = torch.Generator().manual_seed(7)
     state: dict[str, torch.Tensor] = {}
     parts = [("lora_unet_", pipe.unet), ("lora_te1_", pipe.text_encoder)]
@@ -334,9 +338,9 @@ def test_an_sdxl_loha_in_the_ldm_naming_patches_unet_and_both_text_encoders(
 ) -> None:
     """kohya's SDXL files name UNet modules by the LDM layout (`input_blocks_4_1_...`) and the
     text encoders `lora_te1_`/`lora_te2_`."""
-    from sdcore.inference.engine_lycoris import module_table
+    from sdcore.engine.lycoris import module_table
 
-    table = module_table(xl._txt2img)
+    table = module_table(xl.model.txt2img)
     names = [n for n in table if n.endswith("attn1_to_q") and "input_blocks" in n]
     names += [n for n in table if n.endswith("self_attn_q_proj") and "layers_0_" in n]
     assert any(n.startswith("lora_te1_") for n in names)
@@ -353,7 +357,7 @@ def test_an_sdxl_loha_in_the_ldm_naming_patches_unet_and_both_text_encoders(
     inputs = EngineInputs(loras={"xl": NetworkFile("xl", "7" * 64, path)})
     layers = [table[n][1] for n in names]
     before = [layer.weight.detach().clone() for layer in layers]
-    with xl._networks.applied("x <lora:xl:1>", inputs, []):
+    with xl.model.networks.applied("x <lora:xl:1>", inputs, []):
         assert all(not torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))
     assert all(torch.equal(la.weight, b) for la, b in zip(layers, before, strict=True))
 

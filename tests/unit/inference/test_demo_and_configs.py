@@ -25,7 +25,7 @@ from scripts import make_clip_tokenizer
 from sdcore.configs import ROOT as CONFIGS_DIR
 from sdcore.configs import pipeline_config
 from sdcore.demo import tiny
-from sdcore.inference.engine_samplers import make_scheduler
+from sdcore.engine.schedulers import make_scheduler
 from sdcore.webui.samplers import SAMPLERS
 
 from .support import TinyFiles

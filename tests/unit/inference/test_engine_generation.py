@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from sdcore.engine.checkpoints import pick_device
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.engine.schedulers import SAMPLER_CLASSES
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine, pick_device
-from sdcore.inference.engine_samplers import SAMPLER_CLASSES
-from sdcore.inference.port import EngineInputs
+from sdcore.ports import EngineInputs
 from sdcore.webui.samplers import SAMPLERS
 
 from .support import MODEL_HASH, Steps, gen

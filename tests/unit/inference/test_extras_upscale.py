@@ -11,8 +11,8 @@ from PIL import Image
 
 from sdcore.api.schemas import ExtrasBody
 from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.engine.extras import upscale
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine_extras import upscale
 
 
 def _source() -> Image.Image:

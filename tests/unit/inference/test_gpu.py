@@ -12,8 +12,8 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from sdcore.demo import tiny
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.ports import EngineInputs
 
 from .support import MODEL_HASH, Steps, gen
 
@@ -32,7 +32,7 @@ def gpu_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 
 def test_auto_picks_cuda_in_fp16_with_sdpa_attention(gpu_engine: DiffusersEngine) -> None:
-    pipe = gpu_engine._txt2img
+    pipe = gpu_engine.model.txt2img
     assert gpu_engine.device == "cuda" and gpu_engine.dtype == torch.float16
     assert pipe.unet.dtype == torch.float16 and pipe.unet.device.type == "cuda"
     processors = set(map(type, pipe.unet.attn_processors.values()))

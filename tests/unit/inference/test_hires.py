@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from sdcore.api.schemas import Txt2ImgBody
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.ports import EngineInputs
 from sdcore.webui.infotext import parse_infotext
 
 from .support import Steps, gen

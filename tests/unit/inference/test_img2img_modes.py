@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.engine.img2img import fill, resize_image
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.engine_img2img import fill, resize_image
-from sdcore.inference.port import EngineInputs
+from sdcore.ports import EngineInputs
 
 from .support import Steps, gen
 

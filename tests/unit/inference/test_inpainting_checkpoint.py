@@ -12,9 +12,9 @@ from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
 from sdcore.demo import tiny
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.ports import EngineInputs
 
 from .support import MODEL_HASH, Steps, gen
 from .test_img2img_modes import _img2img, _inpaint, _mask, _px, _two_colour
@@ -40,7 +40,7 @@ def test_a_single_file_inpainting_checkpoint_loads_and_runs_every_kind(
     engine.device_preference = "cpu"
     engine.load()
     # Then its own UNet is there, and txt2img, img2img and inpainting run on it
-    assert torch.equal(engine._inpaint.unet.conv_in.weight, pipe.unet.conv_in.weight)
+    assert torch.equal(engine.model.inpaint.unet.conv_in.weight, pipe.unet.conv_in.weight)
     assert engine.run(gen(), EngineInputs(), Steps()).images[0].size == (64, 64)
     assert _img2img(engine, _two_colour(64, 64)).size == (64, 64)
     init, mask = _two_colour(64, 64), _mask((64, 64), (24, 24, 40, 40))

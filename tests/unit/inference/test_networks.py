@@ -13,9 +13,9 @@ from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
 from sdcore.demo import tiny
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs, NetworkFile
+from sdcore.ports import EngineInputs, NetworkFile
 
 from .support import Steps, gen
 
@@ -29,7 +29,7 @@ def _kohya_lora(engine: DiffusersEngine, path: Path, rank: int = 2) -> NetworkFi
     """A webui/kohya LoRA for the tiny model: `lora_unet_*` and `lora_te_*` factor pairs with
     `alpha`, on the modules sd-scripts trains: the UNet's transformer blocks' projections and
     the text encoder's attention and MLP layers."""
-    pipe = engine._txt2img
+    pipe = engine.model.txt2img
     gen_ = torch.Generator().manual_seed(7)
     state: dict[str, torch.Tensor] = {}
     targets = [
@@ -145,18 +145,18 @@ def test_embedding_token_changes_the_conditioning(engine: DiffusersEngine, tmp_p
         {"emb_params": torch.randn(3, 32, generator=torch.Generator().manual_seed(3))}, str(path)
     )
     emb = NetworkFile("shiny-style", "d" * 64, path)
-    encoder = engine._encoder
+    encoder = engine.model.encoder
     assert encoder is not None
     base_tokens = sum(len(c.tokens) for c in encoder.chunks("a shiny-style circle"))
     base_cond = encoder.encode_pair("a shiny-style circle", "", 1).cond
     base = _pixels(engine, EngineInputs(), prompt="a shiny-style circle")
     # When the task names it
-    with engine._networks.applied("a shiny-style circle", EngineInputs(embeddings=[emb]), []):
+    with engine.model.networks.applied("a shiny-style circle", EngineInputs(embeddings=[emb]), []):
         chunk = encoder.chunks("a shiny-style circle")[0]
         cond = encoder.encode_pair("a shiny-style circle", "", 1).cond
     with_emb = _pixels(engine, EngineInputs(embeddings=[emb]), prompt="a shiny-style circle")
     # Then its 3 vectors stand in the prompt and the conditioning and picture change
-    ids = engine._txt2img.tokenizer.convert_tokens_to_ids(
+    ids = engine.model.txt2img.tokenizer.convert_tokens_to_ids(
         [f"<emb:shiny-style:{i}>" for i in range(3)]
     )
     assert all(i in chunk.tokens for i in ids)
@@ -188,7 +188,7 @@ def test_a_peft_layout_lora_gives_the_kohya_one_s_pixels(
     from peft.utils import get_peft_model_state_dict
 
     kohya = _pixels(engine, EngineInputs(loras={"detail": lora}), prompt="x <lora:detail:0.8>")
-    pipe, adapter = engine._txt2img, f"lora_{lora.sha256[:16]}"
+    pipe, adapter = engine.model.txt2img, f"lora_{lora.sha256[:16]}"
     state = {
         f"{part}.{key}": value.contiguous()
         for part, module in (("unet", pipe.unet), ("text_encoder", pipe.text_encoder))
@@ -210,11 +210,11 @@ def test_a_peft_layout_lora_gives_the_kohya_one_s_pixels(
 def _lycoris(engine: DiffusersEngine, path: Path, kind: str) -> NetworkFile:
     """A LoHa or LoKr file on the tiny model's UNet attention projections and text-encoder
     attention, in the webui/kohya naming, with `alpha`."""
-    from sdcore.inference.engine_lycoris import module_table
+    from sdcore.engine.lycoris import module_table
 
     rng = torch.Generator().manual_seed(11)
     state: dict[str, torch.Tensor] = {}
-    for name, (_, layer) in module_table(engine._txt2img).items():
+    for name, (_, layer) in module_table(engine.model.txt2img).items():
         if not name.endswith(("attn1_to_q", "attn2_to_v", "self_attn_k_proj")):
             continue
         if "down_blocks" not in name and "lora_te_" not in name:
@@ -239,11 +239,11 @@ def test_lycoris_files_patch_the_weights_for_the_task_only(
 ) -> None:
     from safetensors.torch import load_file
 
-    from sdcore.inference.engine_lycoris import module_delta, module_table
+    from sdcore.engine.lycoris import module_delta, module_table
 
     file = _lycoris(engine, tmp_path / f"{kind}.safetensors", kind)
     inputs = EngineInputs(loras={kind: file})
-    table = module_table(engine._txt2img)
+    table = module_table(engine.model.txt2img)
     name = next(k for k in load_file(str(file.path)) if "down_blocks" in k).split(".")[0]
     layer = table[name][1]
     before = layer.weight.detach().clone()
@@ -253,7 +253,7 @@ def test_lycoris_files_patch_the_weights_for_the_task_only(
     expected = before + 0.5 * module_delta(weights, before.shape)
     base = _pixels(engine, EngineInputs())
     # inside the task the UNet weight is the base plus the delta at the UNet multiplier
-    with engine._networks.applied(f"x <lora:{kind}:1:0.5>", inputs, []):
+    with engine.model.networks.applied(f"x <lora:{kind}:1:0.5>", inputs, []):
         assert torch.allclose(layer.weight, expected, atol=1e-6)
     assert torch.equal(layer.weight, before)  # and after it the base, bit for bit
     assert np.array_equal(_pixels(engine, inputs, prompt=f"a red circle <lora:{kind}:0>"), base)
@@ -263,7 +263,7 @@ def test_lycoris_files_patch_the_weights_for_the_task_only(
 
 
 def test_a_loha_delta_is_the_webuis_formula() -> None:
-    from sdcore.inference.engine_lycoris import module_delta
+    from sdcore.engine.lycoris import module_delta
 
     w1a, w1b, w2a, w2b = (
         torch.randn(3, 2),

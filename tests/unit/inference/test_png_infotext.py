@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from sdcore.api.schemas import Txt2ImgBody
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.port import EngineInputs
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.ports import EngineInputs
 from sdcore.webui.png_info import png_bytes, read_parameters
 
 from .support import Steps, gen

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from sdcore.engine.conditioning import PromptEncoder
+from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.engine_conditioning import PromptEncoder
-from sdcore.inference.port import EngineInputs
+from sdcore.ports import EngineInputs
 from sdcore.webui.prompt_syntax import (
     BREAK,
     Vocabulary,
@@ -171,8 +171,8 @@ def test_a_full_chunk_moves_the_words_after_its_last_comma_to_the_next() -> None
 
 @pytest.fixture(scope="module")
 def encoder(engine: DiffusersEngine) -> PromptEncoder:
-    assert engine._encoder is not None
-    return engine._encoder
+    assert engine.model.encoder is not None
+    return engine.model.encoder
 
 
 def test_embeddings_are_77_per_chunk_and_prompt_and_negative_match(encoder: PromptEncoder) -> None:
@@ -223,7 +223,7 @@ def test_clip_skip_takes_an_earlier_layer_and_is_bounded(encoder: PromptEncoder)
 
 def test_prompt_past_75_tokens_still_changes_the_image(engine: DiffusersEngine) -> None:
     head = "a red circle " * 40
-    assert len(engine._encoder.chunks(head)) >= 2  # type: ignore[union-attr]
+    assert len(engine.model.encoder.chunks(head)) >= 2  # type: ignore[union-attr]
     a = engine.run(gen(prompt=head), EngineInputs(), Steps()).images[0]
     b = engine.run(gen(prompt=head + "blue"), EngineInputs(), Steps()).images[0]
     same = engine.run(gen(prompt=head), EngineInputs(), Steps()).images[0]

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from sdcore.configs import ROOT as CONFIGS_DIR
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.engine.noise import image_noise, latent_preview, slerp
+from sdcore.engine.schedulers import WEBUI_SCHEDULES, make_scheduler, webui_sigmas
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.engine_noise import image_noise, latent_preview, slerp
-from sdcore.inference.engine_samplers import WEBUI_SCHEDULES, make_scheduler, webui_sigmas
-from sdcore.inference.port import EngineInputs, StepAction, StepInfo
+from sdcore.ports import EngineInputs, StepAction, StepInfo
 from sdcore.webui.samplers import (
     SAMPLERS,
     SCHEDULES,

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdcore.engine.upscalers import RRDBNet, load_upscaler
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine import DiffusersEngine
-from sdcore.inference.engine_upscalers import RRDBNet, load_upscaler
-from sdcore.inference.port import EngineInputs, NetworkFile
+from sdcore.ports import EngineInputs, NetworkFile
 
 from .support import Steps, gen
 
@@ -124,7 +124,7 @@ def test_the_original_esrgan_x4_layout_loads_as_the_same_network(tmp_path: Path)
 
 
 def test_large_pictures_are_upscaled_in_overlapping_tiles(tmp_path: Path) -> None:
-    from sdcore.inference.engine_upscalers import run_upscaler
+    from sdcore.engine.upscalers import run_upscaler
 
     rng = np.random.default_rng(1)
     picture = Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))

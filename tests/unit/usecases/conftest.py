@@ -30,8 +30,15 @@ from sdcore.domain.models import (
     ModelStatus,
     TaskKind,
 )
-from sdcore.inference.port import Engine, EngineInputs, EngineResult, StepCallback, StepInfo
-from sdcore.ports import WorkerFleet, function_name
+from sdcore.ports import (
+    Engine,
+    EngineInputs,
+    EngineResult,
+    StepCallback,
+    StepInfo,
+    WorkerFleet,
+    function_name,
+)
 from sdcore.services import Services
 from sdcore.settings import Settings
 from sdcore.usecases.control import dispatch_task

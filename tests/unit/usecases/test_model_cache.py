@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sdcore.adapters.local.blobs import FileBlobStore
 from sdcore.domain.models import Model, ModelFormat, ModelStatus
-from sdcore.inference.loading import evict, materialise
 from sdcore.services import Services
+from sdcore.usecases.model_cache import evict, materialise
 
 
 class RemoteBlobs(FileBlobStore):

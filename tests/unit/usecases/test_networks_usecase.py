@@ -21,7 +21,7 @@ from sdcore.domain.models import (
     TaskStatus,
 )
 from sdcore.errors import ConflictError, InvalidInputError
-from sdcore.inference.port import EngineInputs, EngineResult, StepCallback
+from sdcore.ports import EngineInputs, EngineResult, StepCallback
 from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task

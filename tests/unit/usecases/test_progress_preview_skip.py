@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from sdcore.domain.models import GenerationParams, TaskStatus
-from sdcore.inference.port import (
+from sdcore.ports import (
     Engine,
     EngineInputs,
     EngineResult,

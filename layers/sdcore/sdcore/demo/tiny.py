@@ -43,6 +43,7 @@ from transformers import (
 )
 
 from sdcore import configs
+from sdcore.engine.checkpoints import ldm_unet_key, resnet_key
 
 CONFIG_DIR = configs.config_dir("tiny-sd")
 NAME = "tiny-sd"
@@ -165,33 +166,11 @@ def _target(path: Path, suffix: str, name: str = NAME) -> Path:
 # diffusers ships only the LDM -> diffusers direction (and its reverse script hardcodes SD's four
 # levels of two layers). These follow the LDM layout for any level count and layers_per_block.
 
-_UNET_RESNET = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "time_emb_proj": "emb_layers.1",
-    "conv_shortcut": "skip_connection",
-}
-_UNET_FIXED = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's pooled-text + size embedding
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
 _VAE_FIXED = {
     "encoder.conv_norm_out": "encoder.norm_out",
     "decoder.conv_norm_out": "decoder.norm_out",
 }
 _VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-
-
-def _resnet(rest: str, table: dict[str, str]) -> str:
-    head, _, tail = rest.partition(".")
-    return f"{table.get(head, head)}.{tail}"
 
 
 def unet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
@@ -202,35 +181,6 @@ def unet_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.
     for key, value in state.items():
         out[ldm_unet_key(key, per_level, up_attn)] = value
     return out
-
-
-def ldm_unet_key(key: str, per_level: int, up_attn: list[bool]) -> str:
-    """A UNet2DConditionModel parameter name in the LDM layout (`per_level`: resnets per level plus
-    the down/upsampler slot; `up_attn`: which up levels have attention). KeyError: none."""
-    for src, dst in _UNET_FIXED.items():
-        if key.startswith(src + "."):
-            return dst + key[len(src) :]
-    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block = 1 + int(m[1]) * per_level + int(m[3])
-        if m[2] == "resnets":
-            return f"input_blocks.{block}.0.{_resnet(m[4], _UNET_RESNET)}"
-        return f"input_blocks.{block}.1.{m[4]}"
-    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{1 + int(m[1]) * per_level + per_level - 1}.0.op.{m[2]}"
-    if m := re.match(r"mid_block\.resnets\.(\d)\.(.+)", key):
-        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2], _UNET_RESNET)}"
-    if m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m[1]}"
-    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        block = int(m[1]) * per_level + int(m[3])
-        if m[2] == "resnets":
-            return f"output_blocks.{block}.0.{_resnet(m[4], _UNET_RESNET)}"
-        return f"output_blocks.{block}.1.{m[4]}"
-    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        level = int(m[1])
-        slot = 2 if up_attn[level] else 1  # the upsampler follows the attention when there is one
-        return f"output_blocks.{level * per_level + per_level - 1}.{slot}.conv.{m[2]}"
-    raise KeyError(f"no LDM name for UNet key {key!r}")
 
 
 def vae_to_ldm(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
@@ -251,15 +201,15 @@ def _vae_key(key: str, levels: int) -> str:
             return dst + key[len(src) :]
     resnet = {"conv_shortcut": "nin_shortcut"}
     if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"encoder.down.{m[1]}.block.{m[2]}.{_resnet(m[3], resnet)}"
+        return f"encoder.down.{m[1]}.block.{m[2]}.{resnet_key(m[3], resnet)}"
     if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
         return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
     if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{_resnet(m[3], resnet)}"
+        return f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{resnet_key(m[3], resnet)}"
     if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
         return f"decoder.up.{levels - 1 - int(m[1])}.upsample.conv.{m[2]}"
     if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d)\.(.+)", key):
-        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{_resnet(m[3], resnet)}"
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{resnet_key(m[3], resnet)}"
     if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
         return f"{m[1]}.mid.attn_1.{_VAE_ATTN[m[2]]}.{m[3]}"
     if key.split(".")[0] in {"encoder", "decoder", "quant_conv", "post_quant_conv"}:

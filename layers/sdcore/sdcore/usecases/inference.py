@@ -15,10 +15,10 @@ from PIL import Image
 
 from sdcore.domain.models import Lease, ModelType, Task, TaskKind, TaskStatus
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
-from sdcore.inference.loading import network_file
-from sdcore.inference.port import Engine, EngineInputs, StepAction, StepInfo
+from sdcore.ports import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
+from sdcore.usecases.model_cache import network_file
 from sdcore.usecases.notify import task_ended
 from sdcore.usecases.tasks import registered_upscalers
 from sdcore.webui.png_info import png_bytes

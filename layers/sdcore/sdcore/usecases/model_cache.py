@@ -1,4 +1,6 @@
-"""Bring a registered checkpoint onto local disk and load it into an engine, offline."""
+"""The inference function's model cache: registered models (checkpoints and the networks a task
+names) brought onto local disk once, by content hash, least recently used evicted; and the
+checkpoint this function serves loaded into an engine from there, offline."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 from sdcore import configs
 from sdcore.domain.models import AUTO_CONFIG, Model, ModelFormat, ModelStatus, ModelType
 from sdcore.errors import ConflictError
-from sdcore.inference.port import Engine, NetworkFile
+from sdcore.ports import Engine, EngineFactory, NetworkFile
 from sdcore.services import Services
 from sdcore.usecases.tasks import resolve_network
 
@@ -123,13 +125,18 @@ def _local_copy(svc: Services, model: Model) -> Path:
     return folder
 
 
-def load_engine(svc: Services, model_name: str) -> Engine:
-    """Load the checkpoint this execution environment serves, updating the model's status."""
-    from sdcore.inference.engine import DiffusersEngine
+def load_engine(svc: Services, model_name: str, make: EngineFactory) -> Engine:
+    """Load the checkpoint this execution environment serves with the engine `make` builds,
+    updating the model's status.
 
+    Raises
+    ------
+    NotFoundError, ConflictError
+        The model is gone, or not usable.
+    """
     path, name, sha256, config_dir = materialise(svc, model_name)
     svc.models.update(model_name, status=ModelStatus.LOADING)
-    engine = DiffusersEngine(
+    engine = make(
         path,
         name,
         sha256,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sdcore.demo.tiny import ldm_unet_key
+from sdcore.engine.checkpoints import ldm_unet_key
 
 MARKERS = (".hada_w1_a", ".hada_w1_b", ".lokr_w1", ".lokr_w2")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,10 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
+
+from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.errors import InvalidInputError
+from sdcore.ports import EngineInputs
 
 
 class _DenseBlock(nn.Module):
@@ -229,3 +235,34 @@ def run_upscaler(
         else:
             current = _run_once(model, current)
     return current.resize(target, Image.Resampling.LANCZOS) if current.size != target else current
+
+
+class UpscalerCache:
+    """Registered upscaler models, loaded once per file; the last `keep` used stay loaded."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._loaded: dict[str, nn.Module] = {}  # file sha256 -> model, least recently used first
+
+    def models(
+        self, params: GenerationParams, inputs: EngineInputs, device: str
+    ) -> dict[str, Callable[[Image.Image, float], Image.Image]]:
+        """The task's registered upscaler models, by the name the task gives them.
+
+        Raises InvalidInputError (naming the task's field) for a file that is no upscaler."""
+        models: dict[str, Callable[[Image.Image, float], Image.Image]] = {}
+        for name, file in inputs.upscalers.items():
+            model = self._loaded.pop(file.sha256, None)
+            if model is None:
+                try:
+                    model = load_upscaler(file.path).to(device)
+                except ValueError as exc:
+                    field = "upscaler_1" if name == params.upscaler else "upscaler_2"
+                    if params.kind is TaskKind.TXT2IMG:
+                        field = "hr_upscaler"
+                    raise InvalidInputError(field, f"upscaler {name!r}: {exc}") from exc
+            self._loaded[file.sha256] = model
+            while len(self._loaded) > self.keep:
+                self._loaded.pop(next(iter(self._loaded)))
+            models[name] = partial(run_upscaler, model)
+        return models

@@ -22,9 +22,9 @@ from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 from safetensors.torch import load_file
 
+from sdcore.engine.lycoris import Patches, is_lycoris
 from sdcore.errors import InvalidInputError
-from sdcore.inference.engine_lycoris import Patches, is_lycoris
-from sdcore.inference.port import EngineInputs, NetworkFile
+from sdcore.ports import EngineInputs, NetworkFile
 from sdcore.webui.prompt_syntax import lora_tags
 
 MAX_LORAS = 8  # adapters kept loaded; the least recently used goes first

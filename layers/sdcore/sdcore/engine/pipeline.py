@@ -1,0 +1,231 @@
+"""One generation, as the webui runs it, in named steps: pick the seeds, then per job (one
+`n_iter` batch) draw each image's noise, denoise, run the hires fix's second pass, and paste
+the original back outside an inpainting mask; then write the infotexts and the info."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from PIL import Image
+
+from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.engine.extras import Upscaler
+from sdcore.engine.hires import HiresPlan
+from sdcore.engine.jobs import MAX_SIDE, Job, prepare_job
+from sdcore.engine.model import LoadedModel
+from sdcore.engine.noise import image_noise
+from sdcore.engine.report import RunFacts, Seeds, StepReporter, generation_info, infotexts
+from sdcore.engine.schedulers import make_scheduler
+from sdcore.errors import InvalidInputError
+from sdcore.ports import EngineInputs, EngineResult, StepCallback
+from sdcore.webui.samplers import resolve
+
+MAX_SEED = 2**32 - 1  # the webui's range; torch takes larger, clients expect this one
+# the task's registered upscaler models, loaded when asked for (the hires fix may use one)
+UpscalerModels = Callable[[], Mapping[str, Upscaler]]
+
+
+def generate(
+    model: LoadedModel,
+    params: GenerationParams,
+    inputs: EngineInputs,
+    on_step: StepCallback,
+    upscalers: UpscalerModels,
+    identity: tuple[str, str, str],
+) -> EngineResult:
+    """Generate `batch_size x batches` images; `identity`: (model name, hash, device) as the
+    infotext and info report them.
+
+    Raises
+    ------
+    InvalidInputError
+        A parameter the model cannot honour; `field` is the webui name of the culprit.
+    """
+    started = time.perf_counter()
+    job = prepare_job(model, params, inputs, inputs.upscalers)
+    sampler, schedule = resolve(params.sampler, params.scheduler)
+    seeds = pick_seeds(model, params)
+    embeds = model.encoder.encode_pair(
+        params.prompt, params.negative_prompt, params.clip_skip
+    ).kwargs(job.pipe.device, job.pipe.unet.dtype)
+    progress = StepReporter(on_step, params.batches, started)
+    images: list[Image.Image] = []
+    for job_no in range(params.batches):
+        part = slice(job_no * params.batch_size, (job_no + 1) * params.batch_size)
+        progress.start_job(job_no)
+        batch = denoise(model, job, params, seeds, part, (sampler, schedule), embeds, progress)
+        if job.hires is not None:
+            batch = second_pass(model, job.hires, batch, params, seeds, part, embeds, progress,
+                                upscalers)  # fmt: skip
+        images.extend(paste_back(job, batch))
+        if progress.stopped:
+            break
+    name, model_hash, device = identity
+    facts = RunFacts(sampler, schedule, job.width, job.height, job.inpaint, job.hires, name,
+                     model_hash, device)  # fmt: skip
+    texts = infotexts(params, inputs, seeds, facts, len(images))
+    info = generation_info(params, seeds, facts, texts, progress, started)
+    return EngineResult(images=images, infotexts=texts, info=info, interrupted=progress.stopped)
+
+
+def pick_seeds(model: LoadedModel, params: GenerationParams) -> Seeds:
+    """The first seed and subseed (drawn when negative, as the webui does) and the size the
+    noise is drawn at."""
+    total = params.batch_size * params.batches
+    return Seeds(
+        seed=_first_seed(params.seed, total, "seed"),
+        subseed=_first_seed(params.subseed, total, "subseed"),
+        total=total,
+        resize_from=_resize_from(model, params),
+    )
+
+
+def _first_seed(seed: int, total: int, field: str) -> int:
+    """The first of `total` consecutive seeds; a negative one (-1, as the webui) is drawn."""
+    if seed < 0:
+        return random.randrange(MAX_SEED - total + 1)
+    if seed + total - 1 > MAX_SEED:
+        raise InvalidInputError(field, f"must be at most {MAX_SEED - total + 1}")
+    return seed
+
+
+def _resize_from(model: LoadedModel, params: GenerationParams) -> tuple[int, int] | None:
+    """(latent height, latent width) to draw the seed's noise at, or None (off)."""
+    w, h = params.seed_resize_from_w, params.seed_resize_from_h
+    if w <= 0 or h <= 0:
+        return None
+    scale = int(model.txt2img.vae_scale_factor)
+    for field, value in (("seed_resize_from_w", w), ("seed_resize_from_h", h)):
+        if not scale <= value <= MAX_SIDE:
+            raise InvalidInputError(field, f"must be {scale}..{MAX_SIDE} (or <= 0: off)")
+    return h // scale, w // scale
+
+
+def draw_noise(
+    pipe: Any, shape: tuple[int, int, int], params: GenerationParams, seeds: Seeds, part: slice
+) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Each image's starting noise from its own seed (and variation seed): one CPU generator per
+    image, so image i is the same whatever the batch size or device."""
+    drawn = [
+        image_noise(shape, s, v, params.subseed_strength, seeds.resize_from)
+        for s, v in zip(seeds.seeds[part], seeds.subseeds[part], strict=True)
+    ]
+    noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
+    return noise, [g for _, g in drawn]
+
+
+def use_noise(scheduler: SchedulerMixin, noise: torch.Tensor) -> None:
+    """img2img and inpaint draw their noise inside the pipeline and add it to the image latents
+    with `scheduler.add_noise`; this run's scheduler adds ours (seed, variation, resize) instead."""
+    base = scheduler.add_noise  # type: ignore[attr-defined]
+
+    def add_noise(original: torch.Tensor, _drawn: torch.Tensor, timesteps: Any) -> Any:
+        return base(original, noise.to(original.device, original.dtype), timesteps)
+
+    scheduler.add_noise = add_noise  # type: ignore[attr-defined]
+
+
+def _latent_shape(pipe: Any, width: int, height: int) -> tuple[int, int, int]:
+    scale = int(pipe.vae_scale_factor)
+    return int(pipe.vae.config.latent_channels), height // scale, width // scale
+
+
+def denoise(
+    model: LoadedModel,
+    job: Job,
+    params: GenerationParams,
+    seeds: Seeds,
+    part: slice,
+    sampler: tuple[str, str],
+    embeds: dict[str, torch.Tensor],
+    progress: StepReporter,
+) -> Any:
+    """One job's pipeline call: latents when the hires fix upscales in latent space, else
+    pictures."""
+    pipe = job.pipe
+    noise, generators = draw_noise(pipe, _latent_shape(pipe, job.width, job.height), params,
+                                   seeds, part)  # fmt: skip
+    scheduler = make_scheduler(*sampler, model.scheduler_config, seeds.seeds[part], model.sdxl)
+    kwargs = dict(job.kwargs)
+    if params.kind is TaskKind.TXT2IMG or (job.inpaint and job.kwargs["strength"] >= 1):
+        kwargs["latents"] = noise
+    else:
+        use_noise(scheduler, noise)
+    if job.latent_fill is not None:  # webui: latent noise / latent nothing in the mask
+        latents, repaint, with_noise = job.latent_fill
+        filled = latents * (1 - repaint) + (noise * repaint if with_noise else 0)
+        kwargs["image"] = kwargs["masked_image_latents"] = filled
+    pipe.scheduler = scheduler
+    out = pipe(
+        **embeds,
+        num_inference_steps=params.steps,
+        guidance_scale=params.guidance,
+        num_images_per_prompt=len(generators),
+        generator=generators,
+        callback_on_step_end=progress,
+        output_type="latent" if job.hires is not None and job.hires.latent else "pil",
+        **kwargs,
+    )
+    return out.images
+
+
+def second_pass(
+    model: LoadedModel,
+    plan: HiresPlan,
+    first: Any,
+    params: GenerationParams,
+    seeds: Seeds,
+    part: slice,
+    embeds: dict[str, torch.Tensor],
+    progress: StepReporter,
+    upscalers: UpscalerModels,
+) -> list[Image.Image]:
+    """The hires fix's second pass: the first pass's latents (or pictures) upscaled, then
+    img2img at the larger size with fresh noise from the same seeds, as the webui does, with
+    the plan's sampler and, when they differ, the hires prompts (their `<lora:...>` tags are
+    not applied: the first pass's LoRAs stay on). A stopped or skipped job has none: its
+    pictures are the first pass's."""
+    if progress.stopped or progress.skipped:
+        return model.decode(first) if plan.latent else list(first)
+    pipe = model.img2img
+    if plan.latent:
+        image: Any = plan.upscale_latents(first, int(pipe.vae_scale_factor))
+    else:
+        upscaler = upscalers()[plan.upscaler] if plan.model else None
+        image = [plan.upscale_image(im, upscaler) for im in first]
+    prompts = plan.prompts(params)
+    if prompts is not None:
+        embeds = model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(
+            pipe.device, pipe.unet.dtype
+        )
+    noise, generators = draw_noise(pipe, _latent_shape(pipe, plan.width, plan.height), params,
+                                   seeds, part)  # fmt: skip
+    scheduler = make_scheduler(plan.sampler, plan.schedule, model.scheduler_config,
+                               seeds.seeds[part], model.sdxl)  # fmt: skip
+    use_noise(scheduler, noise)
+    pipe.scheduler = scheduler
+    out = pipe(
+        **embeds,
+        image=image,
+        strength=plan.strength,
+        num_inference_steps=plan.steps,
+        guidance_scale=params.guidance,
+        num_images_per_prompt=len(generators),
+        generator=generators,
+        callback_on_step_end=progress,
+        output_type="pil",
+    )
+    return list(out.images)
+
+
+def paste_back(job: Job, batch: Any) -> list[Image.Image]:
+    """Inpainting: the original outside the (blurred) mask, as the webui does."""
+    if job.overlay is None:
+        return list(batch)
+    mask, init = job.overlay
+    return [job.pipe.image_processor.apply_overlay(mask, init, im, job.crop) for im in batch]
