@@ -7,6 +7,7 @@ import pytest
 from sdcore.domain.models import (
     FunctionRecord,
     Model,
+    ModelChanges,
     ModelFormat,
     ModelStage,
     ModelStatus,
@@ -56,14 +57,18 @@ def test_update_only_while_the_pending_version_is_the_same(ports):
     ports.models.create(make_model(pending=make_pending()))
     verifying = make_pending(stage=ModelStage.VERIFYING, bytes_done=123, upload_id=None)
 
-    model = ports.models.update("sd15", pending_key="models/checkpoint/sd15/v2", pending=verifying)
+    model = ports.models.update(
+        "sd15", ModelChanges(pending=verifying), pending_key="models/checkpoint/sd15/v2"
+    )
 
     assert model.pending == verifying and ports.models.get("sd15").pending == verifying
     with pytest.raises(StaleWriteError):  # another version replaced it
-        ports.models.update("sd15", pending_key="models/checkpoint/sd15/v1", pending=None)
-    ports.models.update("sd15", pending=None)
+        ports.models.update(
+            "sd15", ModelChanges(pending=None), pending_key="models/checkpoint/sd15/v1"
+        )
+    ports.models.update("sd15", ModelChanges(pending=None))
     with pytest.raises(StaleWriteError):  # nothing pending any more
-        ports.models.update("sd15", pending_key="models/checkpoint/sd15/v2", size=1)
+        ports.models.update("sd15", ModelChanges(size=1), pending_key="models/checkpoint/sd15/v2")
     assert ports.models.get("sd15").pending is None and ports.models.get("sd15").size != 1
 
 
@@ -80,7 +85,7 @@ def test_get_missing_is_not_found(ports):
 
 def test_deleted_model_reads_as_missing_and_can_be_created_again(ports):
     ports.models.create(make_model())
-    ports.models.update("sd15", status=ModelStatus.DELETED)
+    ports.models.update("sd15", ModelChanges(status=ModelStatus.DELETED))
 
     with pytest.raises(NotFoundError):
         ports.models.get("sd15")
@@ -94,20 +99,24 @@ def test_update_with_expected_status(ports):
     ports.models.create(make_model())
 
     model = ports.models.update(
-        "sd15", {ModelStatus.REGISTERING}, status=ModelStatus.UNLOADED, modified_at=1001.5
+        "sd15",
+        ModelChanges(status=ModelStatus.UNLOADED, modified_at=1001.5),
+        {ModelStatus.REGISTERING},
     )
 
     assert (model.status, model.modified_at) == (ModelStatus.UNLOADED, 1001.5)
     assert ports.models.get("sd15") == model
     with pytest.raises(StaleWriteError):
-        ports.models.update("sd15", {ModelStatus.REGISTERING}, status=ModelStatus.LOADING)
+        ports.models.update(
+            "sd15", ModelChanges(status=ModelStatus.LOADING), {ModelStatus.REGISTERING}
+        )
     assert ports.models.get("sd15").status is ModelStatus.UNLOADED
 
 
 def test_update_without_expected_and_clearing_a_field(ports):
     ports.models.create(make_model(error="sha256 mismatch"))
 
-    model = ports.models.update("sd15", error=None)
+    model = ports.models.update("sd15", ModelChanges(error=None))
 
     assert model.error is None
     assert ports.models.get("sd15").error is None
@@ -115,15 +124,17 @@ def test_update_without_expected_and_clearing_a_field(ports):
 
 def test_update_missing_is_not_found(ports):
     with pytest.raises(NotFoundError):
-        ports.models.update("nope", status=ModelStatus.LOADED)
+        ports.models.update("nope", ModelChanges(status=ModelStatus.LOADED))
     with pytest.raises(NotFoundError):
-        ports.models.update("nope", {ModelStatus.REGISTERING}, status=ModelStatus.LOADED)
+        ports.models.update(
+            "nope", ModelChanges(status=ModelStatus.LOADED), {ModelStatus.REGISTERING}
+        )
 
 
 def test_list_excludes_deleted_sorted_by_name(ports):
     for name in ["zeta", "alpha", "mid"]:
         ports.models.create(make_model(name))
-    ports.models.update("mid", status=ModelStatus.DELETED)
+    ports.models.update("mid", ModelChanges(status=ModelStatus.DELETED))
 
     assert [m.name for m in ports.models.list()] == ["alpha", "zeta"]
 

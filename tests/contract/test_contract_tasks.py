@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from sdcore.domain.models import GenerationParams, Task, TaskKind, TaskStatus
+from sdcore.domain.models import (
+    GenerationParams,
+    Task,
+    TaskChanges,
+    TaskKind,
+    TaskStatus,
+    TaskTransition,
+)
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 
 
@@ -44,7 +51,10 @@ def test_transition_sets_status_and_fields(ports):
     ports.tasks.create(make_task())
 
     task = ports.tasks.transition(
-        "t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1001.5, attempts=1
+        "t1",
+        TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1001.5, attempts=1
+        ),
     )
 
     assert (task.status, task.started_at, task.attempts) == (TaskStatus.RUNNING, 1001.5, 1)
@@ -53,29 +63,33 @@ def test_transition_sets_status_and_fields(ports):
 
 def test_transition_from_wrong_status_is_stale(ports):
     ports.tasks.create(make_task())
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.CANCELLED)
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.CANCELLED))
 
     with pytest.raises(StaleWriteError):
-        ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+        ports.tasks.transition(
+            "t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING)
+        )
     assert ports.tasks.get("t1").status is TaskStatus.CANCELLED
 
 
 def test_transition_with_empty_from_is_stale(ports):
     ports.tasks.create(make_task())
     with pytest.raises(StaleWriteError):
-        ports.tasks.transition("t1", set(), TaskStatus.RUNNING)
+        ports.tasks.transition("t1", TaskTransition.between(set(), TaskStatus.RUNNING))
 
 
 def test_transition_missing_is_not_found(ports):
     with pytest.raises(NotFoundError):
-        ports.tasks.transition("nope", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+        ports.tasks.transition(
+            "nope", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING)
+        )
 
 
 def test_transition_can_clear_a_field(ports):
     ports.tasks.create(make_task(error="boom", eta_s=3.0))
 
     task = ports.tasks.transition(
-        "t1", {TaskStatus.QUEUED}, TaskStatus.FAILED, error=None, eta_s=None
+        "t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.FAILED, error=None, eta_s=None)
     )
 
     assert task.error is None and task.eta_s is None
@@ -84,16 +98,18 @@ def test_transition_can_clear_a_field(ports):
 
 def test_transition_writes_results(ports):
     ports.tasks.create(make_task())
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
 
     ports.tasks.transition(
         "t1",
-        {TaskStatus.RUNNING},
-        TaskStatus.SUCCEEDED,
-        images=["outputs/t1/0.png"],
-        info={"seed": 42, "guidance": 7.0},
-        progress=1.0,
-        finished_at=1010.25,
+        TaskTransition.between(
+            {TaskStatus.RUNNING},
+            TaskStatus.SUCCEEDED,
+            images=["outputs/t1/0.png"],
+            info={"seed": 42, "guidance": 7.0},
+            progress=1.0,
+            finished_at=1010.25,
+        ),
     )
 
     got = ports.tasks.get("t1")
@@ -106,11 +122,14 @@ def test_transition_writes_results(ports):
 def test_update_running_only_while_running(ports):
     ports.tasks.create(make_task())
 
-    assert ports.tasks.update_running("t1", progress=0.5) is False  # queued
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
-    assert ports.tasks.update_running("t1", progress=0.5, sampling_step=10, eta_s=1.5) is True
-    ports.tasks.transition("t1", {TaskStatus.RUNNING}, TaskStatus.SUCCEEDED)
-    assert ports.tasks.update_running("t1", progress=0.9) is False  # finished
+    assert ports.tasks.update_running("t1", TaskChanges(progress=0.5)) is False  # queued
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
+    assert (
+        ports.tasks.update_running("t1", TaskChanges(progress=0.5, sampling_step=10, eta_s=1.5))
+        is True
+    )
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.RUNNING}, TaskStatus.SUCCEEDED))
+    assert ports.tasks.update_running("t1", TaskChanges(progress=0.9)) is False  # finished
 
     got = ports.tasks.get("t1")
     assert (got.progress, got.sampling_step, got.eta_s) == (0.5, 10, 1.5)
@@ -129,12 +148,16 @@ def test_skip_requests_previews_and_webui_params_round_trip(ports):
         clip_skip=2,
     )
     ports.tasks.create(make_task().model_copy(update={"params": params}))
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
 
     # When a skip is asked for and a preview written, then the preview cleared at the end
-    assert ports.tasks.update_running("t1", skip_requests=1, current_image="aGk=") is True
+    assert (
+        ports.tasks.update_running("t1", TaskChanges(skip_requests=1, current_image="aGk=")) is True
+    )
     running = ports.tasks.get("t1")
-    ports.tasks.transition("t1", {TaskStatus.RUNNING}, TaskStatus.SUCCEEDED, current_image=None)
+    ports.tasks.transition(
+        "t1", TaskTransition.between({TaskStatus.RUNNING}, TaskStatus.SUCCEEDED, current_image=None)
+    )
 
     # Then both backends keep them exactly
     assert running.params == params
@@ -143,7 +166,7 @@ def test_skip_requests_previews_and_webui_params_round_trip(ports):
 
 
 def test_update_running_missing_is_false(ports):
-    assert ports.tasks.update_running("nope", progress=0.5) is False
+    assert ports.tasks.update_running("nope", TaskChanges(progress=0.5)) is False
 
 
 def test_request_cancel_is_idempotent(ports):
@@ -159,7 +182,7 @@ def test_request_cancel_is_idempotent(ports):
 
 def test_request_cancel_of_terminal_task_is_a_no_op(ports):
     ports.tasks.create(make_task())
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.SUCCEEDED))
 
     task = ports.tasks.request_cancel("t1")
 
@@ -175,7 +198,7 @@ def test_request_cancel_missing_is_not_found(ports):
 def test_list_by_status_oldest_first(ports):
     for i, created in enumerate([1003.0, 1001.0, 1002.0, 1000.5]):
         ports.tasks.create(make_task(f"t{i}", created_at=created))
-    ports.tasks.transition("t3", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("t3", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
 
     queued = ports.tasks.list_by_status(TaskStatus.QUEUED)
     running = ports.tasks.list_by_status(TaskStatus.RUNNING)
@@ -195,9 +218,9 @@ def test_a_record_over_dynamodbs_item_limit_is_refused_clearly(ports):
     with pytest.raises(InvalidInputError, match="400 KB"):
         ports.tasks.create(make_task(info={"blob": "x" * 400_000}))
     ports.tasks.create(make_task())
-    ports.tasks.transition("t1", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("t1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
     with pytest.raises(InvalidInputError, match="400 KB"):
-        ports.tasks.update_running("t1", info={"blob": "x" * 400_000})
+        ports.tasks.update_running("t1", TaskChanges(info={"blob": "x" * 400_000}))
 
 
 # --- a user's history and active count ----------------------------------------------------------
@@ -221,7 +244,9 @@ def test_owner_round_trips_and_no_owner_stays_empty(ports):
     ports.tasks.create(make_task("a", owner="alice", webhook="https://x.example/hook"))
     ports.tasks.create(make_task("n"))
 
-    ports.tasks.transition("a", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED, image_md5=["d41d8c"])
+    ports.tasks.transition(
+        "a", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.SUCCEEDED, image_md5=["d41d8c"])
+    )
 
     got = ports.tasks.get("a")
     assert (got.owner, got.webhook, got.image_md5) == (
@@ -230,14 +255,21 @@ def test_owner_round_trips_and_no_owner_stays_empty(ports):
         ["d41d8c"],
     )
     assert ports.tasks.get("n").owner == ""
-    assert ports.tasks.transition("n", {TaskStatus.QUEUED}, TaskStatus.RUNNING).owner == ""
+    assert (
+        ports.tasks.transition(
+            "n", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING)
+        ).owner
+        == ""
+    )
 
 
 def test_list_by_owner_filters_on_status(ports):
     for i in range(5):
         ports.tasks.create(make_task(f"a{i}", created_at=1000.0 + i, owner="alice"))
     for i in (1, 3):
-        ports.tasks.transition(f"a{i}", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+        ports.tasks.transition(
+            f"a{i}", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+        )
 
     assert ids(ports.tasks.list_by_owner("alice", TaskStatus.SUCCEEDED)) == ["a3", "a1"]
     assert ids(ports.tasks.list_by_owner("alice", TaskStatus.QUEUED, limit=2)) == ["a4", "a2"]
@@ -275,7 +307,7 @@ def test_list_by_owner_pages_through_ties_on_created_at(ports):
 def test_list_by_owner_pages_with_a_status_filter(ports):
     for i in range(6):
         ports.tasks.create(make_task(f"t{i}", created_at=1000.0, owner="alice"))
-    ports.tasks.transition("t2", {TaskStatus.QUEUED}, TaskStatus.FAILED)
+    ports.tasks.transition("t2", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.FAILED))
 
     first = ports.tasks.list_by_owner("alice", TaskStatus.QUEUED, limit=3)
     rest = ports.tasks.list_by_owner(
@@ -289,8 +321,8 @@ def test_count_active_counts_queued_and_running_since(ports):
     for i in range(6):
         ports.tasks.create(make_task(f"a{i}", created_at=1000.0 + i, owner="alice"))
     ports.tasks.create(make_task("b0", created_at=1003.0, owner="bob"))
-    ports.tasks.transition("a4", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
-    ports.tasks.transition("a5", {TaskStatus.QUEUED}, TaskStatus.SUCCEEDED)
+    ports.tasks.transition("a4", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
+    ports.tasks.transition("a5", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.SUCCEEDED))
 
     assert ports.tasks.count_active("alice", since=0) == 5
     assert ports.tasks.count_active("alice", since=1002.0) == 2  # a3, a4; a2 is not after
@@ -305,7 +337,7 @@ def test_count_waiting_high_counts_queued_high_priority_tasks_after_since(ports)
     ports.tasks.create(make_task("h3", created_at=1020.0, priority=1))
     ports.tasks.create(make_task("n1", created_at=1030.0))
     ports.tasks.create(make_task("old", created_at=500.0, priority=1))
-    ports.tasks.transition("h3", {TaskStatus.QUEUED}, TaskStatus.RUNNING)
+    ports.tasks.transition("h3", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
 
     # Then only the queued high ones created after `since` count
     assert ports.tasks.count_waiting_high(900.0) == 2

@@ -13,7 +13,7 @@ import pytest
 from sdcore.adapters.aws.dynamodb import DynamoDBUserStore
 from sdcore.adapters.local.db import Database
 from sdcore.adapters.local.stores import SqliteUserStore
-from sdcore.domain.models import ApiKey, Role, User
+from sdcore.domain.models import ApiKey, Role, User, UserChanges
 from sdcore.errors import ConflictError, NotFoundError
 from sdcore.ports import UserStore
 
@@ -67,16 +67,16 @@ def test_list_by_name_without_keys_or_counters(users):
 def test_update_sets_fields(users):
     users.create(make_user())
 
-    updated = users.update("alice", disabled=True, options={"sd_vae": "ema"})
+    updated = users.update("alice", UserChanges(disabled=True, options={"sd_vae": "ema"}))
 
     assert (updated.disabled, updated.options) == (True, {"sd_vae": "ema"})
     assert users.get("alice") == updated
-    assert users.update("alice") == updated  # nothing to set
+    assert users.update("alice", UserChanges()) == updated  # nothing to set
 
 
 def test_update_missing_is_not_found(users):
     with pytest.raises(NotFoundError):
-        users.update("nobody", disabled=True)
+        users.update("nobody", UserChanges(disabled=True))
     with pytest.raises(NotFoundError):
         users.get("nobody")  # and the update did not create it
 

@@ -24,7 +24,7 @@ from proxy_function.app import lambda_handler as proxy
 from sdcore import composition
 from sdcore.clock import Clock
 from sdcore.composition import get_services
-from sdcore.domain.models import FunctionRecord, GenerationParams, ModelStatus
+from sdcore.domain.models import FunctionRecord, GenerationParams, ModelChanges, ModelStatus
 from sdcore.errors import InvalidInputError
 from sdcore.ports import Engine, EngineInputs, EngineResult, StepCallback, StepInfo, function_name
 from tests import model_files as mf
@@ -468,8 +468,12 @@ def test_the_sweep_ends_abandoned_uploads_dead_jobs_and_marks_unloaded(
     call(admin, "POST", "/admin/models/slow/complete", {"parts": [put_part(plan, data, 1)]})
     # (its verification job is queued but never runs: the job died)
     orphan = svc.blobs.create_multipart("models/checkpoint/ghost/x")
-    svc.models.update("held", status=ModelStatus.LOADED)  # by a worker that is gone now
-    svc.models.update("busy", status=ModelStatus.LOADED)  # and a task of it holds its slots
+    svc.models.update(
+        "held", ModelChanges(status=ModelStatus.LOADED)
+    )  # by a worker that is gone now
+    svc.models.update(
+        "busy", ModelChanges(status=ModelStatus.LOADED)
+    )  # and a task of it holds its slots
     assert svc.slots.acquire("t-busy", "busy", Clock().now(), 900, 10, 10) is not None
     fresh = control(load("schedule.json"), Context())
     assert fresh["swept"] == [] and fresh["unloaded"] == ["held"]

@@ -15,7 +15,15 @@ from pydantic import ValidationError
 from proxy_function.app import lambda_handler as proxy
 from sdcore.api.schemas import Img2ImgBody, Txt2ImgBody
 from sdcore.composition import get_services
-from sdcore.domain.models import GenerationParams, Model, ModelStatus, TaskKind, TaskStatus
+from sdcore.domain.models import (
+    GenerationParams,
+    Model,
+    ModelStatus,
+    TaskChanges,
+    TaskKind,
+    TaskStatus,
+    TaskTransition,
+)
 from sdcore.errors import InvalidInputError
 from sdcore.usecases.tasks import request_skip
 from sdcore.webui.infotext import (
@@ -244,8 +252,10 @@ def test_skip_marks_the_running_task_and_progress_shows_the_preview(local_env: P
     status, queued = _call("POST", "/txt2img", {"prompt": "x", "n_iter": 2})
     assert status == 202
     task_id = queued["taskId"]
-    svc.tasks.transition(task_id, {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0)
-    svc.tasks.update_running(task_id, current_image="aGk=", job_count=2)
+    svc.tasks.transition(
+        task_id, TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0)
+    )
+    svc.tasks.update_running(task_id, TaskChanges(current_image="aGk=", job_count=2))
     assert _call("POST", "/sdapi/v1/skip") == (200, {})
     assert svc.tasks.get(task_id).skip_requests == 1
     status, progress = _call("GET", "/sdapi/v1/progress")

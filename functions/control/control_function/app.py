@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sdcore.api.views import task_result
 from sdcore.composition import get_services
 from sdcore.usecases.control import dispatch_task, reap_lost
 from sdcore.usecases.model_jobs import reconcile_loaded, sweep_uploads
@@ -27,7 +28,9 @@ processor = BatchProcessor(event_type=EventType.SQS)
 def record_handler(record: SQSRecord) -> str:
     body = json.loads(record.body)
     if "webhook" in body:  # a webhook delivery (attempt n) of a task that ended
-        outcome = deliver_webhook(get_services(), body["webhook"], int(body.get("attempt", 1)))
+        svc = get_services()
+        attempt = int(body.get("attempt", 1))
+        outcome = deliver_webhook(svc, body["webhook"], attempt, lambda t: task_result(svc, t))
         logger.info("webhook", extra={"taskId": body["webhook"], "outcome": outcome})
         return outcome
     task_id = body["taskId"]

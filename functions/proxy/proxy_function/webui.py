@@ -18,7 +18,7 @@ from sdcore.api.auth import principal
 from sdcore.api.errors import json_response
 from sdcore.api.schemas import ExtrasBody, Img2ImgBody, Txt2ImgBody, decode_image
 from sdcore.composition import get_services
-from sdcore.domain.models import Model, ModelFormat, ModelType, Task, TaskStatus
+from sdcore.domain.models import Model, ModelFormat, ModelType, Task, TaskStatus, UserChanges
 from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.usecases import models as model_cases
 from sdcore.usecases import tasks as task_cases
@@ -307,7 +307,7 @@ def webui_set_options(body: OptionsBody) -> dict[str, Any]:
             user = svc.users.get(who.user)
         except NotFoundError:
             raise InvalidInputError("sd_model_checkpoint", "options need a user key") from None
-        svc.users.update(who.user, options={**user.options, **updates})
+        svc.users.update(who.user, UserChanges(options={**user.options, **updates}))
     return {}
 
 

@@ -22,10 +22,14 @@ from sdcore.domain.models import (
     GenerationParams,
     Lease,
     Model,
+    ModelChanges,
     ModelStatus,
     Task,
+    TaskChanges,
     TaskStatus,
+    TaskTransition,
     User,
+    UserChanges,
 )
 
 
@@ -45,21 +49,20 @@ class TaskStore(ABC):
         """Raises NotFoundError."""
 
     @abstractmethod
-    def transition(
-        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
-    ) -> Task:
-        """Move a task from one of `from_` to `to`, setting `fields`, atomically.
+    def transition(self, task_id: str, change: TaskTransition) -> Task:
+        """Apply `change` atomically: the task moves from one of `change.from_` to
+        `change.to`, with `change.changes` set.
 
         Raises
         ------
         NotFoundError
             No such task.
         StaleWriteError
-            The task was not in one of `from_` (someone else moved it first).
+            The task was not in one of `change.from_` (someone else moved it first).
         """
 
     @abstractmethod
-    def update_running(self, task_id: str, **fields: Any) -> bool:
+    def update_running(self, task_id: str, changes: TaskChanges) -> bool:
         """Set progress/heartbeat fields only while the task is running; False otherwise."""
 
     @abstractmethod
@@ -109,11 +112,11 @@ class ModelStore(ABC):
     def update(
         self,
         name: str,
+        changes: ModelChanges,
         expected: set[ModelStatus] | None = None,
         pending_key: str | None = None,
-        **fields: Any,
     ) -> Model:
-        """Set `fields`; if `expected` is given the model must be in one of those statuses, and
+        """Set `changes`; if `expected` is given the model must be in one of those statuses, and
         if `pending_key` is given its pending version must have that key (the job writing is
         still the one in charge: not aborted nor replaced by a newer upload).
 
@@ -140,7 +143,7 @@ class UserStore(ABC):
     def list(self) -> list[User]: ...
 
     @abstractmethod
-    def update(self, name: str, **fields: Any) -> User:
+    def update(self, name: str, changes: UserChanges) -> User:
         """Raises NotFoundError."""
 
     @abstractmethod

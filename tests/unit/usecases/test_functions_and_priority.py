@@ -11,6 +11,7 @@ from sdcore.domain.models import (
     Lease,
     TaskKind,
     TaskStatus,
+    TaskTransition,
 )
 from sdcore.errors import NotFoundError
 from sdcore.ports import function_name
@@ -33,13 +34,15 @@ def _lost_running_task(svc: Services) -> str:
     old = svc.clock.now() - svc.settings.heartbeat_stale_s - 5
     svc.tasks.transition(
         task.task_id,
-        {TaskStatus.QUEUED},
-        TaskStatus.RUNNING,
-        started_at=old,
-        heartbeat_at=old,
-        attempts=1,
-        progress=0.5,
-        lease=Lease.model_validate(payload["lease"]),
+        TaskTransition.between(
+            {TaskStatus.QUEUED},
+            TaskStatus.RUNNING,
+            started_at=old,
+            heartbeat_at=old,
+            attempts=1,
+            progress=0.5,
+            lease=Lease.model_validate(payload["lease"]),
+        ),
     )
     return task.task_id
 
@@ -81,7 +84,8 @@ def test_reaper_requeues_a_lost_task_that_has_attempts_left(svc: Services) -> No
     # and a second loss, with no attempts left, fails it
     svc.queue.delete(message.receipt)
     svc.tasks.transition(
-        task_id, {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0, attempts=2
+        task_id,
+        TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0, attempts=2),
     )
     assert reap_lost(svc) == [task_id]
     assert svc.tasks.get(task_id).status is TaskStatus.FAILED
@@ -106,7 +110,9 @@ def test_when_a_slot_frees_the_high_priority_task_goes_first(svc: Services) -> N
     assert dispatch_task(svc, high) is Outcome.DISPATCHED
     assert svc.fleet.invocations[-1][1]["taskId"] == high  # type: ignore[attr-defined]
     # and once no high task waits (its worker started it), normal tasks take slots again
-    svc.tasks.transition(high, {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0)
+    svc.tasks.transition(
+        high, TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=1.0)
+    )
     svc.slots.release(_lease(svc, busy[0]))
     assert dispatch_task(svc, normal) is Outcome.DISPATCHED
 

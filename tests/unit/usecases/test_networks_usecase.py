@@ -12,8 +12,10 @@ import pytest
 
 from sdcore.domain.models import (
     GenerationParams,
+    ImageInput,
     Lease,
     Model,
+    ModelChanges,
     ModelFormat,
     ModelStatus,
     ModelType,
@@ -25,7 +27,7 @@ from sdcore.ports import EngineInputs, EngineResult, StepCallback
 from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
-from sdcore.usecases.tasks import ImageInput, submit_task
+from sdcore.usecases.tasks import submit_task
 from tests.model_files import (
     embedding_shapes,
     lora_shapes,
@@ -140,7 +142,7 @@ def test_a_lora_not_ready_is_a_conflict(networks: Services) -> None:
 def test_a_lora_deleted_after_submit_fails_the_task_naming_it(networks: Services) -> None:
     params = GenerationParams(kind=TaskKind.TXT2IMG, prompt="<lora:detail>", steps=1)
     task = submit_task(networks, params, None, [])
-    networks.models.update("detail", status=ModelStatus.DELETED)
+    networks.models.update("detail", ModelChanges(status=ModelStatus.DELETED))
     dispatch_task(networks, task.task_id)
     _, payload = networks.fleet.invocations[-1]  # type: ignore[attr-defined]
     lease = Lease.model_validate(payload["lease"])

@@ -2,11 +2,19 @@ from __future__ import annotations
 
 import pytest
 
-from sdcore.domain.models import GenerationParams, ModelStatus, TaskKind, TaskStatus
+from sdcore.domain.models import (
+    GenerationParams,
+    ImageInput,
+    ModelChanges,
+    ModelStatus,
+    TaskKind,
+    TaskStatus,
+    TaskTransition,
+)
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
 from sdcore.services import Services
 from sdcore.usecases.control import Outcome, dispatch_task, reap_lost
-from sdcore.usecases.tasks import ImageInput, request_cancel, submit_task
+from sdcore.usecases.tasks import request_cancel, submit_task
 from tests.unit.usecases.conftest import png
 
 TXT = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=3)
@@ -44,10 +52,10 @@ def test_submit_stores_input_images_and_rejects_bad_ones(svc: Services) -> None:
 def test_submit_refuses_missing_and_unready_models(svc: Services) -> None:
     with pytest.raises(NotFoundError):
         submit_task(svc, TXT, "missing", [])
-    svc.models.update("other", error="sha256 mismatch")
+    svc.models.update("other", ModelChanges(error="sha256 mismatch"))
     with pytest.raises(ConflictError, match="sha256 mismatch"):
         submit_task(svc, TXT, "other", [])
-    svc.models.update("other", error=None, status=ModelStatus.REGISTERING)
+    svc.models.update("other", ModelChanges(error=None, status=ModelStatus.REGISTERING))
     with pytest.raises(ConflictError, match="registering"):
         submit_task(svc, TXT, "other", [])
 
@@ -111,7 +119,7 @@ def test_cancel_of_a_queued_task_means_it_never_runs(svc: Services) -> None:
 
 def test_dispatch_fails_the_task_when_its_model_was_deleted(svc: Services) -> None:
     task = submit_task(svc, TXT, "other", [])
-    svc.models.update("other", status=ModelStatus.DELETED)
+    svc.models.update("other", ModelChanges(status=ModelStatus.DELETED))
     assert _drain(svc) == ["ended"]
     ended = svc.tasks.get(task.task_id)
     assert ended.status is TaskStatus.FAILED and "deleted" in (ended.error or "")
@@ -129,12 +137,18 @@ def test_reaper_ends_a_running_task_whose_heartbeat_stopped(svc: Services) -> No
     task = submit_task(svc, TXT, None, [])
     old = svc.clock.now() - svc.settings.heartbeat_stale_s - 5
     svc.tasks.transition(
-        task.task_id, {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=old, heartbeat_at=old
+        task.task_id,
+        TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=old, heartbeat_at=old
+        ),
     )
     fresh = submit_task(svc, TXT, None, [])
     now = svc.clock.now()
     svc.tasks.transition(
-        fresh.task_id, {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=now, heartbeat_at=now
+        fresh.task_id,
+        TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=now, heartbeat_at=now
+        ),
     )
     assert reap_lost(svc) == [task.task_id]
     lost = svc.tasks.get(task.task_id)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sdcore.domain.models import GenerationParams, Role, TaskKind, TaskStatus
+from sdcore.domain.models import GenerationParams, Role, Task, TaskKind, TaskStatus
 from sdcore.services import Services
 from sdcore.usecases.auth import create_user
 from sdcore.usecases.notify import deliver_webhook
@@ -19,10 +19,14 @@ def test_a_failed_delivery_is_retried_later_then_given_up(svc: Services) -> None
     [message] = svc.queue.receive(visibility_s=0)
     assert message.body == {"webhook": task.task_id, "attempt": 1}
     svc.queue.delete(message.receipt)
+
     # Then a failing attempt queues the next one with a delay, and the last attempt gives up
-    assert deliver_webhook(svc, task.task_id, 1) == "retrying"
+    def render(t: Task) -> dict[str, str]:
+        return {"taskId": t.task_id}
+
+    assert deliver_webhook(svc, task.task_id, 1, render) == "retrying"
     assert svc.queue.receive() == []  # not yet: backoff
-    assert deliver_webhook(svc, task.task_id, 5) == "gave-up"
+    assert deliver_webhook(svc, task.task_id, 5, render) == "gave-up"
 
 
 def test_a_webhook_to_a_private_address_is_refused_at_submit(svc: Services) -> None:

@@ -17,15 +17,16 @@ from pydantic import (
 )
 
 from sdcore.domain.models import (
+    INPUT_PREFIXES,
     FunctionChanges,
     GenerationParams,
+    ImageInput,
     ModelType,
     Role,
     Task,
     TaskKind,
 )
 from sdcore.errors import InvalidInputError
-from sdcore.usecases.tasks import INPUT_PREFIXES, ImageInput
 from sdcore.webui.infotext import request_fields
 from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,

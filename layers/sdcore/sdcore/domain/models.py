@@ -1,11 +1,14 @@
-"""Domain records: tasks, models, inference functions, slot leases."""
+"""Domain records (tasks, models, inference functions, slot leases, users), and their changes
+as typed updates: a state change is asked of the record (`task.cancel(now)`), which answers what
+to write; a port writes it atomically (`svc.tasks.transition(task_id, change)`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 # a checkpoint's config "auto": the engine picks the shipped config of the file's architecture
 # (SD 1.x, 2.x or XL, from its keys), as the webui does
@@ -25,6 +28,22 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+# Objects a request may name as an input image: uploads and earlier results, never models.
+INPUT_PREFIXES = ("inputs/", "outputs/")
+CANCELLED_BY_REQUEST = "cancelled by request"
+
+
+@dataclass
+class ImageInput:
+    """An input image as the caller gave it: decoded bytes, the key of a stored object, or an
+    http(s) URL to fetch."""
+
+    field: str
+    data: bytes | None = None
+    key: str | None = None
+    url: str | None = None
 
 
 class TaskKind(StrEnum):
@@ -92,6 +111,63 @@ class GenerationParams(BaseModel):
         return 1 if self.kind is TaskKind.EXTRAS else self.batch_size * self.batches
 
 
+class Lease(BaseModel):
+    """Slots held by one running task; they come back on release or when the lease expires."""
+
+    task_id: str
+    model: str
+    slots: list[str]
+    expires_at: float
+
+
+class _Changes(BaseModel):
+    """Fields of a record to set: only those given are written (None clears a field)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class TaskChanges(_Changes):
+    """A task's fields a transition or a progress write sets."""
+
+    started_at: float | None = None
+    finished_at: float | None = None
+    heartbeat_at: float | None = None
+    progress: float = 0.0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    job_no: int = 0
+    job_count: int = 0
+    eta_s: float | None = None
+    current_image: str | None = None
+    skip_requests: int = 0
+    attempts: int = 0
+    lease: Lease | None = None
+    images: list[str] = Field(default_factory=list)
+    image_md5: list[str] = Field(default_factory=list)
+    info: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class TaskTransition(BaseModel):
+    """Move a task from one of `from_` to `to`, setting `changes`, or not at all."""
+
+    model_config = ConfigDict(frozen=True)
+
+    from_: frozenset[TaskStatus]
+    to: TaskStatus
+    changes: TaskChanges = TaskChanges()
+
+    @classmethod
+    def between(
+        cls, from_: set[TaskStatus] | frozenset[TaskStatus], to: TaskStatus, **changes: Any
+    ) -> TaskTransition:
+        """A transition setting `changes` (validated as TaskChanges: a typo is an error)."""
+        return cls(from_=frozenset(from_), to=to, changes=TaskChanges(**changes))
+
+
 class Task(BaseModel):
     task_id: str
     kind: TaskKind
@@ -127,6 +203,59 @@ class Task(BaseModel):
     lease: Lease | None = None
     # 0 normal, 1 high: control hands a slot to a normal task only while no high one waits
     priority: int = Field(0, ge=0, le=1)
+
+    # --- state changes -------------------------------------------------------------------------
+
+    def cancel(self, now: float) -> TaskTransition:
+        """A queued task cancelled: it never runs."""
+        return TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.CANCELLED, finished_at=now, error=CANCELLED_BY_REQUEST
+        )
+
+    def fail(self, reason: str, now: float) -> TaskTransition:
+        """A queued task that cannot run (its model went away, failed to load)."""
+        return TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.FAILED, error=reason, finished_at=now
+        )
+
+    def start(self, now: float, lease: Lease | None) -> TaskTransition:
+        """A queued task taken by its worker, holding `lease`."""
+        return TaskTransition.between(
+            {TaskStatus.QUEUED},
+            TaskStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            attempts=self.attempts + 1,
+            lease=lease,
+        )
+
+    def end(self, to: TaskStatus, now: float, changes: TaskChanges | None = None) -> TaskTransition:
+        """A running task ended as `to` (succeeded, failed or cancelled) with `changes`."""
+        fields = {**(changes.fields() if changes else {}), "finished_at": now}
+        return TaskTransition.between({TaskStatus.RUNNING}, to, **fields)
+
+    def lose(self, now: float) -> TaskTransition:
+        """A running task whose worker was lost, with no attempt left."""
+        return TaskTransition.between(
+            {TaskStatus.RUNNING}, TaskStatus.FAILED, error="worker lost", finished_at=now
+        )
+
+    def requeue(self, reason: str) -> TaskTransition:
+        """A running task whose worker was lost, back in the queue for another attempt: the
+        run's fields cleared, `reason` kept in its info."""
+        return TaskTransition.between(
+            {TaskStatus.RUNNING},
+            TaskStatus.QUEUED,
+            started_at=None,
+            heartbeat_at=None,
+            lease=None,
+            progress=0.0,
+            sampling_step=0,
+            sampling_steps=0,
+            job_no=0,
+            eta_s=None,
+            info={**self.info, "lastError": reason},
+        )
 
 
 class ModelType(StrEnum):
@@ -204,6 +333,22 @@ class Model(BaseModel):
         return self.status in READY and self.error is None
 
 
+class ModelChanges(_Changes):
+    """A model's fields an update sets."""
+
+    status: ModelStatus = ModelStatus.REGISTERING
+    sha256: str = ""
+    size: int = 0
+    key: str = ""
+    format: ModelFormat | None = None
+    config: str = AUTO_CONFIG
+    error: str | None = None
+    version: int = 1
+    details: dict[str, Any] = Field(default_factory=dict)
+    pending: PendingVersion | None = None
+    modified_at: float = 0.0
+
+
 class FunctionRecord(BaseModel):
     """One inference function: it serves exactly one checkpoint."""
 
@@ -231,15 +376,6 @@ class FunctionChanges(BaseModel):
     extra_args: list[str] | None = None
 
 
-class Lease(BaseModel):
-    """Slots held by one running task; they come back on release or when the lease expires."""
-
-    task_id: str
-    model: str
-    slots: list[str]
-    expires_at: float
-
-
 class Role(StrEnum):
     USER = "user"
     ADMIN = "admin"
@@ -254,6 +390,13 @@ class User(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
     # signs this user's webhook deliveries (X-Signature-256); shown once, at creation
     webhook_secret: str = ""
+
+
+class UserChanges(_Changes):
+    """A user's fields an update sets."""
+
+    disabled: bool = False
+    options: dict[str, str] = Field(default_factory=dict)
 
 
 class ApiKey(BaseModel):

@@ -11,7 +11,7 @@ import time
 
 from sdcore.adapters.local.fleet import invocation_queue
 from sdcore.composition import get_services
-from sdcore.domain.models import ModelStatus
+from sdcore.domain.models import ModelChanges, ModelStatus
 from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.local.context import LocalContext
 
@@ -51,8 +51,8 @@ def main() -> None:
     try:  # scale to zero: the model is no longer loaded anywhere
         svc.models.update(
             svc.settings.model_name,
+            ModelChanges(status=ModelStatus.UNLOADED),
             {ModelStatus.LOADED, ModelStatus.LOADING},
-            status=ModelStatus.UNLOADED,
         )
     except (NotFoundError, StaleWriteError):
         pass

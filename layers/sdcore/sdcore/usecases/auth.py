@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdcore.domain.models import ApiKey, Role, User
+from sdcore.domain.models import ApiKey, Role, User, UserChanges
 from sdcore.errors import (
     AuthError,
     ConflictError,
@@ -89,7 +89,7 @@ def revoke_user(svc: Services, name: str) -> User:
     """Disable a user and revoke every key. Raises NotFoundError."""
     svc.users.get(name)
     svc.users.revoke_keys(name)
-    return svc.users.update(name, disabled=True)
+    return svc.users.update(name, UserChanges(disabled=True))
 
 
 def _credentials(headers: dict[str, str]) -> tuple[str, str | None]:

@@ -9,7 +9,7 @@ from enum import StrEnum
 from sdcore.domain.models import Task, TaskStatus
 from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
-from sdcore.usecases.notify import task_ended
+from sdcore.usecases.notify import end_task, task_ended
 
 # waiting tasks woken when a slot frees: a few, since the first may be over its checkpoint's cap
 WAKE_ON_RELEASE = 4
@@ -25,20 +25,6 @@ class Outcome(StrEnum):
     DISPATCHED = "dispatched"
     WAITING = "waiting"  # over a cap, or the function is not ready: re-queued with a delay
     ENDED = "ended"  # nothing to do: finished, cancelled, failed or already running
-
-
-def _fail(svc: Services, task_id: str, reason: str) -> None:
-    try:
-        task = svc.tasks.transition(
-            task_id,
-            {TaskStatus.QUEUED},
-            TaskStatus.FAILED,
-            error=reason,
-            finished_at=svc.clock.now(),
-        )
-        task_ended(svc, task)
-    except StaleWriteError:
-        pass
 
 
 def _wait(svc: Services, task: Task, waits: int) -> Outcome:
@@ -75,25 +61,16 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
     if task.status is not TaskStatus.QUEUED:
         return Outcome.ENDED
     if task.cancel_requested:
-        try:
-            task = svc.tasks.transition(
-                task_id,
-                {TaskStatus.QUEUED},
-                TaskStatus.CANCELLED,
-                finished_at=svc.clock.now(),
-                error="cancelled by request",
-            )
-            task_ended(svc, task)
-        except StaleWriteError:
-            pass
+        end_task(svc, task_id, task.cancel(svc.clock.now()))
         return Outcome.ENDED
     try:
         model = svc.models.get(task.model)
     except NotFoundError:
-        _fail(svc, task_id, f"model {task.model} was deleted")
+        end_task(svc, task_id, task.fail(f"model {task.model} was deleted", svc.clock.now()))
         return Outcome.ENDED
     if not model.usable:
-        _fail(svc, task_id, f"model {task.model} is not ready: {model.error or model.status.value}")
+        reason = f"model {task.model} is not ready: {model.error or model.status.value}"
+        end_task(svc, task_id, task.fail(reason, svc.clock.now()))
         return Outcome.ENDED
 
     settings = svc.settings
@@ -141,30 +118,9 @@ def reap_lost(svc: Services) -> list[str]:
             continue
         runs = max(task.attempts, 1)  # a running task has started at least once
         retry = runs < svc.settings.max_attempts
+        change = task.requeue(f"worker lost (attempt {runs})") if retry else task.lose(now)
         try:
-            if retry:
-                svc.tasks.transition(
-                    task.task_id,
-                    {TaskStatus.RUNNING},
-                    TaskStatus.QUEUED,
-                    started_at=None,
-                    heartbeat_at=None,
-                    lease=None,
-                    progress=0.0,
-                    sampling_step=0,
-                    sampling_steps=0,
-                    job_no=0,
-                    eta_s=None,
-                    info={**task.info, "lastError": f"worker lost (attempt {runs})"},
-                )
-            else:
-                lost = svc.tasks.transition(
-                    task.task_id,
-                    {TaskStatus.RUNNING},
-                    TaskStatus.FAILED,
-                    error="worker lost",
-                    finished_at=now,
-                )
+            moved = svc.tasks.transition(task.task_id, change)
         except StaleWriteError:
             continue
         reaped.append(task.task_id)
@@ -175,5 +131,5 @@ def reap_lost(svc: Services) -> list[str]:
             log.warning("task %s lost its worker; retrying", task.task_id)
             svc.queue.send({"taskId": task.task_id}, priority=task.priority)
         else:
-            task_ended(svc, lost)
+            task_ended(svc, moved)
     return reaped

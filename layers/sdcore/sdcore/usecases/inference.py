@@ -13,13 +13,21 @@ from typing import Any
 
 from PIL import Image
 
-from sdcore.domain.models import Lease, ModelType, Task, TaskKind, TaskStatus
+from sdcore.domain.models import (
+    CANCELLED_BY_REQUEST,
+    Lease,
+    ModelType,
+    Task,
+    TaskChanges,
+    TaskKind,
+    TaskStatus,
+)
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.ports import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.model_cache import network_file
-from sdcore.usecases.notify import task_ended
+from sdcore.usecases.notify import end_task
 from sdcore.usecases.tasks import registered_upscalers
 from sdcore.webui.png_info import png_bytes
 from sdcore.webui.prompt_syntax import extract_networks, mentions
@@ -40,7 +48,7 @@ class _Heartbeat:
         while not self._stop.wait(self.every_s):
             now = self.svc.clock.now()
             try:
-                self.svc.tasks.update_running(self.task_id, heartbeat_at=now)
+                self.svc.tasks.update_running(self.task_id, TaskChanges(heartbeat_at=now))
                 if self.lease is not None:
                     self.svc.slots.renew(self.lease, now + self.svc.settings.lease_s)
             except Exception:  # a missed beat is harmless; the next one retries
@@ -107,8 +115,7 @@ class _Progress:
         # write at the last step would be one more table write per task for nothing.
         if now - self.last_write >= self.interval:
             self.last_write = now
-            self.svc.tasks.update_running(
-                self.task_id,
+            changes = TaskChanges(
                 progress=round(step.progress, 4),
                 sampling_step=step.step,
                 sampling_steps=step.steps,
@@ -118,6 +125,7 @@ class _Progress:
                 heartbeat_at=now,
                 **self._preview(step),
             )
+            self.svc.tasks.update_running(self.task_id, changes)
         action = StepAction.CONTINUE
         if now - self.last_check >= min(self.interval, 0.2):
             self.last_check = now
@@ -159,15 +167,9 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
     return inputs
 
 
-def _end(svc: Services, task_id: str, to: TaskStatus, **fields: Any) -> None:
-    try:
-        task = svc.tasks.transition(
-            task_id, {TaskStatus.RUNNING}, to, finished_at=svc.clock.now(), **fields
-        )
-    except StaleWriteError:
-        log.warning("task %s was ended by someone else before it finished", task_id)
-        return
-    task_ended(svc, task)
+def _end(svc: Services, task: Task, to: TaskStatus, changes: TaskChanges | None = None) -> None:
+    if end_task(svc, task.task_id, task.end(to, svc.clock.now(), changes)) is None:
+        log.warning("task %s was ended by someone else before it finished", task.task_id)
 
 
 def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -> TaskStatus:
@@ -182,28 +184,9 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
             svc.slots.release(lease)
         return TaskStatus.FAILED
     if task.status is TaskStatus.QUEUED and task.cancel_requested:
-        try:
-            cancelled = svc.tasks.transition(
-                task_id,
-                {TaskStatus.QUEUED},
-                TaskStatus.CANCELLED,
-                finished_at=svc.clock.now(),
-                error="cancelled by request",
-            )
-            task_ended(svc, cancelled)
-        except StaleWriteError:
-            pass
-    now = svc.clock.now()
+        end_task(svc, task_id, task.cancel(svc.clock.now()))
     try:
-        task = svc.tasks.transition(
-            task_id,
-            {TaskStatus.QUEUED},
-            TaskStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            attempts=task.attempts + 1,
-            lease=lease,
-        )
+        task = svc.tasks.transition(task_id, task.start(svc.clock.now(), lease))
     except StaleWriteError:
         current = svc.tasks.get(task_id)
         if current.status.terminal and lease:
@@ -225,7 +208,7 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
         inputs = _load_inputs(svc, task)
         result = engine.run(task.params, inputs, progress)
         if result.interrupted or progress.cancelled:
-            _end(svc, task.task_id, TaskStatus.CANCELLED, error="cancelled by request")
+            _end(svc, task, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
             return TaskStatus.CANCELLED
         keys, md5s = [], []
         for n, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
@@ -234,38 +217,30 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
             svc.blobs.put(key, data, "image/png")
             keys.append(key)
             md5s.append(hashlib.md5(data).hexdigest())
-        _end(
-            svc,
-            task.task_id,
-            TaskStatus.SUCCEEDED,
+        done = TaskChanges(
             images=keys,
             image_md5=md5s,
             # which execution environment ran it: a checkpoint stays loaded in its worker
             info={**result.info, "worker_pid": os.getpid()},
             **progress.final(),
         )
+        _end(svc, task, TaskStatus.SUCCEEDED, done)
         return TaskStatus.SUCCEEDED
     except DomainError as exc:
-        _end(svc, task.task_id, TaskStatus.FAILED, error=str(exc))
+        _end(svc, task, TaskStatus.FAILED, TaskChanges(error=str(exc)))
         return TaskStatus.FAILED
     except Exception as exc:
         log.exception("task %s failed", task.task_id)
-        _end(svc, task.task_id, TaskStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        _end(svc, task, TaskStatus.FAILED, TaskChanges(error=f"{type(exc).__name__}: {exc}"))
         return TaskStatus.FAILED
 
 
 def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) -> TaskStatus:
     """End a dispatched task that cannot run here (its model failed to load)."""
     try:
-        task = svc.tasks.transition(
-            task_id,
-            {TaskStatus.QUEUED},
-            TaskStatus.FAILED,
-            error=reason,
-            finished_at=svc.clock.now(),
-        )
-        task_ended(svc, task)
-    except (StaleWriteError, NotFoundError):
+        task = svc.tasks.get(task_id)
+        end_task(svc, task_id, task.fail(reason, svc.clock.now()))
+    except NotFoundError:
         pass
     if lease:
         svc.slots.release(lease)

@@ -10,7 +10,14 @@ import tarfile
 from pathlib import Path
 
 from sdcore import configs
-from sdcore.domain.models import AUTO_CONFIG, Model, ModelFormat, ModelStatus, ModelType
+from sdcore.domain.models import (
+    AUTO_CONFIG,
+    Model,
+    ModelChanges,
+    ModelFormat,
+    ModelStatus,
+    ModelType,
+)
 from sdcore.errors import ConflictError
 from sdcore.ports import Engine, EngineFactory, NetworkFile
 from sdcore.services import Services
@@ -135,7 +142,7 @@ def load_engine(svc: Services, model_name: str, make: EngineFactory) -> Engine:
         The model is gone, or not usable.
     """
     path, name, sha256, config_dir = materialise(svc, model_name)
-    svc.models.update(model_name, status=ModelStatus.LOADING)
+    svc.models.update(model_name, ModelChanges(status=ModelStatus.LOADING))
     engine = make(
         path,
         name,
@@ -145,6 +152,6 @@ def load_engine(svc: Services, model_name: str, make: EngineFactory) -> Engine:
         allow_pickle=svc.settings.allow_pickle,
     )
     engine.load()
-    svc.models.update(model_name, status=ModelStatus.LOADED)
+    svc.models.update(model_name, ModelChanges(status=ModelStatus.LOADED))
     log.info("loaded model %s from %s", model_name, path)
     return engine

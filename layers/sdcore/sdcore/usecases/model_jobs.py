@@ -15,6 +15,7 @@ from sdcore import configs
 from sdcore.domain.models import (
     AUTO_CONFIG,
     Model,
+    ModelChanges,
     ModelStage,
     ModelStatus,
     ModelType,
@@ -60,7 +61,9 @@ class _JobProgress:
         self.pending = self.pending.model_copy(
             update={**fields, "updated_at": self.svc.clock.now()}
         )
-        self.svc.models.update(self.name, pending_key=self.pending.key, pending=self.pending)
+        self.svc.models.update(
+            self.name, ModelChanges(pending=self.pending), pending_key=self.pending.key
+        )
 
 
 def run_job(svc: Services, body: dict[str, Any]) -> str:
@@ -195,7 +198,7 @@ def _fail(svc: Services, model: Model, pending: PendingVersion, reason: str) -> 
     fields: dict[str, Any] = {"pending": failed, "modified_at": svc.clock.now()}
     if model.status is ModelStatus.REGISTERING:
         fields["error"] = reason
-    svc.models.update(model.name, pending_key=pending.key, **fields)
+    svc.models.update(model.name, ModelChanges(**fields), pending_key=pending.key)
     log.warning("model %s: version refused: %s", model.name, reason)
 
 
@@ -218,7 +221,7 @@ def _promote(svc: Services, model: Model, pending: PendingVersion, found: Inspec
     first = model.status is ModelStatus.REGISTERING
     if not first:
         fields["version"] = model.version + 1
-    svc.models.update(model.name, pending_key=pending.key, **fields)
+    svc.models.update(model.name, ModelChanges(**fields), pending_key=pending.key)
     if not first and model.key != pending.key:
         svc.blobs.delete_prefix(model.key)
         drop_cache(svc, model.sha256)
@@ -282,8 +285,8 @@ def reconcile_loaded(svc: Services) -> list[str]:
             try:
                 svc.models.update(
                     model.name,
+                    ModelChanges(status=ModelStatus.UNLOADED),
                     {ModelStatus.LOADING, ModelStatus.LOADED},
-                    status=ModelStatus.UNLOADED,
                 )
             except (StaleWriteError, NotFoundError):
                 continue

@@ -21,6 +21,7 @@ from sdcore.domain.models import (
     AUTO_CONFIG,
     READY,
     Model,
+    ModelChanges,
     ModelStage,
     ModelStatus,
     ModelType,
@@ -137,7 +138,8 @@ def _register(
     now = svc.clock.now()
     if existing is not None:
         try:
-            return svc.models.update(name, set(READY), pending=pending, modified_at=now)
+            changes = ModelChanges(pending=pending, modified_at=now)
+            return svc.models.update(name, changes, set(READY))
         except (StaleWriteError, NotFoundError):
             raise ConflictError(f"model {name} changed meanwhile; try again") from None
     model = Model(
@@ -287,9 +289,8 @@ def complete_upload(svc: Services, name: str, parts: list[UploadedPart]) -> Mode
         update={"stage": ModelStage.VERIFYING, "bytes_done": 0, "updated_at": svc.clock.now()}
     )
     try:
-        model = svc.models.update(
-            name, pending_key=pending.key, pending=verifying, modified_at=svc.clock.now()
-        )
+        changes = ModelChanges(pending=verifying, modified_at=svc.clock.now())
+        model = svc.models.update(name, changes, pending_key=pending.key)
     except StaleWriteError:
         raise ConflictError(f"model {name}: the upload changed meanwhile") from None
     _queue_job(svc, "verify", name, pending.key)
@@ -350,9 +351,8 @@ def abort_upload(svc: Services, name: str) -> Model:
 
 def _drop_pending(svc: Services, model: Model, pending: PendingVersion) -> None:
     try:
-        svc.models.update(
-            model.name, pending_key=pending.key, pending=None, modified_at=svc.clock.now()
-        )
+        changes = ModelChanges(pending=None, modified_at=svc.clock.now())
+        svc.models.update(model.name, changes, pending_key=pending.key)
     except StaleWriteError:
         pass  # someone else replaced or removed it
     if pending.upload_id:
@@ -417,7 +417,7 @@ def rename_model(svc: Services, name: str, new_name: str) -> Model:
     )
     svc.models.create(renamed)  # ConflictError if the new name is taken
     svc.fleet.delete(name)
-    svc.models.update(name, status=ModelStatus.DELETED, pending=None, modified_at=now)
+    svc.models.update(name, ModelChanges(status=ModelStatus.DELETED, pending=None, modified_at=now))
     return renamed
 
 
@@ -435,9 +435,8 @@ def _forget(svc: Services, model: Model) -> Model:
             svc.blobs.abort_multipart(model.pending.key, model.pending.upload_id)
         svc.blobs.delete_prefix(model.pending.key)
     svc.blobs.delete_prefix(model.key)
-    deleted = svc.models.update(
-        model.name, status=ModelStatus.DELETED, pending=None, modified_at=svc.clock.now()
-    )
+    changes = ModelChanges(status=ModelStatus.DELETED, pending=None, modified_at=svc.clock.now())
+    deleted = svc.models.update(model.name, changes)
     if model.status is not ModelStatus.REGISTERING:
         drop_cache(svc, model.sha256)
     return deleted

@@ -1,15 +1,36 @@
-"""Webhooks: when a task ends, POST its result to the URL the client gave, signed, retried."""
+"""A task's end and what follows it: the transition into a terminal state, then the webhook the
+client asked for (queued here, delivered by control: signed, retried with back-off)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
-from sdcore.domain.models import Task
-from sdcore.errors import NotFoundError
+from sdcore.domain.models import Task, TaskTransition
+from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
+from sdcore.webhooks import MAX_ATTEMPTS, WebhookError, backoff_s, deliver
 
 log = logging.getLogger(__name__)
+
+# the body a webhook delivers for a task: the API's task result (its edge vocabulary)
+Render = Callable[[Task], dict[str, Any]]
+
+
+def end_task(svc: Services, task_id: str, change: TaskTransition) -> Task | None:
+    """Apply `change` (into a terminal state) and queue the task's webhook, if any.
+
+    Returns the ended task, or None when the task was no longer in one of `change.from_`
+    (someone else moved it first: that writer notifies). Raises NotFoundError.
+    """
+    try:
+        task = svc.tasks.transition(task_id, change)
+    except StaleWriteError:
+        return None
+    task_ended(svc, task)
+    return task
 
 
 def task_ended(svc: Services, task: Task) -> None:
@@ -19,12 +40,9 @@ def task_ended(svc: Services, task: Task) -> None:
         svc.queue.send({"webhook": task.task_id, "attempt": 1})
 
 
-def deliver_webhook(svc: Services, task_id: str, attempt: int) -> str:
-    """One delivery attempt; on failure a later one is queued with backoff. Returns what
-    happened: delivered, retrying, gave-up or dropped."""
-    from sdcore.api.views import task_result
-    from sdcore.webhooks import MAX_ATTEMPTS, WebhookError, backoff_s, deliver
-
+def deliver_webhook(svc: Services, task_id: str, attempt: int, render: Render) -> str:
+    """One delivery attempt of the body `render` makes; on failure a later one is queued with
+    backoff. Returns what happened: delivered, retrying, gave-up or dropped."""
     try:
         task = svc.tasks.get(task_id)
         secret = svc.users.get(task.owner).webhook_secret
@@ -32,7 +50,7 @@ def deliver_webhook(svc: Services, task_id: str, attempt: int) -> str:
         return "dropped"
     if not task.webhook:
         return "dropped"
-    payload = json.loads(json.dumps(task_result(svc, task)))
+    payload = json.loads(json.dumps(render(task)))
     try:
         deliver(
             task.webhook,

@@ -7,14 +7,24 @@ import binascii
 import io
 import json
 import re
-from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from sdcore.domain.models import GenerationParams, Model, ModelType, Task, TaskKind, TaskStatus
-from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
+from sdcore.domain.models import (
+    INPUT_PREFIXES,
+    GenerationParams,
+    ImageInput,
+    Model,
+    ModelType,
+    Task,
+    TaskChanges,
+    TaskKind,
+    TaskStatus,
+)
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
+from sdcore.guards.netguard import check_url, fetch_url
 from sdcore.services import Services
-from sdcore.usecases.notify import task_ended
+from sdcore.usecases.notify import end_task
 from sdcore.webui.prompt_syntax import extract_networks
 from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,
@@ -23,22 +33,9 @@ from sdcore.webui.samplers import (
     UPSCALERS,
 )
 
-# Objects a request may name as an input image: uploads and earlier results, never models.
-INPUT_PREFIXES = ("inputs/", "outputs/")
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-
-
-@dataclass
-class ImageInput:
-    """An input image as the caller gave it: decoded bytes, the key of a stored object, or an
-    http(s) URL to fetch."""
-
-    field: str
-    data: bytes | None = None
-    key: str | None = None
-    url: str | None = None
 
 
 def _check_image(field: str, data: bytes) -> None:
@@ -73,8 +70,6 @@ def _store_inputs(
             continue
         data = item.data
         if item.url is not None:
-            from sdcore.guards.netguard import fetch_url
-
             data = fetch_url(
                 item.url,
                 field=item.field,
@@ -195,8 +190,6 @@ def submit_task(
                 raise ConflictError(f"task id {task_id} is taken")
             return existing
     if webhook is not None:
-        from sdcore.guards.netguard import check_url
-
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     _check_networks(svc, params)
@@ -286,17 +279,8 @@ def request_cancel(svc: Services, task_id: str, owner: str | None = None) -> Tas
     get_task(svc, task_id, owner)
     task = svc.tasks.request_cancel(task_id)
     if task.status is TaskStatus.QUEUED:
-        try:
-            task = svc.tasks.transition(
-                task_id,
-                {TaskStatus.QUEUED},
-                TaskStatus.CANCELLED,
-                finished_at=svc.clock.now(),
-                error="cancelled by request",
-            )
-            task_ended(svc, task)
-        except StaleWriteError:  # it started meanwhile: the worker sees the flag at its next step
-            task = svc.tasks.get(task_id)
+        # None: it started meanwhile, and the worker sees the flag at its next step
+        task = end_task(svc, task_id, task.cancel(svc.clock.now())) or svc.tasks.get(task_id)
     return task
 
 
@@ -308,7 +292,7 @@ def request_skip(svc: Services, task_id: str, owner: str | None = None) -> Task:
     """
     task = get_task(svc, task_id, owner)
     if task.status is TaskStatus.RUNNING:
-        svc.tasks.update_running(task_id, skip_requests=task.skip_requests + 1)
+        svc.tasks.update_running(task_id, TaskChanges(skip_requests=task.skip_requests + 1))
         task = svc.tasks.get(task_id)
     return task
 

@@ -30,10 +30,14 @@ from sdcore.domain.models import (
     FunctionRecord,
     Lease,
     Model,
+    ModelChanges,
     ModelStatus,
     Task,
+    TaskChanges,
     TaskStatus,
+    TaskTransition,
     User,
+    UserChanges,
 )
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
@@ -235,13 +239,11 @@ class DynamoDBTaskStore(TaskStore):
         )
         return self.codec.record(resp["Attributes"])
 
-    def transition(
-        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
-    ) -> Task:
-        if not from_:
+    def transition(self, task_id: str, change: TaskTransition) -> Task:
+        if not change.from_:
             raise StaleWriteError(f"task {task_id} is {self.get(task_id).status.value}")
-        values = self.codec.fields({**fields, "status": to})
-        condition, params = _in("#st", sorted(s.value for s in from_), "from")
+        values = self.codec.fields({**change.changes.fields(), "status": change.to})
+        condition, params = _in("#st", sorted(s.value for s in change.from_), "from")
         try:
             return self._conditional_update(
                 task_id, values, f"attribute_exists(taskId) AND {condition}", params
@@ -255,7 +257,8 @@ class DynamoDBTaskStore(TaskStore):
             status = old.get("status", {}).get("S")
             raise StaleWriteError(f"task {task_id} is {status}") from None
 
-    def update_running(self, task_id: str, **fields: Any) -> bool:
+    def update_running(self, task_id: str, changes: TaskChanges) -> bool:
+        fields = changes.fields()
         if not fields:
             return self.get(task_id).status is TaskStatus.RUNNING
         try:
@@ -440,10 +443,11 @@ class DynamoDBModelStore(ModelStore):
     def update(
         self,
         name: str,
+        changes: ModelChanges,
         expected: set[ModelStatus] | None = None,
         pending_key: str | None = None,
-        **fields: Any,
     ) -> Model:
+        fields = changes.fields()
         if not fields or expected == set():
             # Nothing to write (or nothing can match): a consistent read gives the same answers.
             model = self._get(name)
@@ -758,7 +762,8 @@ class DynamoDBUserStore(UserStore):
         )
         return sorted((self.users.record(i) for i in items), key=lambda u: u.name)
 
-    def update(self, name: str, **fields: Any) -> User:
+    def update(self, name: str, changes: UserChanges) -> User:
+        fields = changes.fields()
         if not fields:
             return self.get(name)
         expression, names, values = _update_expression(self.users.fields(fields))

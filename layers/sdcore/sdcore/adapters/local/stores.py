@@ -11,10 +11,14 @@ from sdcore.domain.models import (
     FunctionRecord,
     Lease,
     Model,
+    ModelChanges,
     ModelStatus,
     Task,
+    TaskChanges,
     TaskStatus,
+    TaskTransition,
     User,
+    UserChanges,
 )
 from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
 from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
@@ -54,21 +58,19 @@ class SqliteTaskStore(TaskStore):
             (task.status.value, task.model_dump_json(), task.task_id),
         )
 
-    def transition(
-        self, task_id: str, from_: set[TaskStatus], to: TaskStatus, **fields: Any
-    ) -> Task:
+    def transition(self, task_id: str, change: TaskTransition) -> Task:
         with self.db.write() as conn:
             row = conn.execute("SELECT data FROM tasks WHERE task_id=?", (task_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"task {task_id} not found")
             task = Task.model_validate_json(row[0])
-            if task.status not in from_:
+            if task.status not in change.from_:
                 raise StaleWriteError(f"task {task_id} is {task.status.value}")
-            task = task.model_copy(update={**fields, "status": to})
+            task = task.model_copy(update={**change.changes.fields(), "status": change.to})
             self._update(conn, task)
             return task
 
-    def update_running(self, task_id: str, **fields: Any) -> bool:
+    def update_running(self, task_id: str, changes: TaskChanges) -> bool:
         with self.db.write() as conn:
             row = conn.execute(
                 "SELECT data FROM tasks WHERE task_id=? AND status=?",
@@ -76,7 +78,8 @@ class SqliteTaskStore(TaskStore):
             ).fetchone()
             if row is None:
                 return False
-            self._update(conn, Task.model_validate_json(row[0]).model_copy(update=fields))
+            task = Task.model_validate_json(row[0]).model_copy(update=changes.fields())
+            self._update(conn, task)
             return True
 
     def request_cancel(self, task_id: str) -> Task:
@@ -158,9 +161,9 @@ class SqliteModelStore(ModelStore):
     def update(
         self,
         name: str,
+        changes: ModelChanges,
         expected: set[ModelStatus] | None = None,
         pending_key: str | None = None,
-        **fields: Any,
     ) -> Model:
         with self.db.write() as conn:
             row = conn.execute("SELECT data FROM models WHERE name=?", (name,)).fetchone()
@@ -173,8 +176,7 @@ class SqliteModelStore(ModelStore):
                 model.pending is None or model.pending.key != pending_key
             ):
                 raise StaleWriteError(f"model {name} has no pending version {pending_key}")
-            # validated like DynamoDB's codec does, so both stores take the same values
-            model = Model.model_validate({**model.model_dump(), **fields})
+            model = model.model_copy(update=changes.fields())
             conn.execute(
                 "UPDATE models SET status=?, data=? WHERE name=?",
                 (model.status.value, model.model_dump_json(), name),
@@ -297,12 +299,12 @@ class SqliteUserStore(UserStore):
         rows = self.db.conn().execute("SELECT data FROM users ORDER BY name")
         return [User.model_validate_json(r[0]) for r in rows]
 
-    def update(self, name: str, **fields: Any) -> User:
+    def update(self, name: str, changes: UserChanges) -> User:
         with self.db.write() as conn:
             row = conn.execute("SELECT data FROM users WHERE name=?", (name,)).fetchone()
             if row is None:
                 raise NotFoundError(f"user {name} not found")
-            user = User.model_validate_json(row[0]).model_copy(update=fields)
+            user = User.model_validate_json(row[0]).model_copy(update=changes.fields())
             conn.execute("UPDATE users SET data=? WHERE name=?", (user.model_dump_json(), name))
             return user
 
