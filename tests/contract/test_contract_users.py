@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sdcore.adapters.aws.dynamodb import DynamoDBUserStore
+from sdcore.adapters.aws import DynamoDBUserStore
 from sdcore.adapters.local.db import Database
 from sdcore.adapters.local.stores import SqliteUserStore
 from sdcore.domain.models import ApiKey, Role, User, UserChanges

@@ -57,16 +57,16 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
     from botocore.config import Config
 
-    from sdcore.adapters.aws.dynamodb import (
+    from sdcore.adapters.aws import (
         DynamoDBFunctionStore,
         DynamoDBModelStore,
         DynamoDBSlotStore,
         DynamoDBTaskStore,
         DynamoDBUserStore,
+        LambdaWorkerFleet,
+        S3BlobStore,
+        SqsQueue,
     )
-    from sdcore.adapters.aws.lambda_fleet import LambdaWorkerFleet
-    from sdcore.adapters.aws.s3 import S3BlobStore
-    from sdcore.adapters.aws.sqs import SqsQueue
 
     dynamodb = boto3.client("dynamodb")
     sqs = boto3.client("sqs")
