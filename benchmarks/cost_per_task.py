@@ -20,7 +20,7 @@ from sdcore.settings import Settings
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
 from sdcore.usecases.model_cache import materialise
-from sdcore.usecases.tasks import submit_task
+from sdcore.usecases.submit import submit_task
 
 # Port methods that write: table writes (DynamoDB requests on AWS), object PUTs, queue sends.
 TABLE_WRITES = {

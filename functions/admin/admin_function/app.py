@@ -17,16 +17,16 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sdcore.api.admin_routes import router
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
+from sdcore.api.routes import admin
 from sdcore.composition import get_services
 from sdcore.usecases.model_jobs import run_job
 
 logger = Logger(service="admin")
 app = APIGatewayRestResolver(enable_validation=True)
 app.use(middlewares=[auth_middleware])
-app.include_router(router)
+app.include_router(admin.router)
 register_error_handlers(app)
 processor = BatchProcessor(event_type=EventType.SQS)
 

@@ -15,14 +15,22 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sdcore.api.views import task_result
+from sdcore.api.responses import TaskResult
 from sdcore.composition import get_services
+from sdcore.domain.models import Task
+from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task, reap_lost
 from sdcore.usecases.model_jobs import reconcile_loaded, sweep_uploads
 from sdcore.usecases.notify import deliver_webhook
+from sdcore.usecases.tasks import outcome
 
 logger = Logger(service="control")
 processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def _result(svc: Services, task: Task) -> dict[str, Any]:
+    """A webhook's body: the task's result, as GET /tasks/{taskId}/result answers it."""
+    return TaskResult.of(outcome(svc, task)).model_dump(mode="json")
 
 
 def record_handler(record: SQSRecord) -> str:
@@ -30,7 +38,7 @@ def record_handler(record: SQSRecord) -> str:
     if "webhook" in body:  # a webhook delivery (attempt n) of a task that ended
         svc = get_services()
         attempt = int(body.get("attempt", 1))
-        outcome = deliver_webhook(svc, body["webhook"], attempt, lambda t: task_result(svc, t))
+        outcome = deliver_webhook(svc, body["webhook"], attempt, lambda t: _result(svc, t))
         logger.info("webhook", extra={"taskId": body["webhook"], "outcome": outcome})
         return outcome
     task_id = body["taskId"]

@@ -10,16 +10,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from proxy_function.docs import DOC_PATHS, docs
-from proxy_function.routes import router
-from proxy_function.webui import router as webui_router
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
+from sdcore.api.routes import native, webui
 
 logger = Logger(service="proxy")
 app = APIGatewayRestResolver(enable_validation=True)
 app.use(middlewares=[auth_middleware])
-app.include_router(router)
-app.include_router(webui_router)
+app.include_router(native.router)
+app.include_router(webui.router)
 register_error_handlers(app)
 
 

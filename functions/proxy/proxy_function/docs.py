@@ -11,9 +11,8 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     HTTPBearer,
 )
 
-from proxy_function.routes import router
-from proxy_function.webui import router as webui_router
-from sdcore.api.admin_routes import router as admin_router
+from sdcore.api.routes import admin, native, webui
+from sdcore.api.routes.common import TAGS
 
 DOC_PATHS = frozenset({"/docs", "/openapi.json"})
 TITLE = "Serverless Stable Diffusion API"
@@ -26,7 +25,7 @@ SECURITY = {
 docs = APIGatewayRestResolver(enable_validation=True)
 # Include here first: a router's context follows the last resolver that includes it, and the
 # proxy app (which includes them next) must own it.
-for _router in (router, webui_router, admin_router):
+for _router in (native.router, webui.router, admin.router):
     docs.include_router(_router)
 docs.enable_swagger(
     path="/docs",
@@ -34,6 +33,7 @@ docs.enable_swagger(
     version="1.0",
     security_schemes=SECURITY,
     security=[{"bearer": []}, {"apiKey": []}, {"basic": []}],
+    tags=TAGS,
 )
 
 
@@ -44,5 +44,6 @@ def openapi_json() -> Response[str]:
         version="1.0",
         security_schemes=SECURITY,
         security=[{"bearer": []}, {"apiKey": []}, {"basic": []}],
+        tags=TAGS,
     )
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)

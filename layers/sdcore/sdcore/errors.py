@@ -1,4 +1,4 @@
-"""Domain errors. Each maps to one HTTP status in `sdcore.api.errors`."""
+"""Domain errors. Each maps to one HTTP status in `sdcore.api.errors`, the one error table."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ class ForbiddenError(DomainError):
 
 class StaleWriteError(DomainError):
     """A conditional write lost: the record was not in the expected state."""
+
+
+class TaskTimeoutError(DomainError):
+    """A task the caller waits on did not end in time (504); `task_id` says which to poll."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} is still running")
+        self.task_id = task_id
+
+
+class TaskFailedError(DomainError):
+    """A task the caller waits on failed; the message is its reason (the webui API answers
+    500, as the webui does for a generation that fails)."""

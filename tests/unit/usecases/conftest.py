@@ -42,7 +42,7 @@ from sdcore.ports import (
 from sdcore.services import Services
 from sdcore.settings import Settings
 from sdcore.usecases.control import dispatch_task
-from sdcore.usecases.tasks import submit_task
+from sdcore.usecases.submit import submit_task
 
 
 class RecordingFleet(WorkerFleet):

@@ -18,7 +18,7 @@ from sdcore.ports import function_name
 from sdcore.services import Services
 from sdcore.usecases.control import Outcome, dispatch_task, reap_lost
 from sdcore.usecases.functions import delete_functions, list_functions, update_functions
-from sdcore.usecases.tasks import submit_task
+from sdcore.usecases.submit import submit_task
 from tests.unit.usecases.conftest import RecordingFleet
 
 TXT = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=3)

@@ -6,7 +6,8 @@ from sdcore.domain.models import GenerationParams, TaskKind, TaskStatus
 from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import abandon_task, run_task
-from sdcore.usecases.tasks import request_cancel, submit_task
+from sdcore.usecases.submit import submit_task
+from sdcore.usecases.tasks import request_cancel
 from sdcore.webui.png_info import read_parameters
 from tests.unit.usecases.conftest import ScriptedEngine, dispatched
 

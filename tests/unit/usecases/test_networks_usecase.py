@@ -27,7 +27,7 @@ from sdcore.ports import EngineInputs, EngineResult, StepCallback
 from sdcore.services import Services
 from sdcore.usecases.control import dispatch_task
 from sdcore.usecases.inference import run_task
-from sdcore.usecases.tasks import submit_task
+from sdcore.usecases.submit import submit_task
 from tests.model_files import (
     embedding_shapes,
     lora_shapes,

@@ -14,7 +14,8 @@ from sdcore.domain.models import (
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
 from sdcore.services import Services
 from sdcore.usecases.control import Outcome, dispatch_task, reap_lost
-from sdcore.usecases.tasks import request_cancel, submit_task
+from sdcore.usecases.submit import submit_task
+from sdcore.usecases.tasks import request_cancel
 from tests.unit.usecases.conftest import png
 
 TXT = GenerationParams(kind=TaskKind.TXT2IMG, prompt="p", steps=3)

@@ -4,7 +4,8 @@ from sdcore.domain.models import GenerationParams, Role, Task, TaskKind, TaskSta
 from sdcore.services import Services
 from sdcore.usecases.auth import create_user
 from sdcore.usecases.notify import deliver_webhook
-from sdcore.usecases.tasks import request_cancel, submit_task
+from sdcore.usecases.submit import submit_task
+from sdcore.usecases.tasks import request_cancel
 
 
 def test_a_failed_delivery_is_retried_later_then_given_up(svc: Services) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from sdcore.composition import get_services
-from sdcore.usecases.auth import Principal, authenticate, check_rate, require_admin
+from sdcore.usecases.auth import authenticate, check_rate, require_admin
 
 PUBLIC = frozenset({"/health", "/docs", "/openapi.json"})
 
@@ -22,8 +21,3 @@ def auth_middleware(app: APIGatewayRestResolver, next_middleware: NextMiddleware
         check_rate(svc, principal)
         app.append_context(principal=principal)
     return next_middleware(app)
-
-
-def principal(router: APIGatewayRouter) -> Principal:
-    """The caller, as the middleware found it."""
-    return router.context["principal"]

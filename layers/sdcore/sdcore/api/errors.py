@@ -20,6 +20,8 @@ from sdcore.errors import (
     NotFoundError,
     OverCapError,
     StaleWriteError,
+    TaskFailedError,
+    TaskTimeoutError,
 )
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,15 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(ForbiddenError)
     def _forbidden(exc: ForbiddenError) -> Response:
         return json_response(403, {"error": "forbidden", "message": str(exc)})
+
+    @app.exception_handler(TaskTimeoutError)
+    def _timeout(exc: TaskTimeoutError) -> Response:
+        body = {"error": "timeout", "detail": "still running", "taskId": exc.task_id}
+        return json_response(504, body)
+
+    @app.exception_handler(TaskFailedError)
+    def _failed(exc: TaskFailedError) -> Response:
+        return json_response(500, {"error": "generation_failed", "detail": str(exc)})
 
     @app.exception_handler(ServiceError)
     def _service(exc: ServiceError) -> Response:

@@ -18,15 +18,13 @@ from pydantic import (
 
 from sdcore.domain.models import (
     INPUT_PREFIXES,
-    FunctionChanges,
     GenerationParams,
     ImageInput,
-    ModelType,
-    Role,
     Task,
     TaskKind,
 )
 from sdcore.errors import InvalidInputError
+from sdcore.usecases.submit import Submission
 from sdcore.webui.infotext import request_fields
 from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,
@@ -39,7 +37,6 @@ from sdcore.webui.samplers import (
 )
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 def decode_image(field: str, value: str) -> ImageInput:
@@ -77,6 +74,23 @@ class _Body(BaseModel):
     @classmethod
     def _vae(cls, value: str | None) -> str | None:
         return None if value in (None, "", "Automatic", "None") else value
+
+    def to_domain(self) -> tuple[GenerationParams, list[ImageInput], ImageInput | None]:
+        """The request's parameters, input images and mask in domain words."""
+        raise NotImplementedError
+
+    def to_submission(self, model: str | None = None) -> Submission:
+        """The whole request in domain words; `model` overrides `stable_diffusion_model`."""
+        params, images, mask = self.to_domain()
+        return Submission(
+            params,
+            images,
+            mask,
+            model=model or self.stable_diffusion_model,
+            webhook=self.webhook,
+            task_id=self.taskId,
+            priority=self.priority,
+        )
 
 
 class _GenerationBody(_Body):
@@ -176,6 +190,12 @@ class _GenerationBody(_Body):
 
 
 class Txt2ImgBody(_GenerationBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"prompt": "a red circle on a white background", "steps": 20, "seed": 7}]
+        }
+    )
+
     enable_hr: bool = Field(False, description="hires fix: a second, img2img pass larger")
     hr_scale: float = Field(2.0, ge=1, le=4, description="hires size = this x width/height")
     hr_resize_x: int = Field(0, ge=0, le=2048, description="hires width (0: by hr_scale)")
@@ -235,6 +255,18 @@ class Txt2ImgBody(_GenerationBody):
 
 
 class Img2ImgBody(_GenerationBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "prompt": "a blue circle",
+                    "init_images": ["outputs/user/TASK_ID/0.png"],
+                    "denoising_strength": 0.6,
+                }
+            ]
+        }
+    )
+
     init_images: list[str] = Field(..., min_length=1, max_length=8)
     mask: str | None = None
     denoising_strength: float = Field(0.75, ge=0, le=1)
@@ -271,6 +303,18 @@ class Img2ImgBody(_GenerationBody):
 
 
 class ExtrasBody(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image": "outputs/user/TASK_ID/0.png",
+                    "upscaling_resize": 4,
+                    "upscaler_1": "Lanczos",
+                }
+            ]
+        }
+    )
+
     image: str = Field(..., min_length=1)
     resize_mode: int = Field(0, ge=0, le=1, description="0: by upscaling_resize, 1: to w x h")
     upscaling_resize: float = Field(2.0, gt=0, le=8)
@@ -368,89 +412,3 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             inpaint_full_res_padding=p.inpaint_full_res_padding,
         )
     return out
-
-
-class ModelUploadBody(BaseModel):
-    name: str = Field(..., min_length=1, max_length=128)
-    type: ModelType = ModelType.CHECKPOINT
-    size: int = Field(..., gt=0, le=64 * 1024**3)
-    sha256: str = Field(..., pattern=r"^[0-9a-fA-F]{64}$")
-    config: str = Field(
-        "auto",
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="a checkpoint's config folder; auto: from the file (SD 1.x, 2.x, XL)",
-    )
-    update: bool = Field(False, description="a new version of an existing model")
-
-
-class ModelImportBody(BaseModel):
-    name: str = Field(..., min_length=1, max_length=128)
-    type: ModelType = ModelType.CHECKPOINT
-    url: str = Field(..., min_length=1, max_length=4096, description="http(s) only")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="checked if given")
-    config: str = Field(
-        "auto",
-        pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="a checkpoint's config folder; auto: from the file (SD 1.x, 2.x, XL)",
-    )
-    update: bool = Field(False, description="a new version of an existing model")
-
-
-class ModelRenameBody(BaseModel):
-    newName: str = Field(..., min_length=1, max_length=128)  # noqa: N815 (wire name)
-
-
-class PartBody(BaseModel):
-    partNumber: int = Field(..., ge=1, le=10_000)  # noqa: N815 (wire name)
-    etag: str = Field(..., min_length=1, max_length=256)
-
-
-class CompleteBody(BaseModel):
-    parts: list[PartBody] = Field(..., min_length=1, max_length=10_000)
-
-
-class UserBody(BaseModel):
-    name: str = Field(..., min_length=1, max_length=63)
-    role: Role = Role.USER
-
-
-class FunctionsUpdateBody(BaseModel):
-    """Changes for the inference functions of `models` (omitted: every function). A field left
-    out stays as it is; `env` replaces the variables set before (SD_* names are the function's
-    own and cannot be set)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    models: list[str] | None = Field(None, min_length=1, max_length=1000)
-    memory: int | None = Field(None, ge=128, le=262_144, description="MB")
-    cpu: float | None = Field(None, gt=0, le=256, description="vCPUs")
-    gpuMemory: int | None = Field(None, ge=0, le=1_048_576, description="MB")  # noqa: N815
-    image: str | None = Field(None, min_length=1, max_length=1024)
-    timeout: int | None = Field(None, ge=1, le=86_400, description="seconds")
-    env: dict[str, str] | None = Field(None, max_length=100)
-    extraArgs: list[str] | None = Field(None, max_length=100)  # noqa: N815
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for name in value or {}:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
-            if name.startswith(("SD_", "AWS_", "LAMBDA_")):
-                raise ValueError(f"{name!r}: SD_, AWS_ and LAMBDA_ names are reserved")
-        return value
-
-    def to_domain(self) -> FunctionChanges:
-        return FunctionChanges(
-            memory_mb=self.memory,
-            cpu=self.cpu,
-            gpu_memory_mb=self.gpuMemory,
-            image=self.image,
-            timeout_s=self.timeout,
-            env=self.env,
-            extra_args=self.extraArgs,
-        )
-
-
-class FunctionsDeleteBody(BaseModel):
-    models: list[str] = Field(..., min_length=1, max_length=1000)

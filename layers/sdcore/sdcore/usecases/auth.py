@@ -85,6 +85,11 @@ def new_key(svc: Services, name: str) -> str:
     return _issue_key(svc, name)
 
 
+def list_users(svc: Services) -> list[tuple[User, list[ApiKey]]]:
+    """Every user with their keys (stored hashed: only prefixes can be shown)."""
+    return [(user, svc.users.list_keys(user.name)) for user in svc.users.list()]
+
+
 def revoke_user(svc: Services, name: str) -> User:
     """Disable a user and revoke every key. Raises NotFoundError."""
     svc.users.get(name)

@@ -27,8 +27,8 @@ from sdcore.ports import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.model_cache import network_file
+from sdcore.usecases.networks import registered_upscalers
 from sdcore.usecases.notify import end_task
-from sdcore.usecases.tasks import registered_upscalers
 from sdcore.webui.png_info import png_bytes
 from sdcore.webui.prompt_syntax import extract_networks, mentions
 

@@ -21,7 +21,7 @@ from sdcore.domain.models import (
 from sdcore.errors import ConflictError
 from sdcore.ports import Engine, EngineFactory, NetworkFile
 from sdcore.services import Services
-from sdcore.usecases.tasks import resolve_network
+from sdcore.usecases.networks import resolve_network
 
 log = logging.getLogger(__name__)
 

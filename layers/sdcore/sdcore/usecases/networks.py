@@ -1,0 +1,83 @@
+"""The registered models a task names: its checkpoint, and the networks (VAE, LoRAs, upscaler
+models) checked when it is submitted and fetched again when it runs."""
+
+from __future__ import annotations
+
+from sdcore.domain.models import GenerationParams, Model, ModelType, TaskKind
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
+from sdcore.services import Services
+from sdcore.webui.prompt_syntax import extract_networks
+from sdcore.webui.samplers import (
+    HIRES_IMAGE_UPSCALERS,
+    HIRES_LATENT_UPSCALERS,
+    NO_UPSCALER,
+    UPSCALERS,
+)
+
+
+def resolve_model(
+    svc: Services,
+    name: str | None,
+    kind: ModelType = ModelType.CHECKPOINT,
+    field: str = "stable_diffusion_model",
+) -> str:
+    """The model of `kind` a task will use (default: the default checkpoint).
+
+    Raises NotFoundError / ConflictError when unusable, InvalidInputError (naming `field`) when
+    it is a model of another type.
+    """
+    model_name = name or svc.settings.default_model
+    model = svc.models.get(model_name)
+    if model.type is not kind:
+        raise InvalidInputError(field, f"{model_name} is a {model.type.value}, not a {kind.value}")
+    if not model.usable:
+        reason = model.error or f"status is {model.status.value}"
+        raise ConflictError(f"model {model_name} is not ready: {reason}")
+    return model_name
+
+
+def resolve_network(svc: Services, name: str, kind: ModelType, field: str) -> Model:
+    """A usable LoRA, VAE or embedding called `name`.
+
+    Raises
+    ------
+    InvalidInputError
+        No model of that name, or one of another type (naming the request's `field`).
+    ConflictError
+        It is not ready (still uploading, failed verification).
+    """
+    try:
+        model = svc.models.get(name)
+    except NotFoundError:
+        raise InvalidInputError(field, f"unknown {kind.value} {name!r}") from None
+    if model.type is not kind:
+        raise InvalidInputError(field, f"{name} is a {model.type.value}, not a {kind.value}")
+    if not model.usable or model.format is None:
+        reason = model.error or f"status is {model.status.value}"
+        raise ConflictError(f"{kind.value} {name} is not ready: {reason}")
+    return model
+
+
+def check_networks(svc: Services, params: GenerationParams) -> None:
+    """The task's VAE and `<lora:...>` checked at submit, not after it waited for a worker."""
+    if params.vae is not None:
+        resolve_network(svc, params.vae, ModelType.VAE, "sd_vae")
+    if params.kind is not TaskKind.EXTRAS:
+        for name, _weight in extract_networks(params.prompt, "prompt")[1]:
+            resolve_network(svc, name, ModelType.LORA, "prompt")
+    for name, field in registered_upscalers(params):
+        resolve_network(svc, name, ModelType.UPSCALER, field)
+
+
+def registered_upscalers(params: GenerationParams) -> list[tuple[str, str]]:
+    """(name, field) of the upscaler models a task names (not the built-in ones): extras'
+    `upscaler_1`/`upscaler_2`, txt2img's hires `hr_upscaler`."""
+    if params.kind is TaskKind.TXT2IMG and params.hires:
+        builtin = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
+        return [] if params.hr_upscaler in builtin else [(params.hr_upscaler, "hr_upscaler")]
+    if params.kind is not TaskKind.EXTRAS:
+        return []
+    named = [(params.upscaler, "upscaler_1")]
+    if params.upscaler_2_visibility > 0:
+        named.append((params.upscaler_2, "upscaler_2"))
+    return [(n, f) for n, f in named if n not in (*UPSCALERS, NO_UPSCALER)]

@@ -1,0 +1,228 @@
+"""Taking a generation request in: the prompt filter, the caller's quota, the models and
+networks it names, its input images stored, the task recorded and queued for control; once per
+client task id or Idempotency-Key. The sync API then waits for the task's end."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from sdcore.domain.models import (
+    INPUT_PREFIXES,
+    GenerationParams,
+    ImageInput,
+    Task,
+    TaskKind,
+)
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
+from sdcore.guards.netguard import check_url, fetch_url
+from sdcore.services import Services
+from sdcore.usecases.auth import Principal, check_queue_quota
+from sdcore.usecases.idempotency import submit_once
+from sdcore.usecases.networks import check_networks, resolve_model
+from sdcore.usecases.prompts import check_prompts
+from sdcore.usecases.tasks import TaskOutcome, get_task, outcome, wait_for_task
+
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def _check_image(field: str, data: bytes) -> None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InvalidInputError(field, f"image is {img.width}x{img.height}, too large")
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InvalidInputError(field, "not a readable image (PNG, JPEG or WebP)") from exc
+
+
+def _own_key(owner: str, key: str, is_admin: bool) -> bool:
+    if ".." in key or not key.startswith(INPUT_PREFIXES):
+        return False
+    return is_admin or key.split("/", 2)[1:2] == [owner]
+
+
+def _store_inputs(
+    svc: Services, owner: str, is_admin: bool, task_id: str, inputs: list[ImageInput]
+) -> list[str]:
+    keys: list[str] = []
+    for n, item in enumerate(inputs):
+        if item.key is not None:
+            if not _own_key(owner, item.key, is_admin):
+                raise InvalidInputError(
+                    item.field, f"key must be one of your inputs/{owner}/ or outputs/{owner}/"
+                )
+            if not svc.blobs.exists(item.key):
+                raise InvalidInputError(item.field, f"no object {item.key!r}")
+            keys.append(item.key)
+            continue
+        data = item.data
+        if item.url is not None:
+            data = fetch_url(
+                item.url,
+                field=item.field,
+                allow_private=svc.settings.allow_private_urls,
+                max_bytes=MAX_IMAGE_BYTES,
+                timeout_s=10.0,
+            )
+        assert data is not None
+        _check_image(item.field, data)
+        key = f"inputs/{owner}/{task_id}/{n}.png"
+        svc.blobs.put(key, data, "image/png")
+        keys.append(key)
+    return keys
+
+
+def submit_task(
+    svc: Services,
+    params: GenerationParams,
+    model_name: str | None,
+    images: list[ImageInput],
+    mask: ImageInput | None = None,
+    keep: bool = True,
+    owner: str = "anonymous",
+    is_admin: bool = False,
+    webhook: str | None = None,
+    task_id: str | None = None,
+    priority: int = 0,
+) -> Task:
+    """Record a task and queue it for control. `priority` 1 (high) runs before 0 (normal).
+
+    A client-chosen `task_id` makes the submit idempotent: repeating it returns the task it
+    created, never a second one.
+
+    Raises
+    ------
+    InvalidInputError
+        An input image is unreadable or names a missing object; a bad task id or webhook URL.
+    NotFoundError, ConflictError
+        The checkpoint does not exist or is not ready; the task id belongs to someone else.
+    """
+    if task_id is not None:
+        if not TASK_ID_RE.match(task_id):
+            raise InvalidInputError("taskId", "8-64 letters, digits, '_' or '-'")
+        try:
+            existing = svc.tasks.get(task_id)
+        except NotFoundError:
+            existing = None
+        if existing is not None:
+            if existing.owner != owner:
+                raise ConflictError(f"task id {task_id} is taken")
+            return existing
+    if webhook is not None:
+        check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
+    model = resolve_model(svc, model_name)
+    check_networks(svc, params)
+    task_id = task_id or svc.ids.new_id()
+    keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
+    if mask is not None:
+        params = params.model_copy(update={"init_images": keys[:-1], "mask": keys[-1]})
+    else:
+        params = params.model_copy(update={"init_images": keys})
+    if params.kind is not TaskKind.TXT2IMG and not params.init_images:
+        field = "image" if params.kind is TaskKind.EXTRAS else "init_images"
+        raise InvalidInputError(field, "an input image is required")
+    now = svc.clock.now()
+    task = Task(
+        task_id=task_id,
+        kind=params.kind,
+        model=model,
+        owner=owner,
+        webhook=webhook,
+        params=params,
+        created_at=now,
+        keep=keep,
+        job_count=params.image_count,
+        expires_at=int(now + svc.settings.task_ttl_days * 86400),
+        priority=priority,
+    )
+    try:
+        svc.tasks.create(task)
+    except ConflictError:  # the same client task id submitted twice at once
+        return svc.tasks.get(task_id)
+    svc.queue.send({"taskId": task_id}, priority=priority)
+    return task
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A generation request in domain words, as the API edge parsed it."""
+
+    params: GenerationParams
+    images: list[ImageInput] = dataclasses.field(default_factory=list)
+    mask: ImageInput | None = None
+    model: str | None = None  # the checkpoint (None: the default one)
+    webhook: str | None = None
+    task_id: str | None = None  # client-chosen: a repeated submit returns the same task
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An `Idempotency-Key` and the request body it was sent with (a reuse of the key with
+    another body is refused)."""
+
+    key: str
+    body: dict[str, Any]
+
+
+def submit(
+    svc: Services, who: Principal, request: Submission, idempotency: Idempotency | None = None
+) -> Task:
+    """Check the prompts, apply the caller's quota and record the task once: a client task id
+    or an Idempotency-Key make repeats return the first task.
+
+    Raises
+    ------
+    InvalidInputError
+        A blocked prompt, a bad Idempotency-Key, and what `submit_task` refuses.
+    OverCapError
+        The caller has too many tasks queued or running.
+    NotFoundError, ConflictError
+        As `submit_task`; the Idempotency-Key was used with another body.
+    """
+    check_prompts(svc, request.params)
+
+    def run() -> str:
+        check_queue_quota(svc, who)
+        task = submit_task(
+            svc,
+            request.params,
+            request.model,
+            request.images,
+            request.mask,
+            owner=who.user,
+            is_admin=who.is_admin,
+            webhook=request.webhook,
+            task_id=request.task_id,
+            priority=request.priority,
+        )
+        return task.task_id
+
+    if idempotency is None:
+        return get_task(svc, run())
+    if not 1 <= len(idempotency.key) <= 255:
+        raise InvalidInputError("Idempotency-Key", "1 to 255 characters")
+    return get_task(svc, submit_once(svc, who.user, idempotency.key, idempotency.body, run))
+
+
+def submit_and_wait(
+    svc: Services,
+    who: Principal,
+    request: Submission,
+    idempotency: Idempotency | None,
+    wait_s: float,
+) -> TaskOutcome:
+    """`submit`, then wait up to `wait_s` for the task to end (0: answer at once). The
+    outcome's task may still be queued or running. Raises as `submit`."""
+    task = submit(svc, who, request, idempotency)
+    if wait_s > 0:
+        task = wait_for_task(svc, task.task_id, wait_s)
+    return outcome(svc, task)
