@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sdcore.settings import _ENV
+from sdcore.settings import Settings, env_name
 from tests.aws_template import load_template, resources
 
 # Env vars the template or the Lambda fleet set that Settings does not read yet.
@@ -20,7 +20,8 @@ def test_every_env_var_is_a_settings_name():
     for props in functions().values():
         names |= set(props.get("Environment", {}).get("Variables", {}))
     sd_names = {n for n in names if n.startswith("SD_")}
-    assert sd_names - set(_ENV.values()) == NOT_IN_SETTINGS
+    read = {env_name(field) for field in Settings.model_fields}
+    assert sd_names - read == NOT_IN_SETTINGS
     for required in ["SD_BACKEND", "SD_TASKS_TABLE", "SD_MODELS_TABLE", "SD_FUNCTIONS_TABLE"]:
         assert required in template["Globals"]["Function"]["Environment"]["Variables"]
     for required in ["SD_SLOTS_TABLE", "SD_BUCKET", "SD_QUEUE_URL"]:

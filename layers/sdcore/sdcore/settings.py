@@ -1,81 +1,46 @@
-"""Settings, read once per execution environment from the process environment."""
+"""Settings, read once per execution environment from the process environment.
+
+Each field is read from `SD_<FIELD>` (pydantic-settings, an empty value means "unset"), except
+where a field names its variable itself (`PORT`, and fields whose names carry a unit: e.g.
+`sync_timeout_s` is `SD_SYNC_TIMEOUT`). Those names are what `template.yaml`, the docs and
+operators use; `env_name` tells a field's variable.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_ENV = {
-    "backend": "SD_BACKEND",
-    "data_dir": "SD_DATA_DIR",
-    "public_url": "SD_PUBLIC_URL",
-    "host": "SD_HOST",
-    "port": "PORT",
-    "http_workers": "SD_HTTP_WORKERS",
-    "tasks_table": "SD_TASKS_TABLE",
-    "models_table": "SD_MODELS_TABLE",
-    "functions_table": "SD_FUNCTIONS_TABLE",
-    "slots_table": "SD_SLOTS_TABLE",
-    "users_table": "SD_USERS_TABLE",
-    "idempotency_table": "SD_IDEMPOTENCY_TABLE",
-    "auth": "SD_AUTH",
-    "rate_per_minute": "SD_RATE_PER_MINUTE",
-    "max_queued_per_user": "SD_MAX_QUEUED_PER_USER",
-    "allow_private_urls": "SD_ALLOW_PRIVATE_URLS",
-    "allow_pickle": "SD_ALLOW_PICKLE",
-    "blocklist": "SD_BLOCKLIST",
-    "webui_timeout_s": "SD_WEBUI_TIMEOUT",
-    "bucket": "SD_BUCKET",
-    "queue_url": "SD_QUEUE_URL",
-    "jobs_queue_url": "SD_JOBS_QUEUE_URL",
-    "upload_expiry_s": "SD_UPLOAD_EXPIRY_SECONDS",
-    "job_stale_s": "SD_JOB_STALE_SECONDS",
-    "import_timeout_s": "SD_IMPORT_TIMEOUT",
-    "default_model": "SD_DEFAULT_MODEL",
-    "max_concurrency": "SD_MAX_CONCURRENCY",
-    "max_per_model": "SD_MAX_PER_MODEL",
-    "sync_timeout_s": "SD_SYNC_TIMEOUT",
-    "task_ttl_days": "SD_TASK_TTL_DAYS",
-    "lease_s": "SD_LEASE_SECONDS",
-    "heartbeat_stale_s": "SD_HEARTBEAT_STALE_SECONDS",
-    "max_attempts": "SD_MAX_ATTEMPTS",
-    "progress_interval_s": "SD_PROGRESS_INTERVAL",
-    "preview_every": "SD_PREVIEW_EVERY",
-    "url_expires_s": "SD_URL_EXPIRES",
-    "requeue_delay_s": "SD_REQUEUE_DELAY",
-    "requeue_max_delay_s": "SD_REQUEUE_MAX_DELAY",
-    "idle_s": "SD_IDLE_SECONDS",
-    "part_size": "SD_PART_SIZE",
-    "inference_image_uri": "SD_INFERENCE_IMAGE_URI",
-    "inference_role_arn": "SD_INFERENCE_ROLE_ARN",
-    "inference_memory_mb": "SD_INFERENCE_MEMORY",
-    "inference_timeout_s": "SD_INFERENCE_TIMEOUT",
-    "function_prefix": "SD_FUNCTION_PREFIX",
-    "model_name": "SD_MODEL_NAME",
-    "model_key": "SD_MODEL_KEY",
-    "inference_function": "SD_INFERENCE_FUNCTION",
-    "model_cache_dir": "SD_MODEL_CACHE_DIR",
-    "model_cache_bytes": "SD_MODEL_CACHE_BYTES",
-    "device": "SD_DEVICE",
-    "extra_args": "SD_EXTRA_ARGS",
-}
+PREFIX = "SD_"
 
 
-class Settings(BaseModel):
+def _env(name: str, field: str) -> AliasChoices:
+    """A field read from the variable `name` (also settable by its field name in code)."""
+    return AliasChoices(name, field)
+
+
+class Settings(BaseSettings):
     """Everything configurable, with the local stack's defaults."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_ignore_empty=True, populate_by_name=True, extra="ignore"
+    )
+
     backend: Literal["local", "aws"] = "local"
-    # local backend
+
+    # --- the local stack ---------------------------------------------------------------------
     data_dir: Path = Path("./local-data")
     public_url: str = ""
     host: str = "127.0.0.1"
-    port: int = 7860
+    port: int = Field(7860, validation_alias=_env("PORT", "port"))
     http_workers: int = Field(8, ge=1)
-    # aws backend
+
+    # --- AWS resources (names from template.yaml) --------------------------------------------
     tasks_table: str = "sd-tasks"
     models_table: str = "sd-models"
     functions_table: str = "sd-functions"
@@ -84,15 +49,22 @@ class Settings(BaseModel):
     idempotency_table: str = "sd-idempotency"
     bucket: str = ""
     queue_url: str = ""
+    # model jobs (verify an upload, import from a URL): a queue the admin function consumes
+    jobs_queue_url: str = ""
+    # per-checkpoint inference functions: image, role and resources of the ones control creates
     inference_image_uri: str = ""
     inference_role_arn: str = ""
-    inference_memory_mb: int = 3008
-    inference_timeout_s: int = 900
+    inference_memory_mb: int = Field(
+        3008, validation_alias=_env("SD_INFERENCE_MEMORY", "inference_memory_mb")
+    )
+    inference_timeout_s: int = Field(
+        900, validation_alias=_env("SD_INFERENCE_TIMEOUT", "inference_timeout_s")
+    )
     function_prefix: str = "sd"
     # the stack's own inference function; its image serves the per-checkpoint functions
     inference_function: str = ""
-    # behaviour
-    default_model: str = "demo"
+
+    # --- users and guards --------------------------------------------------------------------
     auth: bool = True
     rate_per_minute: int = Field(600, ge=1)
     max_queued_per_user: int = Field(50, ge=1)
@@ -102,34 +74,57 @@ class Settings(BaseModel):
     allow_pickle: bool = False
     # blocked prompt terms: a file path locally, an object key in the bucket on AWS
     blocklist: str = ""
-    webui_timeout_s: float = Field(25.0, ge=0)
+
+    # --- tasks and control -------------------------------------------------------------------
+    default_model: str = "demo"
     max_concurrency: int = Field(2, ge=0)  # 0 pauses dispatch: tasks are accepted and wait
     max_per_model: int = Field(1, ge=1)
-    sync_timeout_s: float = Field(25.0, ge=0)
+    sync_timeout_s: float = Field(
+        25.0, ge=0, validation_alias=_env("SD_SYNC_TIMEOUT", "sync_timeout_s")
+    )
+    webui_timeout_s: float = Field(
+        25.0, ge=0, validation_alias=_env("SD_WEBUI_TIMEOUT", "webui_timeout_s")
+    )
     task_ttl_days: int = 30
-    lease_s: int = 960
-    heartbeat_stale_s: float = 60.0
+    lease_s: int = Field(960, validation_alias=_env("SD_LEASE_SECONDS", "lease_s"))
+    heartbeat_stale_s: float = Field(
+        60.0, validation_alias=_env("SD_HEARTBEAT_STALE_SECONDS", "heartbeat_stale_s")
+    )
     # runs a task may start; a lost worker's task is retried while it has attempts left
     # (1: never retried, as seed 002's max_delivery=1)
     max_attempts: int = Field(1, ge=1)
-    progress_interval_s: float = 0.5
+    progress_interval_s: float = Field(
+        0.5, validation_alias=_env("SD_PROGRESS_INTERVAL", "progress_interval_s")
+    )
     # a live preview (cheap latent approximation) with progress at most every N steps; 0 = off
     preview_every: int = Field(0, ge=0)
-    url_expires_s: int = 3600
-    requeue_delay_s: float = 0.25
+    url_expires_s: int = Field(3600, validation_alias=_env("SD_URL_EXPIRES", "url_expires_s"))
+    requeue_delay_s: float = Field(
+        0.25, validation_alias=_env("SD_REQUEUE_DELAY", "requeue_delay_s")
+    )
     # a task over a cap waits requeue_delay_s, doubling per wait up to this
-    requeue_max_delay_s: float = 4.0
-    idle_s: float = 300.0
+    requeue_max_delay_s: float = Field(
+        4.0, validation_alias=_env("SD_REQUEUE_MAX_DELAY", "requeue_max_delay_s")
+    )
+    idle_s: float = Field(300.0, validation_alias=_env("SD_IDLE_SECONDS", "idle_s"))
+
+    # --- model management --------------------------------------------------------------------
     part_size: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
-    # model jobs (verify an upload, import from a URL): a queue the admin function consumes
-    jobs_queue_url: str = ""
     # an upload not completed this long after it started is aborted by the sweep (on AWS the
     # bucket's AbortIncompleteMultipartUpload rule does the same to the parts: 7 days)
-    upload_expiry_s: float = Field(7 * 86400, gt=0)
+    upload_expiry_s: float = Field(
+        7 * 86400, gt=0, validation_alias=_env("SD_UPLOAD_EXPIRY_SECONDS", "upload_expiry_s")
+    )
     # a model job silent this long has died (a Lambda job stops at 15 minutes)
-    job_stale_s: float = Field(1200, gt=0)
+    job_stale_s: float = Field(
+        1200, gt=0, validation_alias=_env("SD_JOB_STALE_SECONDS", "job_stale_s")
+    )
     # how long an import may download for (under the admin function's 900 s on AWS)
-    import_timeout_s: float = Field(840, gt=0)
+    import_timeout_s: float = Field(
+        840, gt=0, validation_alias=_env("SD_IMPORT_TIMEOUT", "import_timeout_s")
+    )
+
+    # --- one inference function --------------------------------------------------------------
     # an inference function serves exactly one model
     model_name: str = ""
     model_key: str = ""
@@ -145,16 +140,27 @@ class Settings(BaseModel):
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        values = {field: env[name] for field, name in _ENV.items() if env.get(name, "") != ""}
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """The settings `env` gives (and nothing else: the process environment is not read)."""
+        values: dict[str, Any] = {}
+        for field, info in cls.model_fields.items():
+            value = env.get(env_name(field), "")
+            values[field] = value if value != "" else info.get_default(call_default_factory=True)
         return cls(**values)
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
-        return {name: str(getattr(self, field)) for field, name in _ENV.items()}
+        return {env_name(field): str(getattr(self, field)) for field in type(self).model_fields}
+
+
+def env_name(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return PREFIX + field.upper()
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings.from_env()
+    return Settings()
