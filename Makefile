@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 7860
 SD_DATA_DIR ?= ./local-data
 export HF_HUB_OFFLINE := 1
-export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
+export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
 
 .PHONY: install run test lint format validate-template clean bench
 
@@ -19,11 +19,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 install: $(BIN)/.installed
 
 run: install
-	SD_DATA_DIR=$(SD_DATA_DIR) PORT=$(PORT) $(BIN)/python -m sdcore.local.stack
+	SD_DATA_DIR=$(SD_DATA_DIR) PORT=$(PORT) $(BIN)/python -m sdlocal.stack
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy layers/sdcore/sdcore
+	$(BIN)/mypy layers/sdcore/sdcore local/sdlocal
 	$(BIN)/python -m pytest -q
 
 lint: install

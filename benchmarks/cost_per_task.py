@@ -51,8 +51,8 @@ class Counting:
 
 
 def main(tasks: int = 10, steps: int = 20, batch: int = 1) -> None:
-    from sdcore.demo.tiny import save_single_file
     from sdcore.ports import function_name
+    from sdlocal.demo.tiny import save_single_file
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

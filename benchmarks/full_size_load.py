@@ -53,7 +53,7 @@ print(json.dumps({
 BUILD = """
 import sys, time, torch
 from safetensors.torch import save_file
-from sdcore.demo import tiny
+from sdlocal.demo import tiny
 torch.set_default_dtype(torch.float16)
 pipe = tiny.build_pipeline(seed=0, name=sys.argv[1])
 state = tiny.to_ldm_state_dict(pipe, tiny.ARCHITECTURES[sys.argv[1]])

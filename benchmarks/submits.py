@@ -104,8 +104,8 @@ def in_process(data_dir: Path, key: str, count: int) -> dict:
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     from proxy_function.app import lambda_handler
-    from sdcore.local.context import LocalContext
-    from sdcore.local.server import api_gateway_event
+    from sdcore.adapters.local.runtime import LocalContext
+    from sdlocal.server import api_gateway_event
 
     headers = {
         "Authorization": [f"Bearer {key}"],

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import write_result
-from sdcore.client import upload_model
+from sdlocal.client import upload_model
 from tests.support_stack import REPO, RunningStack
 
 CONFIGS = REPO / "layers" / "sdcore" / "sdcore" / "configs"
@@ -39,7 +39,7 @@ def build_checkpoint(arch: str, path: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from sdcore.demo.tiny import to_ldm_state_dict
+    from sdlocal.demo.tiny import to_ldm_state_dict
 
     cfg = str(CONFIGS / arch)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 For every (color, shape, background) with color != background (8 x 3 x 7 = 168) and several
 seeds, generate one picture through `DiffusersEngine` at the webui defaults (the default sampler,
 step count and CFG scale of `GenerationParams`, native size), read it back with
-`sdcore.demo.shapes.classify` and count how often the shape color, the background and the shape
+`sdlocal.demo.shapes.classify` and count how often the shape color, the background and the shape
 are right. The short prompts (`{color} {shape}`, white background) are scored separately.
 
 Usage (from the repository root)::
@@ -37,10 +37,10 @@ for _p in (ROOT / "layers" / "sdcore", ROOT):
 
 import torch  # noqa: E402
 
-from sdcore.demo import shapes  # noqa: E402
 from sdcore.domain.models import GenerationParams, TaskKind  # noqa: E402
 from sdcore.engine.diffusers_engine import DiffusersEngine  # noqa: E402
 from sdcore.ports import EngineInputs  # noqa: E402
+from sdlocal.demo import shapes  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "models" / "demo-shapes.safetensors"
 DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"

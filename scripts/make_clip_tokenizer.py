@@ -140,7 +140,7 @@ def write(out: Path, encoder: dict[str, int], merges: list[tuple[str, str]]) -> 
 
 
 def shapes_words() -> list[str]:
-    from sdcore.demo.shapes import WORDS  # torch-free
+    from sdlocal.demo.shapes import WORDS  # torch-free
 
     return list(WORDS)
 

@@ -1,5 +1,5 @@
 """Train the shapes demo model: a tiny SD 1.x-architecture text-to-image model that draws what its
-prompt says (`a {color} {shape} on a {background} background`, see `sdcore.demo.shapes`).
+prompt says (`a {color} {shape} on a {background} background`, see `sdlocal.demo.shapes`).
 
 Everything comes from data this script draws itself with fixed seeds, on the CPU:
 
@@ -56,8 +56,8 @@ from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from scripts import make_clip_tokenizer  # noqa: E402
-from sdcore.demo import shapes  # noqa: E402
-from sdcore.demo.tiny import to_ldm_state_dict  # noqa: E402
+from sdlocal.demo import shapes  # noqa: E402
+from sdlocal.demo.tiny import to_ldm_state_dict  # noqa: E402
 
 DEFAULT_OUT = ROOT / "models" / "demo-shapes.safetensors"
 DEFAULT_CONFIG = ROOT / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"

@@ -12,3 +12,8 @@ for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+
+from tests.support_stack import SOURCE_PATH  # noqa: E402
+
+# processes the tests start (stacks, workers, the CLI) import this checkout's code
+os.environ["PYTHONPATH"] = SOURCE_PATH

@@ -1,4 +1,4 @@
-"""Start the local stack as a user would (`python -m sdcore.local.stack`) on a free port."""
+"""Start the local stack as a user would (`python -m sdlocal.stack`) on a free port."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+# where this checkout's packages live: child processes import from here, not from an install
+SOURCE_PATH = os.pathsep.join(
+    str(REPO / p)
+    for p in (
+        "layers/sdcore",
+        "local",
+        "functions/proxy",
+        "functions/admin",
+        "functions/control",
+        "functions/inference",
+    )
+)
 
 
 def free_port() -> int:
@@ -55,13 +67,13 @@ class RunningStack:
             "PORT": str(self.port),
             "SD_HTTP_WORKERS": "3",
             "SD_RATE_PER_MINUTE": "100000",
-            "PYTHONPATH": str(REPO / "layers" / "sdcore"),
+            "PYTHONPATH": SOURCE_PATH,
             **self.env,
         }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sdcore.local.stack"],
+                [sys.executable, "-m", "sdlocal.stack"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -100,7 +112,7 @@ class RunningStack:
             except OSError:
                 continue
             ppid = next((ln.split()[1] for ln in text.splitlines() if ln.startswith("PPid:")), "")
-            if ppid == str(self.proc.pid) and b"sdcore.local.worker" in cmdline:
+            if ppid == str(self.proc.pid) and b"sdcore.adapters.local.runtime" in cmdline:
                 pids.append(int(status.parent.name))
         return pids
 

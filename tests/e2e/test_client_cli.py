@@ -1,4 +1,4 @@
-"""The Python client (`sdcore.client.Client`) and the `sd` CLI against a running local stack:
+"""The Python client (`sdlocal.client.Client`) and the `sd` CLI against a running local stack:
 generation sync and async with progress, downloads checked by md5, task paging and
 cancellation, and the resumable parallel model upload."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sdcore.client import ApiError, ChecksumError, Client, Progress, UploadEvent
-from tests.support_stack import REPO, RunningStack
+from sdlocal.client import ApiError, ChecksumError, Client, Progress, UploadEvent
+from tests.support_stack import REPO, SOURCE_PATH, RunningStack
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def admin(stack: RunningStack) -> Iterator[Client]:
 @pytest.fixture(scope="module")
 def model_file(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real single-file checkpoint of the tiny test architecture (~11 MB, config tiny-sd)."""
-    from sdcore.demo.tiny import save_single_file
+    from sdlocal.demo.tiny import save_single_file
 
     target = save_single_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")
     assert 2 * PART_SIZE < target.stat().st_size <= 3 * PART_SIZE
@@ -60,18 +60,18 @@ def model_file(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) ->
 def sd(
     stack: RunningStack, *args: str, key: str | None = "user_key", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as `python -m sdcore.cli`."""
+    """Run the CLI as `python -m sdlocal.cli`."""
     full_env = {
         **os.environ,
         "SD_URL": stack.url,
-        "PYTHONPATH": str(REPO / "layers" / "sdcore"),
+        "PYTHONPATH": SOURCE_PATH,
         **env,
     }
     full_env.pop("SD_API_KEY", None)
     if key:
         full_env["SD_API_KEY"] = stack.credentials[key]
     return subprocess.run(
-        [sys.executable, "-m", "sdcore.cli", *args],
+        [sys.executable, "-m", "sdlocal.cli", *args],
         env=full_env,
         cwd=REPO,
         capture_output=True,
@@ -240,7 +240,7 @@ def test_sd2_and_sdxl_single_files_upload_and_generate(
 ) -> None:
     """The whole path for the other architectures: upload (checked against the config's
     architecture), listing details, a worker loading it, an image with its infotext."""
-    from sdcore.demo.tiny import save_single_file
+    from sdlocal.demo.tiny import save_single_file
 
     path = save_single_file(tmp_path, seed=1, name=name)
     done = admin.upload_model(path, name, config=name)

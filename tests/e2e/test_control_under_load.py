@@ -12,7 +12,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from sdcore.client import upload_model
+from sdlocal.client import upload_model
 from tests.support_stack import RunningStack
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from sdcore.demo.shapes import classify, draw
+from sdlocal.demo.shapes import classify, draw
 from tests.support_stack import RunningStack
 
 pytestmark = pytest.mark.slow

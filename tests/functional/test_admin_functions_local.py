@@ -1,8 +1,9 @@
 """Admin function routes (/admin/functions...) on the local backend, with real-shaped events.
 
 Workers are stood in for by short-lived processes whose command line is a worker's (python -c
-sleep ... sdcore.local.worker --function <name>): no torch import, and the fleet judges them by
-pid and command line as it judges real ones. Every process started here is killed at the end.
+sleep ... sdcore.adapters.local.runtime --function <name>): no torch import, and the fleet
+judges them by pid and command line as it judges real ones. Every process started here is
+killed at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def _worker_like(name: str, procs: list[subprocess.Popen[bytes]], **kw: Any) -> Any:
     proc = _POPEN(
-        [sys.executable, "-c", SLEEP, "-m", "sdcore.local.worker", "--function", name], **kw
+        [sys.executable, "-c", SLEEP, "-m", "sdcore.adapters.local.runtime", "--function", name],
+        **kw,
     )
     procs.append(proc)
     return proc

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from sdcore import composition
-from sdcore.client import sha256_file
 from sdcore.domain.models import Role
 from sdcore.usecases.auth import create_user
 from sdcore.webui.png_info import read_parameters
+from sdlocal.client import sha256_file
 from tests.aws_template import create_resources, environment
 from tests.functional import events
 from tests.functional.events import Context, api, load
@@ -44,7 +44,7 @@ def moto_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sdcore.demo.tiny import save_single_file
+    from sdlocal.demo.tiny import save_single_file
 
     return save_single_file(tmp_path_factory.mktemp("ckpt") / "demo.safetensors")
 

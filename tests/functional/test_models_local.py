@@ -157,9 +157,9 @@ def test_a_pickle_checkpoint_needs_sd_allow_pickle_then_loads_and_runs(
     import torch
     from safetensors.torch import load_file
 
-    from sdcore.demo import tiny
     from sdcore.engine.diffusers_engine import DiffusersEngine
     from sdcore.usecases.model_cache import load_engine
+    from sdlocal.demo import tiny
 
     buf = io.BytesIO()
     state = load_file(str(tiny.save_single_file(tmp_path, name="tiny-sd")))
@@ -504,7 +504,7 @@ def test_the_local_job_loop_runs_a_job_cut_short_by_a_restart_once_more(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import admin_function.app as admin_app
-    from sdcore.local.jobs import JobLoop
+    from sdlocal.events import EventSource
 
     svc = get_services()
     assert svc.jobs is not None
@@ -517,7 +517,8 @@ def test_the_local_job_loop_runs_a_job_cut_short_by_a_restart_once_more(
     monkeypatch.setattr(admin_app, "run_job", job)
     svc.jobs.send({"job": "verify", "name": "cut-short", "key": "k"})
     assert svc.jobs.receive(1, visibility_s=0.3)  # taken by a stack that then died
-    loop = JobLoop(svc, visibility_s=0.3)
+    loop = EventSource("model-jobs", svc.jobs, admin_app.lambda_handler, function="admin",
+                       batch_size=1, visibility_s=0.3, retry_after_s=5)  # fmt: skip
     loop.start()
     try:
         deadline = time.monotonic() + 10

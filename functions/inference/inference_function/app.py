@@ -1,5 +1,6 @@
 """The inference function: serves one checkpoint (SD_MODEL_NAME), loaded once and kept warm.
-The event is what control sends: {"taskId": ..., "lease": {...}}."""
+The event is what control sends: {"taskId": ..., "lease": {...}}; or {"warmup": true}, which
+only loads the checkpoint (the local runtime sends it when a function starts)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def engine() -> Engine:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if event.get("warmup"):
+        engine()  # a failure is reported by the first task, which tries again
+        return {"warm": True}
     svc = get_services()
     lease = Lease.model_validate(event["lease"]) if event.get("lease") else None
     try:

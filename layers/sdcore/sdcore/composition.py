@@ -98,9 +98,22 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     )
 
 
+_given: Settings | None = None
+
+
 @lru_cache(maxsize=1)
 def get_services() -> Services:
-    return build_services(get_settings())
+    """This execution environment's services, built once: from the settings `use_settings`
+    gave, else from the process environment."""
+    return build_services(_given or get_settings())
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Build this execution environment's services from `settings` instead of the environment
+    (the local stack's processes; None: the environment again)."""
+    global _given
+    _given = settings
+    reset()
 
 
 def reset() -> None:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(7860, validation_alias=_env("PORT", "port"))
     http_workers: int = Field(8, ge=1)
+    # the handler a local inference function's process runs (on AWS: the image's CMD)
+    inference_handler: str = "inference_function.app.lambda_handler"
 
     # --- AWS resources (names from template.yaml) --------------------------------------------
     tasks_table: str = "sd-tasks"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdcore.demo import shapes
+from sdlocal.demo import shapes
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "models" / "demo-shapes.safetensors"

@@ -10,8 +10,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers is imported: nothing may 
 
 import pytest
 
-from sdcore.demo import tiny
 from sdcore.engine.diffusers_engine import DiffusersEngine
+from sdlocal.demo import tiny
 
 from .support import MODEL_HASH, MODEL_NAME, TinyFiles
 

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from sdcore.demo import tiny
 from sdcore.engine import checkpoints as checkpoints_module
 from sdcore.engine import model as model_module
 from sdcore.engine.checkpoints import single_file_architecture, uses_v_prediction
@@ -21,6 +20,7 @@ from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.engine.noise import SD1_LATENT_RGB, SDXL_LATENT_RGB, image_noise
 from sdcore.engine.schedulers import make_scheduler
 from sdcore.ports import EngineInputs, NetworkFile
+from sdlocal.demo import tiny
 
 from .support import MODEL_HASH, Steps, gen
 

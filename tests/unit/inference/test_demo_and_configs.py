@@ -24,9 +24,9 @@ from transformers import (
 from scripts import make_clip_tokenizer
 from sdcore.configs import ROOT as CONFIGS_DIR
 from sdcore.configs import pipeline_config
-from sdcore.demo import tiny
 from sdcore.engine.schedulers import make_scheduler
 from sdcore.webui.samplers import SAMPLERS
+from sdlocal.demo import tiny
 
 from .support import TinyFiles
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from sdcore.demo import tiny
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.ports import EngineInputs
+from sdlocal.demo import tiny
 
 from .support import MODEL_HASH, Steps, gen
 

@@ -11,10 +11,10 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
-from sdcore.demo import tiny
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs
+from sdlocal.demo import tiny
 
 from .support import MODEL_HASH, Steps, gen
 from .test_img2img_modes import _img2img, _inpaint, _mask, _px, _two_colour

@@ -12,10 +12,10 @@ import torch
 from diffusers import AutoencoderKL
 from safetensors.torch import save_file
 
-from sdcore.demo import tiny
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs, NetworkFile
+from sdlocal.demo import tiny
 
 from .support import Steps, gen
 

@@ -13,26 +13,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sdcore.composition import get_services
-from sdcore.composition import reset as reset_services
+from sdcore.composition import get_services, use_settings
 from sdcore.domain.models import Model, ModelStatus
-from sdcore.local.server import LocalServer
-from sdcore.local.stack import configure_env
+from sdcore.settings import Settings
 from sdcore.usecases.auth import bootstrap_local
-
-
-class _Args:
-    port = None
+from sdlocal.server import LocalServer
 
 
 @pytest.fixture(scope="module")
 def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, dict]]:
     data_dir = tmp_path_factory.mktemp("front-door")
-    saved = dict(os.environ)
-    os.environ.update({"SD_DATA_DIR": str(data_dir), "SD_BACKEND": "local",
-                       "SD_SYNC_TIMEOUT": "20"})  # fmt: skip
-    configure_env(_Args())
-    reset_services()
+    settings = Settings(
+        data_dir=data_dir,
+        model_cache_dir=data_dir / "cache",
+        backend="local",
+        sync_timeout_s=20,
+        port=0,
+        http_workers=1,
+    )
+    use_settings(settings)
     svc = get_services()
     keys = bootstrap_local(svc, data_dir) or {}
     now = svc.clock.now()
@@ -47,15 +46,13 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Local
             modified_at=now,
         )
     )
-    server = LocalServer("127.0.0.1", 0, workers=1)
+    server = LocalServer(settings)
     try:
         yield server, keys
     finally:
         server.shutdown()
         server.server_close()
-        os.environ.clear()
-        os.environ.update(saved)
-        reset_services()
+        use_settings(None)
 
 
 def _url(server: LocalServer) -> str:
@@ -166,7 +163,7 @@ def test_a_dead_function_process_answers_502_and_is_replaced(front_door) -> None
 def test_the_front_door_ends_with_the_stack(front_door) -> None:
     """A front door whose stack is gone (its end of the pipe closed) stops serving."""
     server, _ = front_door
-    other = LocalServer("127.0.0.1", 0, workers=1)
+    other = LocalServer(get_services().settings)
     other._conn.close()  # what the stack's death does to the pipe
     other.process.join(timeout=30)
     assert not other.process.is_alive()

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sdcore.client import ApiError, ChecksumError, Client, UploadEvent
+from sdlocal.client import ApiError, ChecksumError, Client, UploadEvent
 
 PART = 5 * 1024 * 1024
 

@@ -133,7 +133,7 @@ def test_files_written_by_diffusers_itself_pass(tmp_path):
     """Not only hand-written layouts: the tiny SD model as diffusers and safetensors save it."""
     from safetensors.torch import save_file
 
-    from sdcore.demo.tiny import build_pipeline, save_diffusers_tar, save_single_file
+    from sdlocal.demo.tiny import build_pipeline, save_diffusers_tar, save_single_file
 
     def read(path: Path) -> list[bytes]:
         data = path.read_bytes()

@@ -28,11 +28,8 @@ from sdcore.errors import NotFoundError
 from sdcore.ports import FunctionStore, WorkerFleet, function_name
 from sdcore.settings import Settings
 
-REPO = Path(__file__).resolve().parents[5]
-PYTHONPATH = [
-    REPO / "layers" / "sdcore",
-    REPO / "functions" / "inference",
-]
+# the process each function runs in (the handler it runs is a setting, as on Lambda)
+RUNTIME = "sdcore.adapters.local.runtime"
 
 
 def invocation_queue(db: Database, name: str, now: Any = None) -> SqliteQueue:
@@ -70,9 +67,6 @@ class ProcessWorkerFleet(WorkerFleet):
         admin_env = record.resources.get("env") or {}
         env = {**os.environ, **admin_env, **self.settings.to_env(), "SD_MODEL_NAME": record.model}
         env["SD_EXTRA_ARGS"] = shlex.join(record.resources.get("extraArgs") or [])
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(p) for p in PYTHONPATH] + [env.get("PYTHONPATH", "")]
-        )
         env.setdefault("HF_HUB_OFFLINE", "1")
         # Workers share this machine's cores: up to max_concurrency run at once, so each gets its
         # share of threads. Oversubscribed torch threads spin against each other (measured here:
@@ -80,7 +74,15 @@ class ProcessWorkerFleet(WorkerFleet):
         share = max(1, (os.cpu_count() or 1) // self.settings.max_concurrency)
         env.setdefault("OMP_NUM_THREADS", str(share))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sdcore.local.worker", "--function", record.name],
+            [
+                sys.executable,
+                "-m",
+                RUNTIME,
+                "--function",
+                record.name,
+                "--handler",
+                self.settings.inference_handler,
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
         )
@@ -223,7 +225,7 @@ def _is_worker(pid: int, name: str | None = None) -> bool:
         except OSError:
             return False
         # an exited worker its parent has not reaped yet (a zombie) has an empty cmdline
-        return b"sdcore.local.worker" in args and (name is None or name.encode() in args)
+        return RUNTIME.encode() in args and (name is None or name.encode() in args)
     try:  # no /proc (macOS): the pid is the best evidence there is
         os.kill(pid, 0)
     except ProcessLookupError:

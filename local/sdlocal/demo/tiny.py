@@ -10,7 +10,7 @@ loads with `configs/sd15`.
 
 CLI::
 
-    python -m sdcore.demo.tiny --out DIR --format single-file|diffusers-tar
+    python -m sdlocal.demo.tiny --out DIR --format single-file|diffusers-tar
 """
 
 from __future__ import annotations

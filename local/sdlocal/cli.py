@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from sdcore.client import (
+from sdlocal.client import (
     TERMINAL_STATUSES,
     AdminModel,
     ApiError,

@@ -2,7 +2,7 @@
 
 The local stack also uses `upload_model` below to register its demo checkpoint.
 
-    from sdcore.client import Client
+    from sdlocal.client import Client
 
     with Client("http://127.0.0.1:7860", api_key="sk-...") as sd:
         task = sd.txt2img("a red circle", steps=20, async_=True)

@@ -30,9 +30,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from sdcore import composition
 from sdcore.adapters.local.blobs import FileBlobStore
+from sdcore.adapters.local.runtime import LocalContext
 from sdcore.errors import DomainError
-from sdcore.local.context import LocalContext
+from sdcore.settings import Settings
 
 log = logging.getLogger("sdcore.server")
 
@@ -53,9 +55,10 @@ def _invoke(target: str, event: dict[str, Any]) -> dict[str, Any]:
     return lambda_handler(event, LocalContext(function_name=target))
 
 
-def _worker_main(conn: Connection, parent: int) -> None:
+def _worker_main(conn: Connection, parent: int, settings: Settings) -> None:
     """A function's execution environment: import once, then serve events one at a time."""
     _die_with(parent)
+    composition.use_settings(settings)
     import admin_function.app  # noqa: F401
     import proxy_function.app  # noqa: F401
 
@@ -117,10 +120,10 @@ class FunctionError(Exception):
 
 
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, settings: Settings) -> None:
         parent, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
-            target=_worker_main, args=(child, os.getpid()), name="sd-http-worker"
+            target=_worker_main, args=(child, os.getpid(), settings), name="sd-http-worker"
         )
         self.process.start()
         child.close()
@@ -141,9 +144,10 @@ class _Worker:
 class WorkerPool:
     """Long-lived function processes, each serving one request at a time over its pipe."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.ctx = multiprocessing.get_context("spawn")
-        self.workers = [_Worker(self.ctx) for _ in range(size)]
+        self.settings = settings
+        self.workers = [_Worker(self.ctx, settings) for _ in range(settings.http_workers)]
         for worker in self.workers:
             worker.wait_ready()
         self.idle: asyncio.Queue[_Worker] | None = None
@@ -186,7 +190,7 @@ class WorkerPool:
         return response
 
     def _replacement(self) -> _Worker:
-        worker = _Worker(self.ctx)
+        worker = _Worker(self.ctx, self.settings)
         worker.wait_ready()
         self.workers.append(worker)
         return worker
@@ -381,9 +385,10 @@ class FrontDoor:
 class _Serving:
     """uvicorn on host:port with the worker pool, in the front door's process."""
 
-    def __init__(self, host: str, port: int, blobs: FileBlobStore, workers: int) -> None:
+    def __init__(self, settings: Settings, blobs: FileBlobStore) -> None:
         import uvicorn
 
+        host, port = settings.host, settings.port
         self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         deadline = time.monotonic() + 10
@@ -397,7 +402,7 @@ class _Serving:
                 time.sleep(0.2)
         self.socket.listen(1024)
         self.server_address = self.socket.getsockname()
-        self.pool = WorkerPool(workers)
+        self.pool = WorkerPool(settings)
         config = uvicorn.Config(
             FrontDoor(blobs, self.pool), lifespan="off", access_log=False, log_level="warning",
             server_header=False, timeout_keep_alive=30, backlog=1024, timeout_graceful_shutdown=5,
@@ -429,16 +434,15 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-def _front_door_main(host: str, port: int, workers: int, conn: Connection, parent: int) -> None:
+def _front_door_main(settings: Settings, conn: Connection, parent: int) -> None:
     """The front door's process: serves until told to stop, or until the stack is gone."""
-    from sdcore.composition import get_services
-
     _die_with(parent)
-
+    composition.use_settings(settings)
     try:
-        blobs = get_services().blobs
-        assert isinstance(blobs, FileBlobStore)  # the local stack serves its own files
-        serving = _Serving(host, port, blobs, workers)
+        blobs = composition.get_services().blobs
+        if not isinstance(blobs, FileBlobStore):
+            raise TypeError("the local stack serves its own files: SD_BACKEND must be local")
+        serving = _Serving(settings, blobs)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -465,12 +469,12 @@ class LocalServer:
     """The front door, run in its own process so that HTTP never waits for the stack's own
     threads (control loop, fleet) to release the interpreter lock."""
 
-    def __init__(self, host: str, port: int, workers: int, start_timeout: float = 180) -> None:
+    def __init__(self, settings: Settings, start_timeout: float = 180) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_front_door_main,
-            args=(host, port, workers, child, os.getpid()),
+            args=(settings, child, os.getpid()),
             name="sd-front-door",
         )
         self.process.start()

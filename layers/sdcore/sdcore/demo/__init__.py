@@ -1,1 +1,0 @@
-"""Demo checkpoints built offline (no downloads): see `sdcore.demo.tiny`."""

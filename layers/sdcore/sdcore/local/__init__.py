@@ -1,1 +1,0 @@
-"""The local stack: the same functions, run on one machine with the embedded backend."""

@@ -1,0 +1,1 @@
+"""Demo checkpoints built offline (no downloads): see `sdlocal.demo.tiny`."""
