@@ -24,6 +24,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/sdcore/sdcore local/sdlocal
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install
