@@ -100,7 +100,7 @@ def in_process(data_dir: Path, key: str, count: int) -> dict:
     )
     import sys
 
-    for folder in (REPO / "functions" / "proxy", REPO / "layers" / "sdcore"):
+    for folder in (REPO / "functions" / "proxy", REPO / "layers" / "sdcore", REPO / "local"):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     from proxy_function.app import lambda_handler

@@ -8,7 +8,7 @@ are right. The short prompts (`{color} {shape}`, white background) are scored se
 
 Usage (from the repository root)::
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=layers/sdcore:. .venv/bin/python scripts/eval_demo_model.py
+    HF_HUB_OFFLINE=1 PYTHONPATH=layers/sdcore:local:. .venv/bin/python scripts/eval_demo_model.py
     # other settings, e.g. another sampler: --sampler "DPM++ 2M" --steps 20 --cfg 7
 
 Writes `benchmarks/results/demo_model_eval.json`. Goals: color >= 90 %, background >= 90 %,
@@ -31,7 +31,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before diffusers/transformers: never the hub
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "layers" / "sdcore", ROOT):
+for _p in (ROOT / "layers" / "sdcore", ROOT / "local", ROOT):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 

@@ -16,7 +16,7 @@ Everything comes from data this script draws itself with fixed seeds, on the CPU
 
 Usage (from the repository root; ~40 minutes on 2 CPU cores)::
 
-    HF_HUB_OFFLINE=1 PYTHONPATH=layers/sdcore:. .venv/bin/python scripts/train_demo_model.py
+    HF_HUB_OFFLINE=1 PYTHONPATH=layers/sdcore:local:. .venv/bin/python scripts/train_demo_model.py
     # a quick smoke run of the whole path (a minute or two), written elsewhere:
     ... scripts/train_demo_model.py --smoke --out /tmp/demo/demo.safetensors \\
         --config-out /tmp/demo/config
@@ -38,7 +38,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before diffusers/transformers: never the hub
 
 ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "layers" / "sdcore", ROOT):
+for _p in (ROOT / "layers" / "sdcore", ROOT / "local", ROOT):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 

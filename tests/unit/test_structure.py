@@ -44,9 +44,9 @@ def _lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
 def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packages' sources, to break on purpose."""
     tree = tmp_path_factory.mktemp("tree")
+    skip = shutil.ignore_patterns("__pycache__", "*.json", "*.txt")  # configs' data
     for root, package in ROOTS.items():
-        shutil.copytree(REPO / root / package, tree / root / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.json", "*.txt"))  # fmt: skip
+        shutil.copytree(REPO / root / package, tree / root / package, ignore=skip)
     return tree
 
 

@@ -19,6 +19,8 @@ def build_services(
     return _build_local(settings, clock, ids)
 
 
+# Each backend's adapters are imported only when they are built: a Lambda function never loads
+# the local ones, and the local stack never needs boto3.
 def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from sdcore.adapters.local.blobs import FileBlobStore
     from sdcore.adapters.local.db import Database

@@ -28,6 +28,7 @@ from sdcore.guards.modelfiles import (
     architecture_mismatch,
     inspect_stream,
 )
+from sdcore.guards.netguard import stream_url
 from sdcore.services import Services
 from sdcore.usecases.models import (
     BUSY,
@@ -97,8 +98,6 @@ def run_job(svc: Services, body: dict[str, Any]) -> str:
 
 
 def _download(svc: Services, model: Model, pending: PendingVersion) -> PendingVersion:
-    from sdcore.guards.netguard import stream_url
-
     assert pending.source is not None
     progress = _JobProgress(svc, model.name, pending)
     done = 0

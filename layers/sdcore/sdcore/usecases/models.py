@@ -34,6 +34,7 @@ from sdcore.errors import (
     NotFoundError,
     StaleWriteError,
 )
+from sdcore.guards.netguard import check_url
 from sdcore.ports import UploadedPart
 from sdcore.services import Services
 
@@ -317,8 +318,6 @@ def start_import(
     ConflictError
         As `start_upload`.
     """
-    from sdcore.guards.netguard import check_url
-
     _check_name(name)
     check_url(url, allow_private=svc.settings.allow_private_urls, field="url")
     digest = (sha256 or "").lower()
