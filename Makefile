@@ -7,7 +7,7 @@ SD_DATA_DIR ?= ./local-data
 export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
 
-.PHONY: install run test lint format validate-template clean bench
+.PHONY: install run test lint format validate-template clean bench docs
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy layers/sdcore/sdcore local/sdlocal
 	$(BIN)/lint-imports
+	$(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -38,8 +39,11 @@ format: install
 validate-template: install
 	bash scripts/validate-template.sh
 
+docs: install
+	$(BIN)/mkdocs serve --strict
+
 clean:
-	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache site
 
 bench: install
 	$(BIN)/python -m benchmarks.sync_latency
