@@ -7,7 +7,7 @@ SD_DATA_DIR ?= ./local-data
 export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
 
-.PHONY: install run test lint format validate-template clean bench docs
+.PHONY: install run test lint format validate-template build clean bench docs
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ format: install
 
 validate-template: install
 	bash scripts/validate-template.sh
+
+# what `sam build` would deploy (the layer and the zip functions), in .aws-sam/build
+build: install
+	$(BIN)/python scripts/build_artifacts.py
 
 docs: install
 	$(BIN)/mkdocs serve --strict
