@@ -5,7 +5,7 @@
 `-S -E`: no site-packages and no PYTHON* variables, so everything but the standard library comes
 from the artifacts, as in Lambda (whose runtime adds the function's folder and the layer's
 `python/`). Prints one JSON line: the handler's answer, and every AWS API call it made (a
-botocore `before-call` hook), with what names the resource. Imports nothing of the tests.
+botocore `before-parameter-build` hook), with what names the resource. Imports nothing of the tests.
 """
 
 from __future__ import annotations
@@ -19,12 +19,21 @@ sys.path[:0] = [function_dir, layer_dir]
 
 import boto3  # noqa: E402  (the layer's)
 
-KEYS = ("TableName", "IndexName", "Bucket", "Key", "Prefix", "QueueUrl", "FunctionName", "Role",
-        "CopySource")  # fmt: skip
+KEYS = (
+    "TableName",
+    "IndexName",
+    "Bucket",
+    "Key",
+    "Prefix",
+    "QueueUrl",
+    "QueueName",
+    "FunctionName",
+    "Role",
+)  # fmt: skip (as tests/iam.py records them)
 calls: list[dict[str, object]] = []
 
 
-def record(model: object, params: dict, **_: object) -> None:
+def record(params: dict, model: object, **_: object) -> None:
     found = {k: params[k] for k in KEYS if isinstance(params.get(k), str)}
     if "RequestItems" in params:
         found["Tables"] = sorted(params["RequestItems"])
@@ -38,7 +47,8 @@ def record(model: object, params: dict, **_: object) -> None:
 
 boto3.setup_default_session()
 assert boto3.DEFAULT_SESSION is not None
-boto3.DEFAULT_SESSION.events.register("before-call", record)
+# before-parameter-build: API calls and presigned URLs alike
+boto3.DEFAULT_SESSION.events.register("before-parameter-build", record)
 
 module_name, _, function = handler_name.rpartition(".")
 handler = getattr(importlib.import_module(module_name), function)

@@ -22,6 +22,7 @@ from sdcore.composition import build_services
 from sdcore.domain.models import Model, ModelFormat, ModelStatus, Role
 from sdcore.settings import Settings
 from sdcore.usecases.auth import create_user
+from tests import iam
 from tests.aws_template import REGION, create_resources, environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +109,10 @@ def run(built: Path, function: str, event: dict, env: dict[str, str], tmp: Path)
     assert done.returncode == 0, done.stderr[-4000:]
     answer: dict = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["from_site_packages"] == [], "imported from outside the artifacts"
+    # every call the built function made is one its role in template.yaml allows
+    calls = [iam.Call(function, c["service"], c["operation"], c["params"], env)
+             for c in answer["calls"]]  # fmt: skip
+    assert [d for call in calls for d in iam.allowed(call)] == []
     return answer
 
 

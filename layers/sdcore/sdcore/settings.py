@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         900, validation_alias=_env("SD_INFERENCE_TIMEOUT", "inference_timeout_s")
     )
     function_prefix: str = "sd"
+    # the ECR repository the inference image lives in: an admin may point a function only at an
+    # image of it ("" locally, where the image is only recorded)
+    inference_repository: str = ""
     # the stack's own inference function; its image serves the per-checkpoint functions
     inference_function: str = ""
 

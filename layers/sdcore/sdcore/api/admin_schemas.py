@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sdcore.domain.models import FunctionChanges, ModelType, Role
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# What an admin's env may not set on a function that runs as the inference role: the service's
+# own settings, the platform's, and what changes how the runtime loads code or models.
+RESERVED_PREFIXES = ("SD_", "AWS_", "LAMBDA_", "_", "LD_", "PYTHON")
+RESERVED_NAMES = frozenset({"PATH", "HOME", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                            "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HF_HUB_OFFLINE",
+                            "TRANSFORMERS_OFFLINE"})  # fmt: skip
 
 
 class ModelUploadBody(BaseModel):
@@ -115,8 +121,12 @@ class FunctionsUpdateBody(BaseModel):
         for name in value or {}:
             if not _ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-            if name.startswith(("SD_", "AWS_", "LAMBDA_")):
-                raise ValueError(f"{name!r}: SD_, AWS_ and LAMBDA_ names are reserved")
+            upper = name.upper()
+            if upper.startswith(RESERVED_PREFIXES) or upper in RESERVED_NAMES:
+                reserved = ", ".join(f"{p}*" for p in RESERVED_PREFIXES)
+                raise ValueError(
+                    f"{name!r} is reserved ({reserved} and {', '.join(sorted(RESERVED_NAMES))})"
+                )
         return value
 
     def to_domain(self) -> FunctionChanges:

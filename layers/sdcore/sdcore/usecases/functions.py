@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from sdcore.domain.models import FunctionChanges, FunctionRecord
-from sdcore.errors import NotFoundError
+from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.services import Services
 
 
@@ -34,8 +36,10 @@ def update_functions(
     NotFoundError
         A named model has no inference function (functions are created on first use).
     InvalidInputError
-        The backend refused a value.
+        An image outside the inference repository; a value the backend refused.
     """
+    if changes.image is not None:
+        check_image(svc.settings.inference_repository, changes.image)
     return [svc.fleet.update(model, changes) for model in _targets(svc, models)]
 
 
@@ -49,3 +53,20 @@ def delete_functions(svc: Services, models: list[str]) -> list[str]:
             svc.fleet.delete(model)
             deleted.append(by_model[model])
     return deleted
+
+
+def check_image(repository: str, image: str) -> None:
+    """An inference function runs as the inference role: it may run only an image of the
+    project's ECR repository (by tag or digest). No repository set (locally): any image.
+
+    Raises InvalidInputError (field `image`)."""
+    if not repository:
+        return
+    pattern = (
+        rf"\d{{12}}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/{re.escape(repository)}"
+        r"(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})"
+    )
+    if not re.fullmatch(pattern, image):
+        raise InvalidInputError(
+            "image", f"must be an image of the ECR repository {repository!r} (by tag or digest)"
+        )
