@@ -38,7 +38,7 @@ from sdcore.settings import Settings
 
 log = logging.getLogger("sdcore.server")
 
-MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+MAX_BODY = 6 * 1024 * 1024  # Lambda's payload limit (API Gateway takes 10 MB, Lambda 6)
 MAX_PART = 5 * 1024**3  # S3's largest part
 READ_CHUNK = 1024 * 1024
 
@@ -345,7 +345,7 @@ class FrontDoor:
     async def _function(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = self._length(scope)
         if length < 0 or length > MAX_BODY:
-            return await self._error(send, 413, "payload_too_large", "body over 10 MB")
+            return await self._error(send, 413, "payload_too_large", "body over 6 MB")
         parts: list[bytes] = []
         size = 0
         more = True
@@ -356,7 +356,7 @@ class FrontDoor:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                return await self._error(send, 413, "payload_too_large", "body over 10 MB")
+                return await self._error(send, 413, "payload_too_large", "body over 6 MB")
             parts.append(chunk)
             more = message.get("more_body", False)
         raw_path = scope["raw_path"].decode("latin-1")

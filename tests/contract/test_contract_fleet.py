@@ -185,3 +185,15 @@ def test_update_applies_memory_timeout_env_and_image_and_keeps_its_own_env(fleet
 def test_update_of_a_model_without_function_is_not_found(fleet):
     with pytest.raises(NotFoundError):
         fleet.update("never used", FunctionChanges(memory_mb=4096))
+
+
+def test_lambda_refuses_a_checkpoint_too_large_for_its_functions(fleet):
+    sd15, sdxl = make_model("sd15"), make_model("sdxl")
+    sd15.details, sdxl.details = {"architecture": "sd1"}, {"architecture": "sdxl"}
+    assert fleet.settings.inference_memory_mb == 2048  # this fixture's functions
+    assert "SD 1.x needs about" in (fleet.refuses(sd15) or "")
+    fleet.settings.inference_memory_mb = 10240  # Lambda's most: SD 1.x fits, SDXL never does
+    assert fleet.refuses(sd15) is None
+    reason = fleet.refuses(sdxl) or ""
+    assert reason.startswith("SDXL needs about 19.3 GB") and "10240 MB" in reason
+    assert fleet.refuses(make_model("no architecture recorded")) is None

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from admin_function.app import lambda_handler as admin
 from proxy_function.app import lambda_handler as proxy
 from sdcore.composition import get_services
+from sdcore.domain.models import TaskStatus
 from tests import model_files
 from tests.functional.events import Context, api
 from tests.functional.jobs import run_model_jobs
@@ -146,3 +147,16 @@ def test_a_wrong_etag_is_a_422_and_delete_removes_the_model(local_env: Path) -> 
     assert status == 200 and body["status"] == "deleted"
     assert _call(admin, "GET", "/admin/models")[1] == []
     assert _call(admin, "DELETE", "/admin/models/m")[0] == 404
+
+
+def test_a_task_over_the_work_budget_is_a_422_naming_each_field(local_env: Path) -> None:
+    assert _upload("demo", _safetensors())[0] == 200
+    # the schema's maxima: days of CPU, refused before anything is stored
+    huge = {"prompt": "x", "width": 2048, "height": 2048, "steps": 150, "batch_size": 8,
+            "n_iter": 16}  # fmt: skip
+    status, body = _call(proxy, "POST", "/txt2img", huge, {"Request-Type": "async"})
+    assert status == 422, body
+    locs = {tuple(d["loc"]) for d in body["detail"]}
+    assert locs == {("body", f) for f in ("steps", "width", "height", "batch_size", "n_iter")}
+    assert "pixel-steps" in body["detail"][0]["msg"]
+    assert get_services().tasks.list_by_status(TaskStatus.QUEUED) == []

@@ -82,9 +82,14 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         queue=SqsQueue(sqs, settings.queue_url),
         # SigV4 for presigned URLs: SigV2 (botocore's default for some endpoints) signs
         # Content-MD5, so a part PUT carrying one would not match; S3 also refuses SigV2 for
-        # buckets created since 2020
+        # buckets created since 2020. Virtual-hosted addressing puts the region in the URL's
+        # host (bucket.s3.<region>.amazonaws.com): the default signs for the global host,
+        # which outside us-east-1 redirects, and a redirected presigned PUT fails.
         blobs=S3BlobStore(
-            boto3.client("s3", config=Config(signature_version="s3v4")), settings.bucket
+            boto3.client(
+                "s3", config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"})
+            ),
+            settings.bucket,
         ),
         fleet=LambdaWorkerFleet(
             boto3.client("lambda"),

@@ -16,12 +16,14 @@ class ConflictError(DomainError):
 
 
 class InvalidInputError(DomainError):
-    """Input passed schema validation but is still unusable (422). `field` names the culprit."""
+    """Input passed schema validation but is still unusable (422). `field` names the culprit;
+    `also` the other fields that share the blame (a limit on their product)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, also: tuple[str, ...] = ()) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.also = also
 
 
 class OverCapError(DomainError):

@@ -353,6 +353,11 @@ class WorkerFleet(ABC):
     @abstractmethod
     def list(self) -> list[FunctionRecord]: ...
 
+    def refuses(self, model: Model) -> str | None:
+        """Why this fleet cannot serve `model` (too large for its functions), or None. Asked at
+        submit, so a task it could never run is refused at once, not failed after a wait."""
+        return None
+
 
 def function_name(prefix: str, model_name: str) -> str:
     """Function names come from a hash of the model name: model names may hold any character."""

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     inference_image_uri: str = ""
     inference_role_arn: str = ""
     inference_memory_mb: int = Field(
-        3008, validation_alias=_env("SD_INFERENCE_MEMORY", "inference_memory_mb")
+        10240, validation_alias=_env("SD_INFERENCE_MEMORY", "inference_memory_mb")
     )
     inference_timeout_s: int = Field(
         900, validation_alias=_env("SD_INFERENCE_TIMEOUT", "inference_timeout_s")
@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     default_model: str = "demo"
     max_concurrency: int = Field(2, ge=0)  # 0 pauses dispatch: tasks are accepted and wait
     max_per_model: int = Field(1, ge=1)
+    # most pixel-steps a task may run (width x height x steps x images, hires pass included;
+    # 0: no limit). The default is 24 SD 1.5 images of 512x512 at 20 steps: at ~1 s a step on
+    # Lambda's 6 vCPUs (an estimate, not measured on AWS) about 8 of the function's 15 minutes
+    max_task_work: int = Field(512 * 512 * 20 * 24, ge=0)
     sync_timeout_s: float = Field(
         25.0, ge=0, validation_alias=_env("SD_SYNC_TIMEOUT", "sync_timeout_s")
     )

@@ -79,9 +79,12 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(InvalidInputError)
     def _invalid(exc: InvalidInputError) -> Response:
-        parts = ["body", *exc.field.replace("]", "").replace("[", ".").split(".")]
-        loc: list[int | str] = [int(p) if p.isdigit() else p for p in parts]
-        return _validation([{"loc": loc, "msg": exc.message, "type": "value_error"}])
+        detail = []
+        for field in (exc.field, *exc.also):
+            parts = ["body", *field.replace("]", "").replace("[", ".").split(".")]
+            loc: list[int | str] = [int(p) if p.isdigit() else p for p in parts]
+            detail.append({"loc": loc, "msg": exc.message, "type": "value_error"})
+        return _validation(detail)
 
     @app.exception_handler(NotFoundError)
     def _not_found(exc: NotFoundError) -> Response:

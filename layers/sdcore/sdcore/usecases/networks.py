@@ -20,11 +20,11 @@ def resolve_model(
     name: str | None,
     kind: ModelType = ModelType.CHECKPOINT,
     field: str = "stable_diffusion_model",
-) -> str:
+) -> Model:
     """The model of `kind` a task will use (default: the default checkpoint).
 
     Raises NotFoundError / ConflictError when unusable, InvalidInputError (naming `field`) when
-    it is a model of another type.
+    it is a model of another type or one the fleet cannot serve.
     """
     model_name = name or svc.settings.default_model
     model = svc.models.get(model_name)
@@ -33,7 +33,10 @@ def resolve_model(
     if not model.usable:
         reason = model.error or f"status is {model.status.value}"
         raise ConflictError(f"model {model_name} is not ready: {reason}")
-    return model_name
+    refused = svc.fleet.refuses(model)
+    if refused is not None:
+        raise InvalidInputError(field, f"{model_name}: {refused}")
+    return model
 
 
 def resolve_network(svc: Services, name: str, kind: ModelType, field: str) -> Model:

@@ -16,6 +16,7 @@ from sdcore.domain.models import (
     INPUT_PREFIXES,
     GenerationParams,
     ImageInput,
+    Model,
     Task,
     TaskKind,
 )
@@ -80,6 +81,49 @@ def _store_inputs(
     return keys
 
 
+# the side a checkpoint of each architecture draws at when a request gives no size
+NATIVE_SIDE = {"sd1": 512, "sd2": 768, "sdxl": 1024}
+
+
+def task_work(params: GenerationParams, model: Model) -> int:
+    """What a task costs, in pixel-steps: width x height x the steps that really run, for
+    every image, plus the hires fix's second pass. Extras (a resample) cost none."""
+    if params.kind is TaskKind.EXTRAS:
+        return 0
+    side = NATIVE_SIDE.get(str(model.details.get("architecture")), 512)
+    width, height = params.width or side, params.height or side
+    steps = params.steps
+    if params.kind is TaskKind.IMG2IMG:  # the webui runs int(steps x strength) of them
+        steps = max(1, int(params.steps * params.denoising_strength))
+    work = width * height * steps
+    if params.hires:
+        scale = params.hr_scale
+        hr_w = params.hr_resize_x or int(width * scale)
+        hr_h = params.hr_resize_y or int(height * scale)
+        hr_steps = params.hr_second_pass_steps or params.steps
+        work += hr_w * hr_h * max(1, int(hr_steps * params.denoising_strength))
+    return work * params.image_count
+
+
+def check_work(params: GenerationParams, model: Model, budget: int) -> None:
+    """Refuse a task over the work budget (SD_MAX_TASK_WORK; 0: none), so that no task can
+    outlive its function.
+
+    Raises InvalidInputError naming the fields whose product is over it."""
+    work = task_work(params, model)
+    if budget and work > budget:
+        fields: tuple[str, ...] = ("width", "height", "steps", "batch_size", "n_iter")
+        if params.hires:
+            fields += ("hr_scale", "hr_second_pass_steps")
+        raise InvalidInputError(
+            "steps",
+            f"the task would run {work:,} pixel-steps (width x height x steps x images"
+            f"{', hires pass included' if params.hires else ''}); the limit is {budget:,}: "
+            "ask for fewer or smaller images, or fewer steps",
+            also=tuple(f for f in fields if f != "steps"),
+        )
+
+
 def submit_task(
     svc: Services,
     params: GenerationParams,
@@ -120,6 +164,7 @@ def submit_task(
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     check_networks(svc, params)
+    check_work(params, model, svc.settings.max_task_work)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:
@@ -133,7 +178,7 @@ def submit_task(
     task = Task(
         task_id=task_id,
         kind=params.kind,
-        model=model,
+        model=model.name,
         owner=owner,
         webhook=webhook,
         params=params,

@@ -23,7 +23,7 @@ from sdcore.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# What an inference function inherits from its creator's settings (names from Settings._ENV).
+# What an inference function inherits from its creator's settings (by variable: env_name()).
 _INHERITED = (
     "SD_TASKS_TABLE",
     "SD_MODELS_TABLE",
@@ -59,6 +59,13 @@ def inference_environment(settings: Settings, model: Model) -> dict[str, str]:
 TOUCH_EVERY_S = 60.0
 
 
+# Peak memory of loading a checkpoint of each architecture and running it on a CPU in fp32, as
+# benchmarks/full_size_load.py measured it (MB, resident, fp16 files of the real size, 2026-12-05;
+# a 512x512 run adds about 1 GB of activations); Lambda gives a function 10240 at most.
+PEAK_MEMORY_MB = {"sd1": 6573, "sd2": 7852, "sdxl": 19811}
+LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+
 class LambdaWorkerFleet(WorkerFleet):
     def __init__(
         self,
@@ -80,6 +87,19 @@ class LambdaWorkerFleet(WorkerFleet):
         # Checkpoints are copied to /tmp before loading: give it room (Lambda's maximum).
         self.ephemeral_mb = ephemeral_mb
         self.now = now
+
+    def refuses(self, model: Model) -> str | None:
+        """A checkpoint whose architecture needs more memory than the functions get (SDXL: about
+        20 GB in fp32 on a CPU; Lambda's most is 10 GB)."""
+        arch = str(model.details.get("architecture", ""))
+        need = PEAK_MEMORY_MB.get(arch, 0)
+        have = self.settings.inference_memory_mb
+        if need <= have:
+            return None
+        return (
+            f"{LABELS[arch]} needs about {need / 1024:.1f} GB of memory to load and run on a CPU; "
+            f"this deployment's inference functions have {have} MB (Lambda's most is 10240)"
+        )
 
     def _name(self, model_name: str) -> str:
         return function_name(self.settings.function_prefix, model_name)

@@ -1,0 +1,59 @@
+"""What is refused at submit so that no task waits for a function that can never run it: a task
+over the work budget, and a checkpoint too large for the fleet."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdcore.domain.models import GenerationParams, Model, ModelChanges, TaskKind, TaskStatus
+from sdcore.errors import InvalidInputError
+from sdcore.services import Services
+from sdcore.usecases.submit import submit_task, task_work
+
+TXT = TaskKind.TXT2IMG
+
+
+def test_work_counts_every_image_and_the_hires_pass(svc: Services) -> None:
+    model = svc.models.get("demo")
+    plain = GenerationParams(kind=TXT, width=512, height=512, steps=20, batch_size=2, batches=3)
+    assert task_work(plain, model) == 512 * 512 * 20 * 6
+    hires = plain.model_copy(update={"hires": True, "hr_scale": 2.0, "denoising_strength": 0.5})
+    assert task_work(hires, model) == (512 * 512 * 20 + 1024 * 1024 * 10) * 6
+    img2img = GenerationParams(kind=TaskKind.IMG2IMG, width=64, height=64, steps=20,
+                               denoising_strength=0.25)  # fmt: skip
+    assert task_work(img2img, model) == 64 * 64 * 5  # int(steps x strength) steps run
+    assert task_work(GenerationParams(kind=TaskKind.EXTRAS), model) == 0
+
+
+def test_a_size_left_out_counts_as_the_architecture_s_native_size(svc: Services) -> None:
+    svc.models.update("demo", ModelChanges(details={"architecture": "sdxl"}))
+    params = GenerationParams(kind=TXT, steps=10)
+    assert task_work(params, svc.models.get("demo")) == 1024 * 1024 * 10
+
+
+def test_a_task_over_the_work_budget_is_refused_naming_its_fields(svc: Services) -> None:
+    svc.settings.max_task_work = 512 * 512 * 20 * 4
+    ok = GenerationParams(kind=TXT, width=512, height=512, steps=20, batch_size=4)
+    assert submit_task(svc, ok, None, []).task_id
+    over = ok.model_copy(update={"batches": 2})
+    with pytest.raises(InvalidInputError) as err:
+        submit_task(svc, over, None, [])
+    assert err.value.field == "steps"
+    assert set(err.value.also) == {"width", "height", "batch_size", "n_iter"}
+    assert "41,943,040" in err.value.message and "20,971,520" in err.value.message
+    svc.settings.max_task_work = 0  # no limit
+    assert submit_task(svc, over, None, []).task_id
+
+
+def test_a_checkpoint_the_fleet_cannot_hold_is_refused_at_submit(
+    svc: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuses(model: Model) -> str | None:
+        return "too large" if model.name == "other" else None
+
+    monkeypatch.setattr(svc.fleet, "refuses", refuses, raising=False)
+    assert submit_task(svc, GenerationParams(kind=TXT), "demo", []).task_id
+    with pytest.raises(InvalidInputError) as err:
+        submit_task(svc, GenerationParams(kind=TXT), "other", [])
+    assert err.value.field == "stable_diffusion_model" and "too large" in err.value.message
+    assert len(svc.tasks.list_by_status(TaskStatus.QUEUED)) == 1
