@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sdcore import composition
 from sdcore.adapters.local.fleet import ProcessWorkerFleet
+from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.runtime import LocalContext
 from sdcore.errors import NotFoundError
 from sdcore.settings import Settings
@@ -27,6 +28,8 @@ log = logging.getLogger("sdlocal.stack")
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = REPO / "models" / "demo-shapes.safetensors"
+# the queues whose dead letters control ends (as on AWS), and the names they go by
+DEAD_LETTERS = {"tasks": "tasks-dlq", "model-jobs": "model-jobs-dlq"}
 
 
 def register_demo(base_url: str, name: str, api_key: str | None) -> None:
@@ -51,6 +54,8 @@ def local_settings(port: int | None = None) -> Settings:
         updates["model_cache_dir"] = data_dir / "cache"
     if port is not None:
         updates["port"] = port
+    if not settings.dead_letter_queues:  # the names the stack's event sources give them
+        updates["dead_letter_queues"] = ",".join(DEAD_LETTERS.values())
     return settings.model_copy(update=updates)
 
 
@@ -77,9 +82,20 @@ class Stack:
                                    tick=self._schedule)  # fmt: skip
         # model jobs (verify uploads, imports) one at a time; a job cut short by a restart is
         # delivered again after a minute (jobs are safe to repeat), a failed one after 5 s
-        assert self.svc.jobs is not None
+        assert isinstance(self.svc.queue, SqliteQueue) and isinstance(self.svc.jobs, SqliteQueue)
         self.jobs = EventSource("model-jobs", self.svc.jobs, admin_handler, function="admin",
                                 batch_size=1, retry_after_s=5, idle_wait_s=0.05)  # fmt: skip
+        # messages that failed again and again: control ends what each was about
+        self.dead_letters = [
+            EventSource(
+                DEAD_LETTERS[queue.name],
+                queue.dead_letters(),
+                control_handler,
+                function="control",
+                idle_wait_s=0.5,
+            )  # fmt: skip
+            for queue in (self.svc.queue, self.svc.jobs)
+        ]
 
     def _schedule(self) -> None:
         self.control_handler({"source": "aws.events"}, LocalContext("control"))
@@ -93,6 +109,8 @@ class Stack:
     def start(self) -> None:
         self.control.start()
         self.jobs.start()
+        for source in self.dead_letters:
+            source.start()
 
     def stop(self) -> None:
         self.control.stop_event.set()
@@ -100,6 +118,8 @@ class Stack:
         self.server.server_close()
         self.control.stop()
         self.jobs.stop()
+        for source in self.dead_letters:
+            source.stop()
         self.fleet.shutdown()
 
 

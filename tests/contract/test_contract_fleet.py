@@ -197,3 +197,11 @@ def test_lambda_refuses_a_checkpoint_too_large_for_its_functions(fleet):
     reason = fleet.refuses(sdxl) or ""
     assert reason.startswith("SDXL needs about 19.3 GB") and "10240 MB" in reason
     assert fleet.refuses(make_model("no architecture recorded")) is None
+
+
+def test_a_created_function_never_retries_and_reports_failures_to_control(fleet, aws_stack):
+    fleet.settings.inference_failure_queue_arn = "arn:aws:sqs:us-east-1:123456789012:failures"
+    record = fleet.ensure(make_model("reports failures"))
+    config = aws_stack.client("lambda").get_function_event_invoke_config(FunctionName=record.name)
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(":failures")

@@ -72,13 +72,20 @@ def test_proxy_and_admin_routes():
     }
 
 
-def test_queue_outlasts_its_consumer_six_times():
+def test_queues_outlast_their_consumer_six_times():
     control = functions()["ControlFunction"]
-    [sqs_event] = [e for e in control["Events"].values() if e["Type"] == "SQS"]
-    assert sqs_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    queue = resources("AWS::SQS::Queue")["TaskQueue"]
-    assert int(queue["VisibilityTimeout"]) >= 6 * int(control["Timeout"])
-    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+    queues = resources("AWS::SQS::Queue")
+    consumed = set()
+    for event in (e for e in control["Events"].values() if e["Type"] == "SQS"):
+        assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        name = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+        assert int(queues[name]["VisibilityTimeout"]) >= 6 * int(control["Timeout"]), name
+        consumed.add(name)
+    # the tasks, their dead letters, the model jobs' dead letters, failed inference invocations
+    assert consumed == {
+        "TaskQueue", "DeadLetterQueue", "ModelJobDeadLetterQueue", "InferenceFailureQueue"
+    }  # fmt: skip
+    assert queues["TaskQueue"]["RedrivePolicy"]["maxReceiveCount"] == 5
 
 
 def test_model_jobs_queue_outlasts_the_admin_function_and_uploads_expire():

@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from admin_function.app import lambda_handler as admin
 from proxy_function.app import lambda_handler as proxy
+from sdcore import composition
 from sdcore.composition import get_services
 from sdcore.domain.models import TaskStatus
 from tests import model_files
@@ -160,3 +163,41 @@ def test_a_task_over_the_work_budget_is_a_422_naming_each_field(local_env: Path)
     assert locs == {("body", f) for f in ("steps", "width", "height", "batch_size", "n_iter")}
     assert "pixel-steps" in body["detail"][0]["msg"]
     assert get_services().tasks.list_by_status(TaskStatus.QUEUED) == []
+
+
+def test_control_ends_the_tasks_of_dead_letters_and_failed_invocations(
+    local_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_function.app import lambda_handler as control
+    from tests.functional.events import sqs
+
+    monkeypatch.setenv("SD_DEAD_LETTER_QUEUES", "sd-dlq,sd-jobs-dlq")
+    composition.reset()
+    assert _upload("demo", _safetensors())[0] == 200
+    ids = []
+    for prompt in ("a", "b"):
+        status, body = _call(
+            proxy, "POST", "/txt2img", {"prompt": prompt}, {"Request-Type": "async"}
+        )
+        ids.append(body["taskId"])
+    # Given a task message dead-lettered, and a failed invocation of the other task
+    dead = sqs({"taskId": ids[0]})
+    dead["Records"][0]["eventSourceARN"] = "arn:aws:sqs:us-east-1:123456789012:sd-dlq"
+    dead["Records"][0]["attributes"]["ApproximateReceiveCount"] = "6"
+    oom = {"errorType": "Runtime.OutOfMemory", "errorMessage": "killed"}
+    failed = sqs(
+        {
+            "requestContext": {"condition": "RetriesExhausted"},
+            "requestPayload": {"taskId": ids[1]},
+            "responsePayload": oom,
+        }
+    )
+    # When control gets them
+    assert control(dead, Context()) == {"batchItemFailures": []}
+    assert control(failed, Context()) == {"batchItemFailures": []}
+    # Then both tasks ended failed, each with its reason
+    errors = [_call(proxy, "GET", f"/tasks/{i}/result")[1]["error"] for i in ids]
+    assert errors == [
+        "control could not hand the task to a function (6 tries failed)",
+        "the inference function failed: Runtime.OutOfMemory: killed",
+    ]

@@ -1,5 +1,6 @@
 """The control function: consumes the task queue (SQS, partial batch failures) and routes each
-task to its checkpoint's inference function within the caps; a schedule event runs the reaper."""
+task to its checkpoint's inference function within the caps; delivers webhooks; ends the tasks of
+dead letters and of failed inference invocations; a schedule event runs the reaper."""
 
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from sdcore.api.responses import TaskResult
 from sdcore.composition import get_services
 from sdcore.domain.models import Task
 from sdcore.services import Services
-from sdcore.usecases.control import dispatch_task, reap_lost
-from sdcore.usecases.model_jobs import reconcile_loaded, sweep_uploads
+from sdcore.usecases.control import (
+    dispatch_task,
+    end_dead_lettered,
+    end_failed_invocation,
+    reap_lost,
+)
+from sdcore.usecases.model_jobs import job_dead_lettered, reconcile_loaded, sweep_uploads
 from sdcore.usecases.notify import deliver_webhook
 from sdcore.usecases.tasks import outcome
 
@@ -33,8 +39,27 @@ def _result(svc: Services, task: Task) -> dict[str, Any]:
     return TaskResult.of(outcome(svc, task)).model_dump(mode="json")
 
 
+def _dead_letter(record: SQSRecord) -> bool:
+    """Whether the record comes from a dead-letter queue (by its queue's name)."""
+    names = {n.strip() for n in get_services().settings.dead_letter_queues.split(",") if n}
+    return record.event_source_arn.rsplit(":", 1)[-1] in names
+
+
 def record_handler(record: SQSRecord) -> str:
     body = json.loads(record.body)
+    if "requestPayload" in body:  # an inference function's failed invocation (its destination)
+        outcome = end_failed_invocation(get_services(), body)
+        logger.info("failed invocation", extra={"outcome": outcome})
+        return outcome
+    if _dead_letter(record):
+        receives = int(record.attributes.approximate_receive_count or 0)
+        if "job" in body:
+            outcome = job_dead_lettered(get_services(), body, receives)
+        else:
+            outcome = end_dead_lettered(get_services(), body, receives)
+        logger.warning("dead letter", extra={"deadLettered": 1, "outcome": outcome,
+                                             "body": sorted(body)})  # fmt: skip
+        return outcome
     if "webhook" in body:  # a webhook delivery (attempt n) of a task that ended
         svc = get_services()
         attempt = int(body.get("attempt", 1))

@@ -62,8 +62,13 @@ class TaskStore(ABC):
         """
 
     @abstractmethod
+    def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
+        """Set `changes` only while the task is in `status`, atomically; False otherwise (or
+        when there is no such task)."""
+
     def update_running(self, task_id: str, changes: TaskChanges) -> bool:
         """Set progress/heartbeat fields only while the task is running; False otherwise."""
+        return self.update_while(task_id, TaskStatus.RUNNING, changes)
 
     @abstractmethod
     def request_cancel(self, task_id: str) -> Task:

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     queue_url: str = ""
     # model jobs (verify an upload, import from a URL): a queue the admin function consumes
     jobs_queue_url: str = ""
+    # queues whose messages control reads as dead letters (comma-separated queue names): each
+    # ends what it was about, with the reason
+    dead_letter_queues: str = ""
+    # where a per-checkpoint function's failed asynchronous invocations go (Lambda's on-failure
+    # destination, an SQS queue ARN): control ends their tasks
+    inference_failure_queue_arn: str = ""
     # per-checkpoint inference functions: image, role and resources of the ones control creates
     inference_image_uri: str = ""
     inference_role_arn: str = ""
@@ -96,6 +102,12 @@ class Settings(BaseSettings):
     )
     task_ttl_days: int = 30
     lease_s: int = Field(960, validation_alias=_env("SD_LEASE_SECONDS", "lease_s"))
+    # a dispatched task still queued this long after has lost its worker before it started
+    # (died while loading): the reaper ends it. Lambda's cold start with a 2-8 GB checkpoint
+    # copied to /tmp takes minutes; 900 s is the function's own timeout
+    start_timeout_s: float = Field(
+        900.0, gt=0, validation_alias=_env("SD_START_TIMEOUT", "start_timeout_s")
+    )
     heartbeat_stale_s: float = Field(
         60.0, validation_alias=_env("SD_HEARTBEAT_STALE_SECONDS", "heartbeat_stale_s")
     )

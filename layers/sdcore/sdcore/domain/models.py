@@ -149,6 +149,7 @@ class TaskChanges(_Changes):
     image_md5: list[str] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    dispatched_at: float | None = None
 
 
 class TaskTransition(BaseModel):
@@ -199,8 +200,12 @@ class Task(BaseModel):
     keep: bool = True
     attempts: int = 0
     expires_at: int | None = None
-    # the slots the running task holds, so the reaper can give them back if its worker dies
+    # the slots the task holds once dispatched, so the reaper can give them back if its worker
+    # dies (or never starts it)
     lease: Lease | None = None
+    # when control last handed the queued task to its function: a task that is still queued
+    # long after it is ended by the reaper (its worker died while loading, or never ran)
+    dispatched_at: float | None = None
     # 0 normal, 1 high: control hands a slot to a normal task only while no high one waits
     priority: int = Field(0, ge=0, le=1)
 
@@ -234,6 +239,26 @@ class Task(BaseModel):
         fields = {**(changes.fields() if changes else {}), "finished_at": now}
         return TaskTransition.between({TaskStatus.RUNNING}, to, **fields)
 
+    def dispatched(self, now: float, lease: Lease) -> TaskChanges:
+        """What control records when it hands the queued task to its function."""
+        return TaskChanges(dispatched_at=now, lease=lease)
+
+    def never_started(self, now: float, waited_s: float) -> TaskTransition:
+        """A dispatched task its function never started: its worker died while loading (out of
+        memory, a bad file), or never ran."""
+        reason = f"the inference function did not start the task within {waited_s:g} s"
+        return TaskTransition.between(
+            {TaskStatus.QUEUED}, TaskStatus.FAILED, error=reason, finished_at=now
+        )
+
+    def abort(self, reason: str, now: float) -> TaskTransition:
+        """A queued or running task whose function failed outside the task's own code (the
+        invocation was lost, the process was killed)."""
+        return TaskTransition.between(
+            {TaskStatus.QUEUED, TaskStatus.RUNNING}, TaskStatus.FAILED, error=reason,
+            finished_at=now,
+        )  # fmt: skip
+
     def lose(self, now: float) -> TaskTransition:
         """A running task whose worker was lost, with no attempt left."""
         return TaskTransition.between(
@@ -254,6 +279,7 @@ class Task(BaseModel):
             sampling_steps=0,
             job_no=0,
             eta_s=None,
+            dispatched_at=None,
             info={**self.info, "lastError": reason},
         )
 

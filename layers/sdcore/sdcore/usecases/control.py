@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import Any
 
-from sdcore.domain.models import Task, TaskStatus
+from sdcore.domain.models import Lease, Task, TaskStatus
 from sdcore.errors import NotFoundError, StaleWriteError
 from sdcore.services import Services
 from sdcore.usecases.notify import end_task, task_ended
@@ -95,6 +96,12 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
         if record.status != "active":
             svc.slots.release(lease)
             return _wait(svc, task, waits)
+        # recorded first: an invocation that never starts the task is then ended by the reaper
+        if not svc.tasks.update_while(
+            task_id, TaskStatus.QUEUED, task.dispatched(svc.clock.now(), lease)
+        ):
+            svc.slots.release(lease)  # cancelled or ended meanwhile
+            return Outcome.ENDED
         svc.fleet.invoke(record, {"taskId": task_id, "lease": lease.model_dump()})
     except BaseException:
         svc.slots.release(lease)
@@ -103,12 +110,39 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
 
 
 def reap_lost(svc: Services) -> list[str]:
-    """End or retry running tasks whose heartbeat stopped: their worker died.
+    """End or retry running tasks whose heartbeat stopped (their worker died), and end tasks
+    dispatched but never started within SD_START_TIMEOUT (their worker died while loading, or
+    the invocation was lost). Returns the ids reaped.
 
-    A task that has run fewer than SD_MAX_ATTEMPTS times goes back to `queued` (conditional
-    running->queued, its run's fields cleared) and is queued for control again; any other ends
-    as `failed: worker lost`. Either way the slots it held come back. Returns the ids reaped.
+    A running task that has run fewer than SD_MAX_ATTEMPTS times goes back to `queued`
+    (conditional running->queued, its run's fields cleared) and is queued for control again;
+    any other ends as `failed: worker lost`. Either way the slots it held come back.
     """
+    return _reap_running(svc) + _reap_never_started(svc)
+
+
+def _release(svc: Services, task: Task) -> None:
+    if task.lease is not None:  # its worker will never release them
+        svc.slots.release(task.lease)
+        svc.queue.wake(WAKE_ON_RELEASE)  # a waiting task gets the freed slot now
+
+
+def _reap_never_started(svc: Services) -> list[str]:
+    now = svc.clock.now()
+    bound = svc.settings.start_timeout_s
+    reaped = []
+    for task in svc.tasks.list_by_status(TaskStatus.QUEUED, limit=500):
+        if task.dispatched_at is None or task.dispatched_at >= now - bound:
+            continue
+        if end_task(svc, task.task_id, task.never_started(now, bound)) is None:
+            continue  # it started (or ended) meanwhile
+        log.warning("task %s was dispatched but never started; failed", task.task_id)
+        _release(svc, task)
+        reaped.append(task.task_id)
+    return reaped
+
+
+def _reap_running(svc: Services) -> list[str]:
     now = svc.clock.now()
     cutoff = now - svc.settings.heartbeat_stale_s
     reaped = []
@@ -124,12 +158,59 @@ def reap_lost(svc: Services) -> list[str]:
         except StaleWriteError:
             continue
         reaped.append(task.task_id)
-        if task.lease is not None:  # its worker will never release them
-            svc.slots.release(task.lease)
-            svc.queue.wake(WAKE_ON_RELEASE)  # a waiting task gets the freed slot now
+        _release(svc, task)
         if retry:
             log.warning("task %s lost its worker; retrying", task.task_id)
             svc.queue.send({"taskId": task.task_id}, priority=task.priority)
         else:
             task_ended(svc, moved)
     return reaped
+
+
+def _abort(svc: Services, task_id: str, lease: Lease | None, reason: str) -> str:
+    """End a queued or running task whose function failed outside the task's code, and give
+    back the slots it held. Returns "failed", or "ended" when it had ended already."""
+    try:
+        task = svc.tasks.get(task_id)
+    except NotFoundError:
+        return "dropped"
+    ended = end_task(svc, task_id, task.abort(reason, svc.clock.now()))
+    held = lease or task.lease
+    if ended is not None and held is not None:
+        svc.slots.release(held)
+        svc.queue.wake(WAKE_ON_RELEASE)
+    if ended is not None:
+        log.warning("task %s failed: %s", task_id, reason)
+    return "failed" if ended is not None else "ended"
+
+
+def end_failed_invocation(svc: Services, record: dict[str, Any]) -> str:
+    """An asynchronous invocation of an inference function that failed (Lambda's on-failure
+    destination record: the function was killed, timed out, or raised): its task ends failed
+    with the reason. Returns what happened: failed, ended (already over) or dropped."""
+    payload = record.get("requestPayload") or {}
+    task_id = payload.get("taskId") if isinstance(payload, dict) else None
+    if not task_id:
+        return "dropped"
+    lease = Lease.model_validate(payload["lease"]) if payload.get("lease") else None
+    response = record.get("responsePayload") or {}
+    condition = (record.get("requestContext") or {}).get("condition", "failed")
+    if isinstance(response, dict) and (response.get("errorType") or response.get("errorMessage")):
+        what = f"{response.get('errorType', 'Error')}: {response.get('errorMessage', '')}"
+    else:
+        what = str(condition)
+    return _abort(svc, str(task_id), lease, f"the inference function failed: {what}")
+
+
+def end_dead_lettered(svc: Services, body: dict[str, Any], receives: int) -> str:
+    """A message that failed repeatedly and was dead-lettered: the task it was about ends
+    failed with the reason (a webhook delivery is dropped; a model job is handled by
+    `model_jobs.job_dead_lettered`). Returns what happened."""
+    if "webhook" in body:
+        log.warning("webhook of task %s dead-lettered after %d tries", body["webhook"], receives)
+        return "dropped"
+    if "taskId" in body:
+        reason = f"control could not hand the task to a function ({receives} tries failed)"
+        return _abort(svc, str(body["taskId"]), None, reason)
+    log.warning("dead letter of unknown shape dropped: %s", sorted(body))
+    return "dropped"

@@ -227,6 +227,23 @@ def _promote(svc: Services, model: Model, pending: PendingVersion, found: Inspec
     log.info("model %s: version %s verified (%s)", model.name, found.sha256[:12], found.format)
 
 
+def job_dead_lettered(svc: Services, body: dict[str, Any], receives: int) -> str:
+    """A model job whose message failed `receives` times and was dead-lettered: its version is
+    refused with the reason (at once, not when the sweep finds the job silent)."""
+    name, key = str(body.get("name", "")), str(body.get("key", ""))
+    model = find_model(svc, name)
+    if model is None or model.pending is None or model.pending.key != key:
+        return "stale"
+    if model.pending.error is not None:
+        return "stale"
+    job = str(body.get("job", "job"))
+    try:
+        _fail(svc, model, model.pending, f"the {job} job failed {receives} times")
+    except StaleWriteError:
+        return "stale"
+    return "failed"
+
+
 # --- the schedule --------------------------------------------------------------------------
 
 

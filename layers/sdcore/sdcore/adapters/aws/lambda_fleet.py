@@ -159,6 +159,23 @@ class LambdaWorkerFleet(WorkerFleet):
             if _code(e) == "ResourceConflictException":
                 return None
             raise
+        finally:
+            self._configure_invocations(name)
+
+    def _configure_invocations(self, name: str) -> None:
+        """No retry of a failed invocation (a task runs at most once per dispatch: the reaper
+        retries), and the failure reported to control's queue, which ends the task with the
+        reason (an out-of-memory kill while loading would otherwise leave it queued)."""
+        kwargs: dict[str, Any] = {"MaximumRetryAttempts": 0}
+        if self.settings.inference_failure_queue_arn:
+            kwargs["DestinationConfig"] = {
+                "OnFailure": {"Destination": self.settings.inference_failure_queue_arn}
+            }
+        try:
+            self.client.put_function_event_invoke_config(FunctionName=name, **kwargs)
+        except ClientError as e:
+            if _code(e) != "ResourceNotFoundException":  # the create failed: nothing to set
+                raise
 
     def ensure(self, model: Model) -> FunctionRecord:
         name = self._name(model.name)

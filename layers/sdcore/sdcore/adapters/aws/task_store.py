@@ -90,16 +90,19 @@ class DynamoDBTaskStore(TaskStore):
             status = old.get("status", {}).get("S")
             raise StaleWriteError(f"task {task_id} is {status}") from None
 
-    def update_running(self, task_id: str, changes: TaskChanges) -> bool:
+    def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
         fields = changes.fields()
         if not fields:
-            return self.get(task_id).status is TaskStatus.RUNNING
+            try:
+                return self.get(task_id).status is status
+            except NotFoundError:
+                return False
         try:
             self._conditional_update(
                 task_id,
                 self.codec.fields(fields),
-                "#st = :running",
-                {":running": {"S": TaskStatus.RUNNING.value}},
+                "#st = :status",
+                {":status": {"S": status.value}},
             )
         except ClientError as e:
             if error_code(e) == "ConditionalCheckFailedException":

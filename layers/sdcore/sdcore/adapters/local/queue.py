@@ -28,6 +28,10 @@ class SqliteQueue(Queue):
         self.dead_letter = dead_letter if dead_letter is not None else f"{name}:dlq"
         self.now = now
 
+    def dead_letters(self) -> SqliteQueue:
+        """The queue this one's dead letters go to (SQS: the redrive target)."""
+        return SqliteQueue(self.db, self.dead_letter, now=self.now)
+
     def send(self, body: dict[str, Any], delay_s: float = 0, priority: int = 0) -> str:
         message_id = uuid.uuid4().hex
         now = self.now()

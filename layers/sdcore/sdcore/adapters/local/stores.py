@@ -70,11 +70,11 @@ class SqliteTaskStore(TaskStore):
             self._update(conn, task)
             return task
 
-    def update_running(self, task_id: str, changes: TaskChanges) -> bool:
+    def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
         with self.db.write() as conn:
             row = conn.execute(
                 "SELECT data FROM tasks WHERE task_id=? AND status=?",
-                (task_id, TaskStatus.RUNNING.value),
+                (task_id, status.value),
             ).fetchone()
             if row is None:
                 return False
