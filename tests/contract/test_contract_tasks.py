@@ -344,3 +344,21 @@ def test_count_waiting_high_counts_queued_high_priority_tasks_after_since(ports)
     assert ports.tasks.count_waiting_high(1005.0) == 1
     assert ports.tasks.count_waiting_high(0.0) == 3
     assert ports.tasks.get("h1").priority == 1 and ports.tasks.get("n1").priority == 0
+
+
+def test_only_queued_high_priority_tasks_count_as_waiting_high(ports) -> None:
+    """The sparse index (DynamoDB) and the partial index (SQLite) hold exactly these: a high
+    task leaves them when it starts, and is back when the reaper requeues it."""
+    now = 1000.0
+    for task_id, priority in (("h1", 1), ("h2", 1), ("n1", 0)):
+        ports.tasks.create(make_task(task_id, created_at=now, priority=priority))
+    assert ports.tasks.count_waiting_high(now - 1) == 2
+    running = ports.tasks.transition(
+        "h1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING, started_at=now)
+    )
+    assert ports.tasks.count_waiting_high(now - 1) == 1
+    ports.tasks.transition("h1", running.requeue("worker lost (attempt 1)"))
+    assert ports.tasks.count_waiting_high(now - 1) == 2
+    ports.tasks.transition("h2", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.CANCELLED))
+    assert ports.tasks.count_waiting_high(now - 1) == 1
+    assert ports.tasks.count_waiting_high(now + 1) == 0  # created before `since`

@@ -123,7 +123,11 @@ def test_table_keys_are_what_the_adapters_use():
         i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]]
         for i in tables["TasksTable"]["GlobalSecondaryIndexes"]
     }
-    assert indexes == {"byStatus": ["status", "createdAt"], "byOwner": ["owner", "createdAt"]}
+    assert indexes == {
+        "byStatus": ["status", "createdAt"],
+        "byOwner": ["owner", "createdAt"],
+        "byWaitingHigh": ["waitingHigh", "createdAt"],
+    }
     ttl = {
         n: t["TimeToLiveSpecification"]["AttributeName"]
         for n, t in tables.items()

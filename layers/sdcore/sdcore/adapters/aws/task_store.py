@@ -25,6 +25,10 @@ from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
 from sdcore.ports import TaskStore
 
 STATUS_INDEX = "byStatus"  # tasks GSI: status HASH, createdAt RANGE (see template.yaml)
+# tasks GSI: waitingHigh HASH, createdAt RANGE; sparse: only queued high-priority tasks carry
+# the attribute, so "is a high task waiting?" reads those, not the whole backlog
+WAITING_HIGH_INDEX = "byWaitingHigh"
+WAITING_HIGH = "waitingHigh"
 OWNER_INDEX = "byOwner"  # tasks GSI: owner HASH, createdAt RANGE; sparse (tasks with an owner)
 
 
@@ -36,10 +40,13 @@ class DynamoDBTaskStore(TaskStore):
         self.table = table
 
     def create(self, task: Task) -> None:
+        item = self.codec.item(task)
+        if task.priority == 1 and task.status is TaskStatus.QUEUED:
+            item[WAITING_HIGH] = {"S": "1"}
         try:
             self.client.put_item(
                 TableName=self.table,
-                Item=self.codec.item(task),
+                Item=item,
                 ConditionExpression="attribute_not_exists(taskId)",
             )
         except ClientError as e:
@@ -76,9 +83,11 @@ class DynamoDBTaskStore(TaskStore):
         if not change.from_:
             raise StaleWriteError(f"task {task_id} is {self.get(task_id).status.value}")
         values = self.codec.fields({**change.changes.fields(), "status": change.to})
+        if change.to is not TaskStatus.QUEUED:
+            values[WAITING_HIGH] = None  # no longer waiting: out of the sparse index
         condition, params = in_condition("#st", sorted(s.value for s in change.from_), "from")
         try:
-            return self._conditional_update(
+            task = self._conditional_update(
                 task_id, values, f"attribute_exists(taskId) AND {condition}", params
             )
         except ClientError as e:
@@ -89,6 +98,23 @@ class DynamoDBTaskStore(TaskStore):
                 raise NotFoundError(f"task {task_id} not found") from None
             status = old.get("status", {}).get("S")
             raise StaleWriteError(f"task {task_id} is {status}") from None
+        if change.to is TaskStatus.QUEUED and task.priority == 1:  # waiting again (a retry)
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key=self.codec.key(task_id),
+                    UpdateExpression="SET #w = :one",
+                    ConditionExpression="#st = :q",
+                    ExpressionAttributeNames={"#w": WAITING_HIGH, "#st": "status"},
+                    ExpressionAttributeValues={
+                        ":one": {"S": "1"},
+                        ":q": {"S": TaskStatus.QUEUED.value},
+                    },
+                )
+            except ClientError as e:  # it left the queue meanwhile: not waiting
+                if error_code(e) != "ConditionalCheckFailedException":
+                    raise
+        return task
 
     def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
         fields = changes.fields()
@@ -219,19 +245,14 @@ class DynamoDBTaskStore(TaskStore):
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def count_waiting_high(self, since: float) -> int:
-        # The byStatus index holds every task (status is always set); the filter reads the queued
-        # ones after `since` and counts the high ones. Eventually consistent, like list_by_status.
+        # The sparse index holds only queued high-priority tasks: this reads those, however
+        # long the backlog of normal ones. Eventually consistent, like list_by_status.
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#st = :q AND createdAt > :since",
-            "FilterExpression": "#p = :high",
-            "ExpressionAttributeNames": {"#st": "status", "#p": "priority"},
-            "ExpressionAttributeValues": {
-                ":q": {"S": TaskStatus.QUEUED.value},
-                ":since": serialize(float(since)),
-                ":high": {"N": "1"},
-            },
+            "IndexName": WAITING_HIGH_INDEX,
+            "KeyConditionExpression": "#w = :one AND createdAt > :since",
+            "ExpressionAttributeNames": {"#w": WAITING_HIGH},
+            "ExpressionAttributeValues": {":one": {"S": "1"}, ":since": serialize(float(since))},
             "Select": "COUNT",
         }
         count = 0

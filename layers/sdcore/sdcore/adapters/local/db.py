@@ -20,6 +20,10 @@ CREATE INDEX IF NOT EXISTS tasks_status ON tasks (status, created_at);
 CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, created_at, task_id);
 -- the per-user quota counts queued/running tasks from this index alone
 CREATE INDEX IF NOT EXISTS tasks_owner_status ON tasks (owner, status, created_at);
+-- control asks on every dispatch whether a high-priority task waits: partial, so the count
+-- reads those tasks only, not the backlog
+CREATE INDEX IF NOT EXISTS tasks_waiting_high ON tasks (created_at)
+    WHERE status = 'queued' AND json_extract(data, '$.priority') = 1;
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL

@@ -127,10 +127,11 @@ class SqliteTaskStore(TaskStore):
         return int(row.fetchone()[0])
 
     def count_waiting_high(self, since: float) -> int:
+        # the literals match the partial index tasks_waiting_high (a bound parameter would not)
         row = self.db.conn().execute(
-            "SELECT COUNT(*) FROM tasks WHERE status=? AND created_at>?"
-            " AND json_extract(data, '$.priority')=1",
-            (TaskStatus.QUEUED.value, since),
+            "SELECT COUNT(*) FROM tasks INDEXED BY tasks_waiting_high WHERE status='queued'"
+            " AND json_extract(data, '$.priority')=1 AND created_at>?",
+            (since,),
         )
         return int(row.fetchone()[0])
 
