@@ -204,6 +204,8 @@ def requests(call: Call) -> list[tuple[str, str]]:
             "ListObjectsV2": ("s3:ListBucket", bucket), "ListObjects": ("s3:ListBucket", bucket),
             "ListMultipartUploads": ("s3:ListBucketMultipartUploads", bucket),
         }  # fmt: skip
+        if call.operation == "DeleteObjects":  # each key it deletes
+            return [("s3:DeleteObject", f"{bucket}/{key}") for key in p.get("Keys", ["*"])]
         action, resource = s3.get(call.operation, (f"s3:{call.operation}", obj))
         return [(action, resource)]
     if call.service == "sqs":
@@ -251,6 +253,8 @@ def params_of(params: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {k: params[k] for k in KEYS if isinstance(params.get(k), str)}
     if "RequestItems" in params:
         found["Tables"] = sorted(params["RequestItems"])
+    if isinstance(params.get("Delete"), dict):
+        found["Keys"] = [str(o.get("Key", "")) for o in params["Delete"].get("Objects", [])]
     if "TransactItems" in params:
         found["Transact"] = [
             [op, item[op]["TableName"]] for item in params["TransactItems"] for op in item
