@@ -24,6 +24,7 @@ import yaml
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
+STACK_NAME = "sd-api"  # the stack the tests deploy as (AWS::StackName)
 
 
 # --- reading the template ------------------------------------------------------------------------
@@ -81,7 +82,12 @@ class _Resolver:
             return params[name].get("Default", "")
         if name in self.names:
             return self.names[name]
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"}
+        pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": STACK_NAME,
+        }
         if name in pseudo:
             return pseudo[name]
         return f"unresolved-{name}"  # a resource this helper does not create (e.g. a function)

@@ -25,6 +25,7 @@ import botocore.session  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import iam  # noqa: E402
+from tests.cloudformation import cloudformation  # noqa: E402, F401 (a fixture for every test)
 
 CALLS: list[iam.Call] = []
 

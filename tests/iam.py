@@ -214,12 +214,15 @@ def requests(call: Call) -> list[tuple[str, str]]:
         return [(action if ":" in action else f"sqs:{action}",
                  f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]  # fmt: skip
     if call.service == "lambda":
-        name = _logical(str(p.get("FunctionName", "*")).rsplit(":", 1)[-1], env)
+        target = p.get("FunctionName") or p.get("Resource")  # ListTags names it by its ARN
+        name = _logical(str(target or "*").rsplit(":", 1)[-1], env)
         function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
         action = (
             "lambda:InvokeFunction" if call.operation == "Invoke" else f"lambda:{call.operation}"
         )
-        needed = [(action, function if "FunctionName" in p else "*")]
+        needed = [(action, function if target else "*")]
+        if p.get("Tagged"):  # tags given at creation need TagResource too
+            needed.append(("lambda:TagResource", function))
         if "Role" in p:
             role = _logical(str(p["Role"]), env)
             needed.append(
@@ -245,12 +248,14 @@ def allowed(call: Call) -> list[str]:
 # --- recording ---------------------------------------------------------------------------------
 
 KEYS = ("TableName", "IndexName", "Bucket", "Key", "Prefix", "QueueUrl", "QueueName",
-        "FunctionName", "Role")  # fmt: skip
+        "FunctionName", "Role", "Resource")  # fmt: skip
 ENV = tuple(_PARAMETER_PLACEHOLDERS.values())
 
 
 def params_of(params: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {k: params[k] for k in KEYS if isinstance(params.get(k), str)}
+    if params.get("Tags"):
+        found["Tagged"] = True
     if "RequestItems" in params:
         found["Tables"] = sorted(params["RequestItems"])
     if isinstance(params.get("Delete"), dict):

@@ -205,3 +205,108 @@ def test_a_created_function_never_retries_and_reports_failures_to_control(fleet,
     config = aws_stack.client("lambda").get_function_event_invoke_config(FunctionName=record.name)
     assert config["MaximumRetryAttempts"] == 0
     assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(":failures")
+
+
+# --- the fleet's life with the stack: tags, deploys, deletion ---------------------------------
+
+
+def _stack_image_function(fleet, lam, image: str) -> None:
+    """The stack's own inference function (template.yaml: InferenceFunction), whose image the
+    fleet follows when SD_INFERENCE_IMAGE_URI is not set (as deployed)."""
+    lam.create_function(
+        FunctionName="stack-InferenceFunction",
+        PackageType="Image",
+        Code={"ImageUri": image},
+        Role=fleet.settings.inference_role_arn,
+    )
+    fleet.settings = fleet.settings.model_copy(update={"inference_image_uri": ""})
+    fleet.image_from_function = "stack-InferenceFunction"
+
+
+def _deploy(fleet, lam, image: str, after_s: float) -> str:
+    """A deploy that changes only the image: the stack's function moves, and time passes."""
+    lam.update_function_code(FunctionName="stack-InferenceFunction", ImageUri=image)
+    start = fleet.now()
+    fleet.now = lambda: start + after_s
+    code = lam.get_function(FunctionName="stack-InferenceFunction")["Code"]
+    return str(code.get("ResolvedImageUri") or code["ImageUri"])
+
+
+def _image_of(lam, name: str) -> str:
+    return str(lam.get_function(FunctionName=name)["Code"]["ImageUri"])
+
+
+def test_created_functions_are_tagged_with_their_stack(fleet, aws_stack):
+    fleet.settings.stack_name = "sd-prod"
+    record = fleet.ensure(make_model())
+    lam = aws_stack.client("lambda")
+    tags = lam.list_tags(Resource=record.resources["arn"])["Tags"]
+    assert tags["sd:stack"] == "sd-prod"
+
+
+def test_a_deploy_moves_each_function_to_the_new_image_on_its_next_dispatch(fleet, aws_stack):
+    lam = aws_stack.client("lambda")
+    _stack_image_function(fleet, lam, IMAGE)
+    record = fleet.ensure(make_model())
+    before = _image_of(lam, record.name)
+
+    deployed = _deploy(fleet, lam, IMAGE.replace("v1", "v2"), after_s=1.0)
+    assert fleet.ensure(make_model()).resources["imageUri"] == before  # read a minute at most
+    fleet.now = lambda: 1000.0 + 61.0
+    moved = fleet.ensure(make_model())
+
+    assert deployed != before
+    assert _image_of(lam, record.name) == deployed
+    assert moved.resources["imageUri"] == deployed
+    assert fleet.functions.get(record.name).resources["imageUri"] == deployed
+    # and once moved, a dispatch changes nothing more
+    assert fleet.ensure(make_model()) == moved
+
+
+def test_an_image_an_admin_chose_stays_through_deploys_until_pointed_back(fleet, aws_stack):
+    lam = aws_stack.client("lambda")
+    _stack_image_function(fleet, lam, IMAGE)
+    model = make_model()
+    record = fleet.ensure(model)
+    own = IMAGE.replace("v1", "admin")
+    fleet.update(model.name, FunctionChanges(image=own))
+
+    deployed = _deploy(fleet, lam, IMAGE.replace("v1", "v2"), after_s=61.0)
+    assert fleet.ensure(model).resources["imageUri"] == own
+    assert _image_of(lam, record.name) == own
+
+    # pointed back at the deployed image, it follows deploys again
+    fleet.update(model.name, FunctionChanges(image=deployed))
+    assert fleet.functions.get(record.name).resources["pinnedImage"] == ""
+    again = _deploy(fleet, lam, IMAGE.replace("v1", "v3"), after_s=61.0)
+    assert fleet.ensure(model).resources["imageUri"] == again
+    assert _image_of(lam, record.name) == again
+
+
+def test_delete_all_deletes_only_this_stacks_functions(fleet, aws_stack):
+    lam = aws_stack.client("lambda")
+    fleet.settings.stack_name = "sd-prod"
+    ours = [fleet.ensure(make_model(name)).name for name in ("a", "b")]
+    # same prefix, another stack's; and one not made by any fleet
+    other = function_name(fleet.settings.function_prefix, "c")
+    lam.create_function(
+        FunctionName=other,
+        PackageType="Image",
+        Code={"ImageUri": IMAGE},
+        Role=fleet.settings.inference_role_arn,
+        Tags={"sd:stack": "sd-staging"},
+    )
+    lam.create_function(
+        FunctionName="unrelated",
+        PackageType="Image",
+        Code={"ImageUri": IMAGE},
+        Role=fleet.settings.inference_role_arn,
+    )
+
+    deleted = fleet.delete_all()
+
+    assert sorted(deleted) == sorted(ours)
+    left = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert left == {other, "unrelated"}
+    assert fleet.list() == []
+    assert fleet.delete_all() == []  # again: nothing to do, no error

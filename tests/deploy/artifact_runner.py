@@ -29,12 +29,15 @@ KEYS = (
     "QueueName",
     "FunctionName",
     "Role",
+    "Resource",
 )  # fmt: skip (as tests/iam.py records them)
 calls: list[dict[str, object]] = []
 
 
 def record(params: dict, model: object, **_: object) -> None:
     found = {k: params[k] for k in KEYS if isinstance(params.get(k), str)}
+    if params.get("Tags"):
+        found["Tagged"] = True
     if "RequestItems" in params:
         found["Tables"] = sorted(params["RequestItems"])
     if "TransactItems" in params:

@@ -24,6 +24,7 @@ from sdcore.settings import Settings
 from sdcore.usecases.auth import create_user
 from tests import iam
 from tests.aws_template import REGION, create_resources, environment
+from tests.cloudformation import CloudFormation
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "tests" / "events"
@@ -167,3 +168,16 @@ def test_control_runs_its_schedule_from_the_built_artifacts(
     answer = run(built, "ControlFunction", event, deployed.env, tmp_path)
     assert answer["result"] == {"reaped": [], "swept": [], "unloaded": []}
     assert any(c["service"] == "dynamodb" for c in answer["calls"])
+
+
+def test_control_answers_the_stacks_deletion_from_the_built_artifacts(
+    built: Path, deployed: Deployed, tmp_path: Path, cloudformation: CloudFormation
+) -> None:
+    event = {
+        **json.loads((EVENTS / "cfn_delete.json").read_text()),
+        "ResponseURL": cloudformation.url,
+    }
+    answer = run(built, "ControlFunction", event, deployed.env, tmp_path)
+    assert answer["result"]["Status"] == "SUCCESS", answer["result"]
+    assert [a["Status"] for a in cloudformation.answers] == ["SUCCESS"]
+    assert ("lambda", "ListFunctions") in {(c["service"], c["operation"]) for c in answer["calls"]}

@@ -16,11 +16,12 @@ import pytest
 from PIL import Image
 
 from sdcore import composition
-from sdcore.domain.models import Role
+from sdcore.domain.models import Model, Role
 from sdcore.usecases.auth import create_user
 from sdcore.webui.png_info import read_parameters
 from sdlocal.client import sha256_file
 from tests.aws_template import create_resources, environment
+from tests.cloudformation import CloudFormation
 from tests.functional import events
 from tests.functional.events import Context, api, load
 from tests.functional.jobs import run_model_jobs
@@ -256,3 +257,72 @@ def test_over_the_cap_waits_and_cancelled_never_runs(
     prefix = aws["env"]["SD_FUNCTION_PREFIX"]
     functions = clients["lambda"].list_functions()["Functions"]
     assert [f for f in functions if f["FunctionName"].startswith(prefix)] == []
+
+
+def _stack_event(cfn: CloudFormation, request_type: str) -> dict[str, Any]:
+    return {**load("cfn_delete.json"), "RequestType": request_type, "ResponseURL": cfn.url}
+
+
+def test_deleting_the_stack_deletes_the_inference_functions_it_created(
+    aws: dict[str, Any], cloudformation: CloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_function.app import lambda_handler as control
+
+    clients, prefix = aws["clients"], aws["env"]["SD_FUNCTION_PREFIX"]
+    monkeypatch.setenv("SD_STACK_NAME", "sd-api")
+    composition.reset()
+    svc = composition.get_services()
+    for name in ("a", "b"):  # as control makes them on a checkpoint's first task
+        model = Model(name=name, sha256="ab" * 32, size=1, key=f"models/{name}/m",
+                      registered_at=1.0, modified_at=1.0)  # fmt: skip
+        svc.fleet.ensure(model)
+    lam = clients["lambda"]
+    ours = {f["FunctionName"] for f in lam.list_functions()["Functions"]}
+    assert len({n for n in ours if n.startswith(prefix)}) == 2
+
+    def ours_left() -> set[str]:
+        return {
+            f["FunctionName"]
+            for f in lam.list_functions()["Functions"]
+            if f["FunctionName"].startswith(prefix)
+        }
+
+    # When the stack is created or updated: nothing to do, and CloudFormation is answered
+    for kind in ("Create", "Update"):
+        control(_stack_event(cloudformation, kind), Context())
+    assert [a["Status"] for a in cloudformation.answers] == ["SUCCESS", "SUCCESS"]
+    assert len(ours_left()) == 2
+
+    # When it is deleted: every function it created goes, and so do their records
+    answer = control(_stack_event(cloudformation, "Delete"), Context())
+
+    assert ours_left() == set()
+    assert svc.functions.list() == []
+    sent = cloudformation.answers[-1]
+    assert sent == {"contentType": "", **answer}
+    assert sent["Status"] == "SUCCESS" and sent["Data"] == {"Deleted": 2}
+    assert sent["PhysicalResourceId"] == "sd-api-InferenceFleet"
+    assert sent["LogicalResourceId"] == "InferenceFleet" and sent["RequestId"]
+    # the same id on every answer (a new one would be a replacement: CloudFormation would delete)
+    assert {a["PhysicalResourceId"] for a in cloudformation.answers} == {"sd-api-InferenceFleet"}
+
+
+def test_a_failed_stack_deletion_still_answers_cloudformation(
+    aws: dict[str, Any], cloudformation: CloudFormation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_function.app import lambda_handler as control
+
+    svc = composition.get_services()
+
+    def refuse() -> list[str]:
+        raise RuntimeError("throttled")
+
+    monkeypatch.setattr(svc.fleet, "delete_all", refuse)
+    event = {**_stack_event(cloudformation, "Delete"), "PhysicalResourceId": None}
+    answer = control(event, Context())
+
+    [sent] = cloudformation.answers
+    assert sent["Status"] == answer["Status"] == "FAILED"
+    assert sent["Reason"] == "RuntimeError: throttled"
+    assert sent["PhysicalResourceId"] == "sd-api-InferenceFleet"  # from the stack's name
+

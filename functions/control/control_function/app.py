@@ -1,6 +1,7 @@
 """The control function: consumes the task queue (SQS, partial batch failures) and routes each
 task to its checkpoint's inference function within the caps; delivers webhooks; ends the tasks of
-dead letters and of failed inference invocations; a schedule event runs the reaper."""
+dead letters and of failed inference invocations; a schedule event runs the reaper; the stack's
+deletion (a custom resource) deletes the inference functions it created."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from control_function.stack import handle_stack_event, is_stack_event
 from sdcore.api.responses import TaskResult
 from sdcore.composition import get_services
 from sdcore.domain.models import Task
@@ -74,6 +76,8 @@ def record_handler(record: SQSRecord) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if is_stack_event(event):  # CloudFormation's InferenceFleet: the stack is being deleted
+        return handle_stack_event(get_services(), event)
     if event.get("source") == "aws.events":  # the schedule
         svc = get_services()
         return {

@@ -358,6 +358,11 @@ class WorkerFleet(ABC):
     @abstractmethod
     def list(self) -> list[FunctionRecord]: ...
 
+    @abstractmethod
+    def delete_all(self) -> builtins.list[str]:
+        """Remove every function of this deployment (its own, not another's); returns their
+        names. The stack's deletion calls it, so none is left behind."""
+
     def refuses(self, model: Model) -> str | None:
         """Why this fleet cannot serve `model` (too large for its functions), or None. Asked at
         submit, so a task it could never run is refused at once, not failed after a wait."""

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         900, validation_alias=_env("SD_INFERENCE_TIMEOUT", "inference_timeout_s")
     )
     function_prefix: str = "sd"
+    # the deployment the functions control creates belong to (tagged with it; on AWS the
+    # CloudFormation stack's name)
+    stack_name: str = ""
     # the ECR repository the inference image lives in: an admin may point a function only at an
     # image of it ("" locally, where the image is only recorded)
     inference_repository: str = ""

@@ -72,6 +72,10 @@ class RecordingFleet(WorkerFleet):
     def list(self) -> list[FunctionRecord]:
         return []
 
+    def delete_all(self) -> list[str]:
+        self.deleted.append("*")
+        return []
+
 
 class ScriptedEngine(Engine):
     """Calls on_step for each step like a pipeline, and draws a flat image."""

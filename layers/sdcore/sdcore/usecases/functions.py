@@ -43,6 +43,12 @@ def update_functions(
     return [svc.fleet.update(model, changes) for model in _targets(svc, models)]
 
 
+def delete_all_functions(svc: Services) -> list[str]:
+    """Delete every inference function of this deployment (the stack is going away); returns
+    their names."""
+    return svc.fleet.delete_all()
+
+
 def delete_functions(svc: Services, models: list[str]) -> list[str]:
     """Delete the functions of `models`; returns the names of those that existed. A model
     without a function is skipped (a later task for it creates one again)."""

@@ -7,6 +7,7 @@ beside this one and can reuse `inference_environment`.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import shlex
@@ -57,8 +58,12 @@ def inference_environment(settings: Settings, model: Model) -> dict[str, str]:
 
 
 TOUCH_EVERY_S = 60.0
+# how often a warm control reads the deployed inference image again (a deploy moves functions)
+IMAGE_CHECK_EVERY_S = 60.0
 
 
+# the tag that says which deployment (CloudFormation stack) a function belongs to
+STACK_TAG = "sd:stack"
 # Peak memory of loading a checkpoint of each architecture and running it on a CPU in fp32, as
 # benchmarks/full_size_load.py measured it (MB, resident, fp16 files of the real size, 2026-12-05;
 # a 512x512 run adds about 1 GB of activations); Lambda gives a function 10240 at most.
@@ -84,6 +89,7 @@ class LambdaWorkerFleet(WorkerFleet):
         self.settings = settings
         self.image_from_function = image_from_function
         self._image: str | None = None
+        self._image_at = 0.0
         # Checkpoints are copied to /tmp before loading: give it room (Lambda's maximum).
         self.ephemeral_mb = ephemeral_mb
         self.now = now
@@ -115,23 +121,30 @@ class LambdaWorkerFleet(WorkerFleet):
         }
 
     def _describe(self, name: str) -> tuple[dict[str, Any], str] | None:
-        """The function's configuration and image, or None if there is no such function."""
+        """The function's configuration and image, or None if there is no such function. The
+        configuration carries the image's other names (its digest form) under `_images`."""
         try:
             resp = self.client.get_function(FunctionName=name)
         except ClientError as e:
             if _code(e) == "ResourceNotFoundException":
                 return None
             raise
-        return dict(resp["Configuration"]), str(resp.get("Code", {}).get("ImageUri", ""))
+        code = resp.get("Code", {})
+        images = {str(code[k]) for k in ("ImageUri", "ResolvedImageUri") if code.get(k)}
+        return {**resp["Configuration"], "_images": images}, str(code.get("ImageUri", ""))
 
     def image_uri(self) -> str:
         """The inference image: from settings, else the one `image_from_function` runs."""
         if self.settings.inference_image_uri:
             return self.settings.inference_image_uri
-        if self._image is None and self.image_from_function:
+        stale = self._image is None or self.now() - self._image_at >= IMAGE_CHECK_EVERY_S
+        if stale and self.image_from_function:
+            # read again now and then: a deploy that changes only the image leaves this (warm)
+            # function as it was, and its cached image would be the old one
             code = self.client.get_function(FunctionName=self.image_from_function)["Code"]
             # The digest-pinned form, so every function runs exactly the deployed image.
             self._image = str(code.get("ResolvedImageUri") or code.get("ImageUri") or "")
+            self._image_at = self.now()
         if not self._image:
             raise RuntimeError("no inference image: set SD_INFERENCE_IMAGE_URI")
         return self._image
@@ -153,6 +166,7 @@ class LambdaWorkerFleet(WorkerFleet):
                     EphemeralStorage={"Size": self.ephemeral_mb},
                     Description=description[:256],
                     Environment={"Variables": inference_environment(self.settings, model)},
+                    Tags=self._tags(),
                 )
             )
         except ClientError as e:
@@ -161,6 +175,9 @@ class LambdaWorkerFleet(WorkerFleet):
             raise
         finally:
             self._configure_invocations(name)
+
+    def _tags(self) -> dict[str, str]:
+        return {STACK_TAG: self.settings.stack_name} if self.settings.stack_name else {}
 
     def _configure_invocations(self, name: str) -> None:
         """No retry of a failed invocation (a task runs at most once per dispatch: the reaper
@@ -194,6 +211,8 @@ class LambdaWorkerFleet(WorkerFleet):
         except NotFoundError:
             record = FunctionRecord(name=name, model=model.name, created_at=self.now())
             new = True
+        if self._reimage(name, config, record):
+            image = self.image_uri()  # Lambda runs the old image until the update is done
         updated = record.model_copy(
             update={
                 "status": status,
@@ -204,6 +223,40 @@ class LambdaWorkerFleet(WorkerFleet):
         if new or updated != record:
             self.functions.put(updated)  # not on every dispatch: only when something changed
         return updated
+
+    def _reimage(self, name: str, config: dict[str, Any], record: FunctionRecord) -> bool:
+        """After a deploy the stack's image (its digest) changed: move the function to it (not
+        one an admin pointed at an image of their own, nor one busy with another update). True
+        if moved."""
+        images = config.get("_images") or set()
+        if record.resources.get("pinnedImage") or not images or self.image_uri() in images:
+            return False
+        if config.get("LastUpdateStatus") == "InProgress":
+            return False
+        try:
+            self.client.update_function_code(FunctionName=name, ImageUri=self.image_uri())
+        except ClientError as e:
+            if _code(e) in ("ResourceConflictException", "ResourceNotFoundException"):
+                return False  # updating already, or gone: the next dispatch looks again
+            raise
+        logger.info("moved inference function %s to the deployed image", name)
+        return True
+
+    def delete_all(self) -> builtins.list[str]:
+        """Every function named with this deployment's prefix and tagged with its stack (a
+        function of another stack that shares the prefix is left alone)."""
+        prefix = f"{self.settings.function_prefix}-"
+        names = []
+        for page in self.client.get_paginator("list_functions").paginate():
+            for function in page.get("Functions", []):
+                if not str(function["FunctionName"]).startswith(prefix):
+                    continue
+                tags = self.client.list_tags(Resource=function["FunctionArn"]).get("Tags", {})
+                if tags.get(STACK_TAG) == self.settings.stack_name:
+                    names.append(str(function["FunctionName"]))
+        for name in names:
+            self._delete(name)
+        return names
 
     def _touch(self, name: str, now: float) -> None:
         # `last_used` is for people reading the function list: a write a minute at most per
@@ -222,7 +275,10 @@ class LambdaWorkerFleet(WorkerFleet):
         self._touch(record.name, self.now())
 
     def delete(self, model_name: str) -> None:
-        name = self._name(model_name)
+        self._delete(self._name(model_name))
+
+    def _delete(self, name: str) -> None:
+        """The function (if it is still there), then its record."""
         try:
             self.client.delete_function(FunctionName=name)
         except ClientError as e:
@@ -275,12 +331,16 @@ class LambdaWorkerFleet(WorkerFleet):
                 raise NotFoundError(f"model {model_name} has no inference function") from None
             raise
         config, image = self._describe(name) or (config, "")
-        given = {
+        given: dict[str, Any] = {
             "cpu": changes.cpu,
             "gpuMemoryMb": changes.gpu_memory_mb,
             "env": changes.env,
             "extraArgs": changes.extra_args,
         }
+        if changes.image is not None:
+            # an image an admin chose stays: a deploy does not move the function off it (until
+            # they point it back at the deployed image)
+            given["pinnedImage"] = changes.image if changes.image != self.image_uri() else ""
         resources = {
             **record.resources,
             **{k: v for k, v in given.items() if v is not None},

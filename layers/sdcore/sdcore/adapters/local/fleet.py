@@ -9,6 +9,7 @@ admin's update stops a running worker for its owner to start again with the new 
 
 from __future__ import annotations
 
+import builtins
 import os
 import shlex
 import signal
@@ -186,6 +187,12 @@ class ProcessWorkerFleet(WorkerFleet):
                 record = record.model_copy(update={"status": "stopped", "pid": None})
             out.append(record)
         return out
+
+    def delete_all(self) -> builtins.list[str]:
+        records = self.functions.list()
+        for record in records:
+            self.delete(record.model)
+        return [record.name for record in records]
 
     def shutdown(self) -> None:
         with self._lock:
