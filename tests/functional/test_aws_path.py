@@ -326,3 +326,25 @@ def test_a_failed_stack_deletion_still_answers_cloudformation(
     assert sent["Reason"] == "RuntimeError: throttled"
     assert sent["PhysicalResourceId"] == "sd-api-InferenceFleet"  # from the stack's name
 
+
+def test_a_new_deployments_first_admin_key_comes_from_invoking_admin(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from admin_function.app import lambda_handler as admin
+
+    # this fixture's deployment has an admin already: a second is refused
+    refused = admin({"bootstrap": "admin", "name": "root"}, Context())
+    assert refused == {"error": "an admin exists: issue keys with POST /admin/users/{name}/keys"}
+
+    # a new deployment (empty users table): the first invoke gives the key, once
+    fresh = create_resources(aws["clients"])["UsersTable"]
+    monkeypatch.setenv("SD_USERS_TABLE", fresh)
+    composition.reset()
+    made = admin({"bootstrap": "admin"}, Context())
+    assert made["user"] == "admin" and made["role"] == "admin" and made["apiKey"]
+    status, models = _http(
+        admin, "GET", "/admin/models", headers={"Authorization": f"Bearer {made['apiKey']}"}
+    )
+    assert status == 200 and models == []
+    assert "error" in admin({"bootstrap": "admin", "name": "other"}, Context())
+    assert admin({"bootstrap": "user"}, Context())["error"].startswith("the only bootstrap")

@@ -1,6 +1,7 @@
 """The admin function: model management over HTTP (API Gateway REST proxy events), and the model
 jobs (verify an upload, import from a URL) from its job queue (SQS, partial batch failures): a
-multi-GB checkpoint takes longer to read back than API Gateway waits (29 s)."""
+multi-GB checkpoint takes longer to read back than API Gateway waits (29 s). Invoked directly
+with `{"bootstrap": "admin"}` it creates a new deployment's first admin key."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
 from sdcore.api.routes import admin
 from sdcore.composition import get_services
+from sdcore.errors import DomainError
+from sdcore.usecases.auth import bootstrap_admin
 from sdcore.usecases.model_jobs import run_job
 
 logger = Logger(service="admin")
@@ -45,4 +48,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return process_partial_response(
             event=event, record_handler=job_handler, processor=processor, context=context
         )
+    if "bootstrap" in event:  # `aws lambda invoke`: only those who may invoke the function
+        return _bootstrap(event)
     return app.resolve(event, context)
+
+
+def _bootstrap(event: dict[str, Any]) -> dict[str, Any]:
+    name = str(event.get("name") or "admin")
+    if event["bootstrap"] != "admin":
+        return {"error": 'the only bootstrap is {"bootstrap": "admin", "name"?: "..."}'}
+    try:
+        key = bootstrap_admin(get_services(), name)
+    except DomainError as e:
+        return {"error": str(e)}
+    logger.info("created the first admin %s", name)
+    return {"user": name, "role": "admin", "apiKey": key}

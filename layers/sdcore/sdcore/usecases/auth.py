@@ -161,6 +161,20 @@ def check_queue_quota(svc: Services, principal: Principal) -> None:
         )
 
 
+def bootstrap_admin(svc: Services, name: str = "admin") -> str:
+    """A deployment's first admin and their key (on AWS: the admin function invoked directly,
+    which only the account's operators may do). Returns the key, shown once.
+
+    Raises
+    ------
+    ConflictError
+        An admin exists already (they issue keys with POST /admin/users/{name}/keys).
+    """
+    if any(user.role is Role.ADMIN and not user.disabled for user in svc.users.list()):
+        raise ConflictError("an admin exists: issue keys with POST /admin/users/{name}/keys")
+    return create_user(svc, name, Role.ADMIN)[1]
+
+
 def bootstrap_local(svc: Services, data_dir: Path) -> dict[str, str] | None:
     """At a local stack's first start: an admin key and one user key, written to
     `credentials.json` (mode 0600). Returns them when created, None when users exist."""
