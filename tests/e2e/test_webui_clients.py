@@ -19,6 +19,7 @@ import webuiapi
 from PIL import Image
 
 from sdcore.webhooks import verify
+from tests.smoke import run_smoke
 from tests.support_stack import RunningStack
 
 pytestmark = pytest.mark.slow
@@ -324,3 +325,17 @@ def _b64(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_new_users_first_steps(stack: RunningStack, receiver: str) -> None:
+    """The flow `pytest -m aws` runs against a real deployment (tests/smoke.py), here."""
+    _Receiver.posts.clear()
+    report = run_smoke(
+        stack.url,
+        stack.credentials["admin_key"],
+        f"{receiver}/hook",
+        lambda: list(_Receiver.posts),
+        timeout_s=120,
+    )
+    assert report.async_task and report.sync_task
+    assert set(report.seconds) == {"upload", "async", "webhook", "sync", "delete"}
