@@ -1,6 +1,8 @@
 """The inference function: serves one checkpoint (SD_MODEL_NAME), loaded once and kept warm.
 The event is what control sends: {"taskId": ..., "lease": {...}}; or {"warmup": true}, which
-only loads the checkpoint (the local runtime sends it when a function starts)."""
+only loads the checkpoint (the local runtime sends it when a function starts). The same image
+serves SageMaker's container contract too: `inference_function.serve` hands its invocations to
+`handle`."""
 
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ def engine() -> Engine:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle(event)
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    """One event, from either entry point: Lambda's handler or SageMaker's `/invocations`
+    (`inference_function.serve`)."""
     if event.get("warmup"):
         engine()  # a failure is reported by the first task, which tries again
         return {"warm": True}

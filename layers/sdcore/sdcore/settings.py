@@ -77,6 +77,32 @@ class Settings(BaseSettings):
     inference_repository: str = ""
     # the stack's own inference function; its image serves the per-checkpoint functions
     inference_function: str = ""
+    # which fleet a checkpoint's function is made on when nothing was chosen for it: "lambda"
+    # (CPU functions) or "sagemaker" (a GPU asynchronous-inference endpoint per checkpoint)
+    inference_fleet: Literal["lambda", "sagemaker"] = "lambda"
+    # --- the SageMaker fleet (asynchronous-inference endpoints) ---
+    sagemaker_role_arn: str = ""
+    # the inference image for endpoints (the CUDA build); empty: the Lambda fleet's image
+    sagemaker_image_uri: str = ""
+    # T4, 16 GB: the cheapest GPU that holds SDXL in fp16 (ml.g5.xlarge, A10G 24 GB, is faster)
+    sagemaker_instance_type: str = "ml.g4dn.xlarge"
+    sagemaker_min_instances: int = Field(0, ge=0)
+    sagemaker_max_instances: int = Field(1, ge=1)
+    # invocations an instance runs at once (the engine runs one task at a time)
+    sagemaker_concurrency: int = Field(1, ge=1)
+    # SNS topics the endpoints report each invocation's end to (control subscribes)
+    sagemaker_success_topic_arn: str = ""
+    sagemaker_error_topic_arn: str = ""
+    # waking an endpoint from zero instances (instance start, image pull, checkpoint download
+    # and load) takes minutes: a dispatched task may wait this long to start
+    sagemaker_start_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        validation_alias=_env("SD_SAGEMAKER_START_TIMEOUT", "sagemaker_start_timeout_s"),
+    )
+    # the serving entrypoint of the inference image (SageMaker's container contract)
+    serve_host: str = "0.0.0.0"  # noqa: S104 (SageMaker reaches the container on its port 8080)
+    serve_port: int = 8080
 
     # --- users and guards --------------------------------------------------------------------
     auth: bool = True
@@ -93,10 +119,15 @@ class Settings(BaseSettings):
     default_model: str = "demo"
     max_concurrency: int = Field(2, ge=0)  # 0 pauses dispatch: tasks are accepted and wait
     max_per_model: int = Field(1, ge=1)
-    # most pixel-steps a task may run (width x height x steps x images, hires pass included;
-    # 0: no limit). The default is 24 SD 1.5 images of 512x512 at 20 steps: at ~1 s a step on
-    # Lambda's 6 vCPUs (an estimate, not measured on AWS) about 8 of the function's 15 minutes
+    # most pixel-steps a task may run on a CPU function (width x height x steps x images, hires
+    # pass included; 0: no limit). Locally, 24 SD 1.5 images of 512x512 at 20 steps. On AWS
+    # template.yaml sets 3: a guided step takes 33.8 s on 2 cores here in fp32
+    # (benchmarks/work_per_image.py), so ~11 s on Lambda's 6 vCPUs if it scales with cores (not
+    # measured on AWS): ~4 min an image with its decode, 3 in about 12 of the function's 15 min
     max_task_work: int = Field(512 * 512 * 20 * 24, ge=0)
+    # the same on a SageMaker GPU endpoint (an invocation may run an hour): 100 such images, an
+    # estimate from the work per image and a GPU's published fp16 rate (not measured on a GPU)
+    sagemaker_max_task_work: int = Field(512 * 512 * 20 * 100, ge=0)
     sync_timeout_s: float = Field(
         25.0, ge=0, validation_alias=_env("SD_SYNC_TIMEOUT", "sync_timeout_s")
     )
