@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import tests.real_aws  # noqa: F401 (keeps the AWS settings the run started with, for -m aws)
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "tests")
@@ -26,6 +28,9 @@ import pytest  # noqa: E402
 
 from tests import iam  # noqa: E402
 from tests.cloudformation import cloudformation  # noqa: E402, F401 (a fixture for every test)
+from tests.moto_sagemaker import install as _install_update_endpoint  # noqa: E402
+
+_install_update_endpoint()
 
 CALLS: list[iam.Call] = []
 

@@ -127,10 +127,14 @@ def role_statements(function: str) -> list[tuple[str, str]]:
     role_ref = expanded["Resources"][function]["Properties"]["Role"]
     role = expanded["Resources"][role_ref["Fn::GetAtt"][0]]["Properties"]
     allowed: list[tuple[str, str]] = []
+    documents = [policy["PolicyDocument"] for policy in role.get("Policies", [])]
     for arn in role.get("ManagedPolicyArns", []):
-        allowed += MANAGED.get(str(arn).rsplit("/", 1)[-1], [])
-    for policy in role.get("Policies", []):
-        for statement in policy["PolicyDocument"]["Statement"]:
+        if isinstance(arn, dict) and "Ref" in arn:  # a managed policy of the template's own
+            documents.append(template["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
+        else:
+            allowed += MANAGED.get(str(arn).rsplit("/", 1)[-1], [])
+    for document in documents:
+        for statement in document["Statement"]:
             if statement.get("Effect") != "Allow":
                 continue
             actions = statement["Action"]
@@ -229,7 +233,41 @@ def requests(call: Call) -> list[tuple[str, str]]:
                 ("iam:PassRole", _arn(role, "AWS::IAM::Role") if ":" not in role else role)
             )
         return needed
+    if call.service in ("api.sagemaker", "runtime.sagemaker"):
+        needed = [_sagemaker(call, env)]
+        if p.get("Tagged"):  # tags given at creation need AddTags too
+            needed.append(("sagemaker:AddTags", needed[0][1]))
+        if "ExecutionRoleArn" in p:  # the role the endpoint's container runs as
+            role = _logical(str(p["ExecutionRoleArn"]), env)
+            needed.append(
+                ("iam:PassRole", _arn(role, "AWS::IAM::Role") if ":" not in role else role)
+            )
+        return needed
+    if call.service == "monitoring":  # CloudWatch: alarms by name
+        names = p.get("AlarmNames") or [p.get("AlarmName", "*")]
+        return [(f"cloudwatch:{call.operation}",
+                 f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:{_logical(str(n), env)}")
+                for n in names]  # fmt: skip
     return [(f"{call.service}:{call.operation}", "*")]
+
+
+# a SageMaker call's resource kind, by the parameter that names it
+_SAGEMAKER_NAMES = (("EndpointName", "endpoint"), ("EndpointConfigName", "endpoint-config"),
+                    ("ModelName", "model"))  # fmt: skip
+
+
+def _sagemaker(call: Call, env: dict[str, str]) -> tuple[str, str]:
+    """SageMaker names resources by kind (model, endpoint-config, endpoint), in lowercase."""
+    p = call.params
+    action = f"sagemaker:{call.operation}"
+    if "ResourceArn" in p:  # ListTags, AddTags
+        kind, _, name = str(p["ResourceArn"]).rsplit(":", 1)[-1].partition("/")
+        return action, f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{_logical(name.lower(), env)}"
+    for key, kind in _SAGEMAKER_NAMES:
+        if key in p:
+            name = _logical(str(p[key]).lower(), env)
+            return action, f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:{kind}/{name}"
+    return action, "*"
 
 
 def allowed(call: Call) -> list[str]:
@@ -248,7 +286,8 @@ def allowed(call: Call) -> list[str]:
 # --- recording ---------------------------------------------------------------------------------
 
 KEYS = ("TableName", "IndexName", "Bucket", "Key", "Prefix", "QueueUrl", "QueueName",
-        "FunctionName", "Role", "Resource")  # fmt: skip
+        "FunctionName", "Role", "Resource", "EndpointName", "EndpointConfigName", "ModelName",
+        "ResourceArn", "AlarmName", "ExecutionRoleArn")  # fmt: skip
 ENV = tuple(_PARAMETER_PLACEHOLDERS.values())
 
 
@@ -256,6 +295,8 @@ def params_of(params: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {k: params[k] for k in KEYS if isinstance(params.get(k), str)}
     if params.get("Tags"):
         found["Tagged"] = True
+    if isinstance(params.get("AlarmNames"), list):
+        found["AlarmNames"] = list(params["AlarmNames"])
     if "RequestItems" in params:
         found["Tables"] = sorted(params["RequestItems"])
     if isinstance(params.get("Delete"), dict):

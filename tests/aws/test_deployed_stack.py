@@ -31,6 +31,7 @@ import pytest
 
 from sdlocal.client import Client
 from sdlocal.stack import DEMO_CHECKPOINT
+from tests.real_aws import NAMES, STARTED_WITH
 from tests.smoke import run_smoke
 
 pytestmark = pytest.mark.aws
@@ -49,10 +50,24 @@ def handler(event, context):
 """
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _real_aws() -> Iterator[None]:
+    """The AWS settings the run started with (tests/conftest.py replaced them with fakes),
+    for boto3 here and for sam."""
+    saved = {name: os.environ.pop(name) for name in NAMES if name in os.environ}
+    os.environ.update({k: v for k, v in STARTED_WITH.items() if k != "AWS_ENDPOINT_URL"})
+    try:
+        yield
+    finally:
+        for name in NAMES:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
 def _session() -> Any:
     """A session on a real account, or a skip saying what is missing."""
     boto3 = pytest.importorskip("boto3")
-    session = boto3.Session()
+    session = boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
     credentials = session.get_credentials()
     if credentials is None or credentials.access_key == "testing" or not session.region_name:
         pytest.skip("no AWS credentials or region (AWS_PROFILE / AWS_REGION)")

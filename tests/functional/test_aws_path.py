@@ -301,10 +301,10 @@ def test_deleting_the_stack_deletes_the_inference_functions_it_created(
     sent = cloudformation.answers[-1]
     assert sent == {"contentType": "", **answer}
     assert sent["Status"] == "SUCCESS" and sent["Data"] == {"Deleted": 2}
-    assert sent["PhysicalResourceId"] == "sd-api-InferenceFleet"
-    assert sent["LogicalResourceId"] == "InferenceFleet" and sent["RequestId"]
+    assert sent["PhysicalResourceId"] == "sd-api-FleetCleanup"
+    assert sent["LogicalResourceId"] == "FleetCleanup" and sent["RequestId"]
     # the same id on every answer (a new one would be a replacement: CloudFormation would delete)
-    assert {a["PhysicalResourceId"] for a in cloudformation.answers} == {"sd-api-InferenceFleet"}
+    assert {a["PhysicalResourceId"] for a in cloudformation.answers} == {"sd-api-FleetCleanup"}
 
 
 def test_a_failed_stack_deletion_still_answers_cloudformation(
@@ -324,7 +324,7 @@ def test_a_failed_stack_deletion_still_answers_cloudformation(
     [sent] = cloudformation.answers
     assert sent["Status"] == answer["Status"] == "FAILED"
     assert sent["Reason"] == "RuntimeError: throttled"
-    assert sent["PhysicalResourceId"] == "sd-api-InferenceFleet"  # from the stack's name
+    assert sent["PhysicalResourceId"] == "sd-api-FleetCleanup"  # from the stack's name
 
 
 def test_a_new_deployments_first_admin_key_comes_from_invoking_admin(
@@ -348,3 +348,109 @@ def test_a_new_deployments_first_admin_key_comes_from_invoking_admin(
     assert status == 200 and models == []
     assert "error" in admin({"bootstrap": "admin", "name": "other"}, Context())
     assert admin({"bootstrap": "user"}, Context())["error"].startswith("the only bootstrap")
+
+
+def _sns_event(message: dict[str, Any], topic: str) -> dict[str, Any]:
+    """An SNS delivery to a Lambda subscriber (control), as SNS shapes it."""
+    return {"Records": [{
+        "EventSource": "aws:sns", "EventVersion": "1.0",
+        "EventSubscriptionArn": f"{topic}:0f1e2d3c-aaaa-bbbb-cccc-111122223333",
+        "Sns": {"Type": "Notification", "MessageId": "95df01b4-ee98-5cb9-9903-4c221d41eb5e",
+                "TopicArn": topic, "Subject": None, "Message": json.dumps(message),
+                "Timestamp": "2026-12-05T02:00:00.000Z", "SignatureVersion": "1",
+                "Signature": "EXAMPLE", "SigningCertUrl": "EXAMPLE", "UnsubscribeUrl": "EXAMPLE",
+                "MessageAttributes": {}},
+    }]}  # fmt: skip
+
+
+def _endpoint_report(task_id: str, endpoint: str, failure: str | None = None) -> dict[str, Any]:
+    """What a SageMaker asynchronous endpoint publishes when an invocation ends."""
+    report: dict[str, Any] = {
+        "awsRegion": REGION, "eventTime": "2026-12-05T02:00:00.000Z",
+        "receivedTime": "2026-12-05T01:59:00.000Z", "inferenceId": task_id,
+        "eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "InferenceResult",
+        "requestParameters": {"endpointName": endpoint, "contentType": "application/json",
+                              "inputLocation": f"s3://bucket/sagemaker/inputs/{task_id}.json"},
+        "invocationStatus": "Failed" if failure else "Completed",
+    }  # fmt: skip
+    if failure:
+        report["failureReason"] = failure
+    return report
+
+
+def test_a_checkpoint_on_the_sagemaker_fleet_end_to_end(
+    aws: dict[str, Any], tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """proxy -> control -> an asynchronous endpoint for the checkpoint -> (the test plays the
+    endpoint: the S3 input handed to the container's code) -> PNG in S3 -> SNS -> control."""
+    from control_function.app import lambda_handler as control
+    from proxy_function.app import lambda_handler as proxy
+
+    clients, names = aws["clients"], aws["names"]
+    ok_topic = f"arn:aws:sns:{REGION}:123456789012:endpoint-ok"
+    role = clients["iam"].get_role(RoleName=f"role-{names['TasksTable']}")["Role"]["Arn"]
+    for key, value in {"SD_INFERENCE_FLEET": "sagemaker", "SD_SAGEMAKER_ROLE_ARN": role,
+                       "SD_SAGEMAKER_SUCCESS_TOPIC_ARN": ok_topic,
+                       "SD_SAGEMAKER_ERROR_TOPIC_ARN": ok_topic + "-errors"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    composition.reset()
+    _upload(tiny_checkpoint, "demo")
+    async_ = {"Request-Type": "async"}
+    first = _http(proxy, "POST", "/txt2img", {"prompt": "a red circle", "steps": 2}, async_)
+    second = _http(proxy, "POST", "/txt2img", {"prompt": "a blue square", "steps": 2}, async_)
+    first_id, second_id = first[1]["taskId"], second[1]["taskId"]
+
+    # control makes the checkpoint's endpoint and hands both tasks to it (its cap: 1 instance
+    # x 1 invocation, so one now, one waits)
+    assert _control_batch(clients, names["TaskQueue"])["failed"] == set()
+    sm = boto3.client("sagemaker", region_name=REGION, endpoint_url=aws["env"]["AWS_ENDPOINT_URL"])
+    [endpoint] = sm.list_endpoints()["Endpoints"]
+    [record] = composition.get_services().fleet.list()
+    assert record.name == endpoint["EndpointName"] and record.resources["fleet"] == "sagemaker"
+    status, functions = _http(
+        __import__("admin_function.app", fromlist=["x"]).lambda_handler,
+        "GET",
+        "/admin/functions",
+        headers=events.ADMIN_HEADERS,
+    )
+    assert status == 200 and functions[0]["resources"]["endpointStatus"] == "InService"
+    assert functions[0]["resources"]["currentInstances"] == 1
+    handed = [t for t in (first_id, second_id)
+              if composition.get_services().tasks.get(t).dispatched_at]  # fmt: skip
+    assert len(handed) == 1
+    [task_id] = handed
+
+    # the endpoint's container (its environment, as SageMaker gives it) takes the S3 input
+    described = sm.describe_endpoint(EndpointName=endpoint["EndpointName"])
+    config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+    container = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+    for key, value in container["PrimaryContainer"]["Environment"].items():
+        monkeypatch.setenv(key, value)
+    key = f"sagemaker/inputs/{task_id}.json"
+    body = clients["s3"].get_object(Bucket=names["Bucket"], Key=key)["Body"].read()
+    composition.reset()
+    import inference_function.app as inference
+
+    monkeypatch.setattr(inference, "_engine", None)
+    assert inference.handle(json.loads(body)) == {"taskId": task_id, "status": "succeeded"}
+
+    # the endpoint reports it to SNS; control has nothing left to do for it
+    for key in ("SD_MODEL_NAME", "SD_MODEL_KEY"):
+        monkeypatch.delenv(key)
+    composition.reset()
+    done = control(_sns_event(_endpoint_report(task_id, endpoint["EndpointName"]), ok_topic),
+                   Context())  # fmt: skip
+    assert done == {"outcomes": ["ended"]}
+    status, result = _http(proxy, "GET", f"/tasks/{task_id}/result")
+    assert result["status"] == "succeeded"
+    assert Image.open(io.BytesIO(httpx.get(result["urls"][0]).content)).size == (64, 64)
+
+    # the other one's invocation fails on the endpoint: control ends it with the reason
+    other = second_id if task_id == first_id else first_id
+    reason = "ClientError: Received server error (500) from primary"
+    failed = control(_sns_event(_endpoint_report(other, endpoint["EndpointName"], reason),
+                                ok_topic + "-errors"), Context())  # fmt: skip
+    assert failed == {"outcomes": ["failed"]}
+    status, result = _http(proxy, "GET", f"/tasks/{other}/result")
+    assert result["status"] == "failed"
+    assert result["error"] == f"the inference endpoint failed: {reason}"

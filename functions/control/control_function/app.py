@@ -1,7 +1,8 @@
 """The control function: consumes the task queue (SQS, partial batch failures) and routes each
 task to its checkpoint's inference function within the caps; delivers webhooks; ends the tasks of
-dead letters and of failed inference invocations; a schedule event runs the reaper; the stack's
-deletion (a custom resource) deletes the inference functions it created."""
+dead letters and of failed inference invocations (Lambda's failure destination, SageMaker
+endpoints' SNS topics); a schedule event runs the reaper; the stack's deletion (a custom
+resource) deletes the inference functions it created."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
+from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -25,6 +27,7 @@ from sdcore.services import Services
 from sdcore.usecases.control import (
     dispatch_task,
     end_dead_lettered,
+    end_endpoint_invocation,
     end_failed_invocation,
     reap_lost,
 )
@@ -76,7 +79,7 @@ def record_handler(record: SQSRecord) -> str:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if is_stack_event(event):  # CloudFormation's InferenceFleet: the stack is being deleted
+    if is_stack_event(event):  # CloudFormation's FleetCleanup: the stack is being deleted
         return handle_stack_event(get_services(), event)
     if event.get("source") == "aws.events":  # the schedule
         svc = get_services()
@@ -85,6 +88,21 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "swept": sweep_uploads(svc),  # abandoned uploads and dead model jobs
             "unloaded": reconcile_loaded(svc),  # models no worker holds any more
         }
+    records = event.get("Records") or [{}]
+    if records[0].get("EventSource") == "aws:sns":  # a SageMaker endpoint's invocation report
+        return _endpoint_reports(SNSEvent(event))
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )
+
+
+def _endpoint_reports(event: SNSEvent) -> dict[str, Any]:
+    """SNS delivers one message per invocation; a failure here is retried by SNS."""
+    outcomes = []
+    for record in event.records:
+        notification = json.loads(record.sns.message)
+        outcome = end_endpoint_invocation(get_services(), notification)
+        logger.info("endpoint invocation", extra={"taskId": notification.get("inferenceId"),
+                                                  "outcome": outcome})  # fmt: skip
+        outcomes.append(outcome)
+    return {"outcomes": outcomes}

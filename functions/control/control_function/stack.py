@@ -1,5 +1,6 @@
-"""CloudFormation's custom resource InferenceFleet (template.yaml): when the stack is deleted,
-control deletes the inference functions it created for it, which CloudFormation does not know.
+"""CloudFormation's custom resource FleetCleanup (template.yaml): when the stack is deleted,
+control deletes the inference functions and endpoints it created for it, which CloudFormation
+does not know.
 
 CloudFormation waits for the answer at the request's presigned ResponseURL (for up to an hour),
 so one is sent whatever happens: SUCCESS, or FAILED with the reason (the stack's deletion then

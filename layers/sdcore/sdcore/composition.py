@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from sdcore.clock import Clock, IdFactory
+from sdcore.ports import WorkerFleet
 from sdcore.services import Services
 from sdcore.settings import Settings, get_settings
 
@@ -65,18 +67,37 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         DynamoDBSlotStore,
         DynamoDBTaskStore,
         DynamoDBUserStore,
+        FleetRouter,
         LambdaWorkerFleet,
         S3BlobStore,
+        SageMakerAsyncFleet,
         SqsQueue,
     )
 
     dynamodb = boto3.client("dynamodb")
     sqs = boto3.client("sqs")
     functions = DynamoDBFunctionStore(dynamodb, settings.functions_table)
+    models = DynamoDBModelStore(dynamodb, settings.models_table)
+    lambda_fleet = LambdaWorkerFleet(
+        boto3.client("lambda"), functions, settings, image_from_function=settings.inference_function
+    )
+    # made on first use: only control creates and invokes endpoints (a client costs tens of
+    # milliseconds of every function's cold start)
+    sagemaker_fleet = SageMakerAsyncFleet(
+        LazyClient("sagemaker"),
+        LazyClient("sagemaker-runtime"),
+        LazyClient("application-autoscaling"),
+        LazyClient("cloudwatch"),
+        LazyClient("s3"),
+        functions,
+        settings,
+        image_uri=lambda_fleet.image_uri,
+    )
+    fleets: dict[str, WorkerFleet] = {"lambda": lambda_fleet, "sagemaker": sagemaker_fleet}
     return Services(
         settings=settings,
         tasks=DynamoDBTaskStore(dynamodb, settings.tasks_table),
-        models=DynamoDBModelStore(dynamodb, settings.models_table),
+        models=models,
         functions=functions,
         slots=DynamoDBSlotStore(dynamodb, settings.slots_table),
         queue=SqsQueue(sqs, settings.queue_url),
@@ -91,18 +112,28 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
             ),
             settings.bucket,
         ),
-        fleet=LambdaWorkerFleet(
-            boto3.client("lambda"),
-            functions,
-            settings,
-            image_from_function=settings.inference_function,
-        ),
+        fleet=FleetRouter(fleets, functions, models, settings),
         users=DynamoDBUserStore(dynamodb, settings.users_table),
         idempotency=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
         clock=clock,
         ids=ids,
         jobs=SqsQueue(sqs, settings.jobs_queue_url) if settings.jobs_queue_url else None,
     )
+
+
+class LazyClient:
+    """A boto3 client made when first used."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(self._service)
+        return getattr(self._client, name)
 
 
 _given: Settings | None = None

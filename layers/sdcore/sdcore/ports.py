@@ -368,6 +368,24 @@ class WorkerFleet(ABC):
         submit, so a task it could never run is refused at once, not failed after a wait."""
         return None
 
+    def check(self, model_name: str, changes: FunctionChanges) -> None:
+        """Raises InvalidInputError (naming the field) for a change this fleet has no setting
+        for, before any function changes."""
+        return None  # every change is one this fleet takes
+
+    # What the fleet of `model_name`'s function says of it; None: the settings' value.
+    def capacity(self, model_name: str) -> int | None:
+        """Tasks it may run at once (an endpoint: instances x invocations each)."""
+        return None
+
+    def max_task_work(self, model_name: str) -> int | None:
+        """Most pixel-steps one task may run on it (0: no limit)."""
+        return None
+
+    def start_timeout_s(self, model_name: str) -> float | None:
+        """How long a task handed to it may wait to start (waking from zero takes minutes)."""
+        return None
+
 
 def function_name(prefix: str, model_name: str) -> str:
     """Function names come from a hash of the model name: model names may hold any character."""

@@ -52,6 +52,10 @@ class RecordingFleet(WorkerFleet):
         self.updated: list[tuple[str, FunctionChanges]] = []
         self.ensured: list[str] = []
         self.status = "active"
+        # what a fleet that knows its capacity and start bound answers (None: the settings')
+        self.capacity_of: int | None = None
+        self.start_bound_s: float | None = None
+        self.work_budget: int | None = None
 
     def ensure(self, model: Model) -> FunctionRecord:
         self.ensured.append(model.name)
@@ -75,6 +79,15 @@ class RecordingFleet(WorkerFleet):
     def delete_all(self) -> list[str]:
         self.deleted.append("*")
         return []
+
+    def capacity(self, model_name: str) -> int | None:
+        return self.capacity_of
+
+    def start_timeout_s(self, model_name: str) -> float | None:
+        return self.start_bound_s
+
+    def max_task_work(self, model_name: str) -> int | None:
+        return self.work_budget
 
 
 class ScriptedEngine(Engine):

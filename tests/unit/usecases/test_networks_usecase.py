@@ -184,7 +184,7 @@ def test_extras_with_an_unknown_upscaler_is_refused_at_submit(
 def test_a_hires_fix_with_a_registered_upscaler_gets_its_file(networks: Services) -> None:
     data = safetensors(upscaler_shapes())
     _register(networks, "4x-tiny", ModelType.UPSCALER, data)
-    params = GenerationParams(kind=TaskKind.TXT2IMG, hires=True, hr_upscaler="4x-tiny")
+    params = GenerationParams(kind=TaskKind.TXT2IMG, steps=3, hires=True, hr_upscaler="4x-tiny")
     task = submit_task(networks, params, None, [])
     dispatch_task(networks, task.task_id)
     _, payload = networks.fleet.invocations[-1]  # type: ignore[attr-defined]
@@ -192,9 +192,9 @@ def test_a_hires_fix_with_a_registered_upscaler_gets_its_file(networks: Services
     run_task(networks, engine, task.task_id, Lease.model_validate(payload["lease"]))
     assert engine.inputs[0].upscalers["4x-tiny"].path.read_bytes() == data
     # built-in hires upscalers need no file; an unknown name is refused at submit
-    latent = GenerationParams(kind=TaskKind.TXT2IMG, hires=True, hr_upscaler="Latent")
+    latent = GenerationParams(kind=TaskKind.TXT2IMG, steps=3, hires=True, hr_upscaler="Latent")
     submit_task(networks, latent, None, [])
-    unknown = GenerationParams(kind=TaskKind.TXT2IMG, hires=True, hr_upscaler="nope")
+    unknown = GenerationParams(kind=TaskKind.TXT2IMG, steps=3, hires=True, hr_upscaler="nope")
     with pytest.raises(InvalidInputError) as err:
         submit_task(networks, unknown, None, [])
     assert err.value.field == "hr_upscaler"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -103,7 +104,18 @@ class FunctionsUpdateBody(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"models": ["sd15"], "memory": 10240, "timeout": 900}]},
+        json_schema_extra={
+            "examples": [
+                {"models": ["sd15"], "memory": 10240, "timeout": 900},
+                {
+                    "models": ["sdxl"],
+                    "fleet": "sagemaker",
+                    "instanceType": "ml.g5.xlarge",
+                    "minInstances": 0,
+                    "maxInstances": 2,
+                },
+            ]
+        },
     )
 
     models: list[str] | None = Field(None, min_length=1, max_length=1000)
@@ -114,6 +126,14 @@ class FunctionsUpdateBody(BaseModel):
     timeout: int | None = Field(None, ge=1, le=86_400, description="seconds")
     env: dict[str, str] | None = Field(None, max_length=100)
     extraArgs: list[str] | None = Field(None, max_length=100)  # noqa: N815
+    fleet: Literal["lambda", "sagemaker"] | None = Field(
+        None, description="move the model's function to this fleet (AWS)"
+    )
+    instanceType: str | None = Field(  # noqa: N815
+        None, pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$", description="a SageMaker instance type"
+    )
+    minInstances: int | None = Field(None, ge=0, le=100, description="0: scales to zero")  # noqa: N815
+    maxInstances: int | None = Field(None, ge=1, le=100)  # noqa: N815
 
     @field_validator("env")
     @classmethod
@@ -138,6 +158,10 @@ class FunctionsUpdateBody(BaseModel):
             timeout_s=self.timeout,
             env=self.env,
             extra_args=self.extraArgs,
+            fleet=self.fleet,
+            instance_type=self.instanceType,
+            min_instances=self.minInstances,
+            max_instances=self.maxInstances,
         )
 
 

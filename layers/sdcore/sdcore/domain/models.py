@@ -400,6 +400,12 @@ class FunctionChanges(BaseModel):
     timeout_s: int | None = None
     env: dict[str, str] | None = None
     extra_args: list[str] | None = None
+    # which fleet serves the model ("lambda" or "sagemaker" on AWS): a change moves it there
+    fleet: str | None = None
+    # a SageMaker endpoint's instance type and instance counts (min 0: it scales to zero)
+    instance_type: str | None = None
+    min_instances: int | None = None
+    max_instances: int | None = None
 
 
 class Role(StrEnum):

@@ -83,7 +83,8 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
         svc.clock.now(),
         settings.lease_s,
         settings.max_concurrency,
-        settings.max_per_model,
+        # a SageMaker endpoint runs as many as its instances can; a Lambda function one
+        svc.fleet.capacity(task.model) or settings.max_per_model,
     )
     if lease is None:
         if waits == 0:
@@ -128,11 +129,23 @@ def _release(svc: Services, task: Task) -> None:
 
 
 def _reap_never_started(svc: Services) -> list[str]:
+    """A dispatched task waits for its worker to start it up to its fleet's bound (a SageMaker
+    endpoint waking from zero takes minutes): meanwhile its slots stay held (the lease is
+    renewed), after it the task fails."""
     now = svc.clock.now()
-    bound = svc.settings.start_timeout_s
+    bounds: dict[str, float] = {}
     reaped = []
     for task in svc.tasks.list_by_status(TaskStatus.QUEUED, limit=500):
-        if task.dispatched_at is None or task.dispatched_at >= now - bound:
+        if task.dispatched_at is None:
+            continue
+        if task.model not in bounds:
+            bounds[task.model] = (
+                svc.fleet.start_timeout_s(task.model) or svc.settings.start_timeout_s
+            )
+        bound = bounds[task.model]
+        if task.dispatched_at >= now - bound:
+            if task.lease is not None:  # keeps its place: the slots are not given away
+                svc.slots.renew(task.lease, now + svc.settings.lease_s)
             continue
         if end_task(svc, task.task_id, task.never_started(now, bound)) is None:
             continue  # it started (or ended) meanwhile
@@ -214,3 +227,26 @@ def end_dead_lettered(svc: Services, body: dict[str, Any], receives: int) -> str
         return _abort(svc, str(body["taskId"]), None, reason)
     log.warning("dead letter of unknown shape dropped: %s", sorted(body))
     return "dropped"
+
+
+def end_endpoint_invocation(svc: Services, notification: dict[str, Any]) -> str:
+    """A SageMaker asynchronous endpoint's report of one invocation (its SNS success or error
+    topic). A failed invocation ends its task failed with SageMaker's reason; one that ended
+    without the task ending (the container answered, the task is still queued) too. Returns
+    what happened: failed, ended (already over, or running: the heartbeat reaper watches it),
+    or dropped (no task named)."""
+    task_id = notification.get("inferenceId")
+    if not task_id:
+        return "dropped"
+    status = str(notification.get("invocationStatus", ""))
+    if status != "Completed":
+        reason = notification.get("failureReason") or status or "failed"
+        return _abort(svc, str(task_id), None, f"the inference endpoint failed: {reason}")
+    try:
+        task = svc.tasks.get(str(task_id))
+    except NotFoundError:
+        return "dropped"
+    if task.status is TaskStatus.QUEUED and task.dispatched_at is not None:
+        reason = "the inference endpoint answered without starting the task"
+        return _abort(svc, task.task_id, None, reason)
+    return "ended"

@@ -14,10 +14,12 @@ def list_functions(svc: Services) -> list[FunctionRecord]:
     return svc.fleet.list()
 
 
-def _targets(svc: Services, models: list[str] | None) -> list[str]:
+def _targets(svc: Services, models: list[str] | None, moving: bool = False) -> list[str]:
     existing = {record.model for record in svc.fleet.list()}
     if models is None:
         return sorted(existing)
+    if moving:  # a model is put on a fleet before its first task, too: it needs only to exist
+        existing |= {model.name for model in svc.models.list()}
     missing = sorted(set(models) - existing)
     if missing:
         raise NotFoundError(f"no inference function for model(s): {', '.join(missing)}")
@@ -30,17 +32,24 @@ def update_functions(
     """Apply `changes` to the functions of `models` (None: every function).
 
     Every named model is checked before any function changes, so a typo changes nothing.
+    `changes.fleet` moves each model's function to that fleet (made there now, with these
+    changes); a model without a function may be named then.
 
     Raises
     ------
     NotFoundError
-        A named model has no inference function (functions are created on first use).
+        A named model has no inference function (functions are created on first use), or
+        with a fleet named, no such model.
     InvalidInputError
-        An image outside the inference repository; a value the backend refused.
+        An image outside the inference repository; a setting the model's fleet does not
+        have; a value the backend refused.
     """
     if changes.image is not None:
         check_image(svc.settings.inference_repository, changes.image)
-    return [svc.fleet.update(model, changes) for model in _targets(svc, models)]
+    targets = _targets(svc, models, moving=changes.fleet is not None)
+    for model in targets:
+        svc.fleet.check(model, changes)
+    return [svc.fleet.update(model, changes) for model in targets]
 
 
 def delete_all_functions(svc: Services) -> list[str]:

@@ -105,12 +105,17 @@ def task_work(params: GenerationParams, model: Model) -> int:
     return work * params.image_count
 
 
-def check_work(params: GenerationParams, model: Model, budget: int) -> None:
-    """Refuse a task over the work budget (SD_MAX_TASK_WORK; 0: none), so that no task can
-    outlive its function.
+def check_work(svc: Services, params: GenerationParams, model: Model) -> None:
+    """Refuse a task over the work budget of its model's fleet (SD_MAX_TASK_WORK on a CPU
+    function; 0: none), so that no task can outlive its function. The fleet is asked only for a
+    task over the CPU budget (a GPU endpoint's is larger): one read fewer per submit.
 
     Raises InvalidInputError naming the fields whose product is over it."""
     work = task_work(params, model)
+    budget = svc.settings.max_task_work
+    if budget and work > budget:
+        fleet_budget = svc.fleet.max_task_work(model.name)
+        budget = budget if fleet_budget is None else fleet_budget
     if budget and work > budget:
         fields: tuple[str, ...] = ("width", "height", "steps", "batch_size", "n_iter")
         if params.hires:
@@ -164,7 +169,7 @@ def submit_task(
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     check_networks(svc, params)
-    check_work(params, model, svc.settings.max_task_work)
+    check_work(svc, params, model)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:

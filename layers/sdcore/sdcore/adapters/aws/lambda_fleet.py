@@ -1,8 +1,7 @@
 """A Lambda function per checkpoint, created from the inference container image on first use.
 
-Lambda has no GPUs: this fleet serves small or distilled checkpoints on CPU. A GPU fleet (for
-example SageMaker asynchronous inference, which scales to zero) is another WorkerFleet adapter
-beside this one and can reuse `inference_environment`.
+Lambda has no GPUs: this fleet serves small or distilled checkpoints on CPU. The GPU fleet is
+SageMaker asynchronous inference (sagemaker_fleet.py); FleetRouter puts each checkpoint on one.
 """
 
 from __future__ import annotations
@@ -49,15 +48,21 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def inference_environment(settings: Settings, model: Model) -> dict[str, str]:
-    """The environment of the inference function that serves `model`."""
+def inference_environment(settings: Settings, model_name: str, model_key: str) -> dict[str, str]:
+    """The environment of the inference function (or endpoint) that serves a model."""
     inherited = settings.to_env()
     env = {name: inherited[name] for name in _INHERITED}
-    env.update({"SD_BACKEND": "aws", "SD_MODEL_NAME": model.name, "SD_MODEL_KEY": model.key})
+    env.update({"SD_BACKEND": "aws", "SD_MODEL_NAME": model_name, "SD_MODEL_KEY": model_key})
     return env
 
 
 TOUCH_EVERY_S = 60.0
+# changes that only a SageMaker endpoint takes (field -> its name in the API)
+_INSTANCE_FIELDS = {
+    "instance_type": "instanceType",
+    "min_instances": "minInstances",
+    "max_instances": "maxInstances",
+}
 # how often a warm control reads the deployed inference image again (a deploy moves functions)
 IMAGE_CHECK_EVERY_S = 60.0
 
@@ -114,6 +119,7 @@ class LambdaWorkerFleet(WorkerFleet):
         """What Lambda says the function has. An admin's cpu, gpu memory, env and extra args
         are kept beside these in the record (Lambda has no cpu or gpu setting to read back)."""
         return {
+            "fleet": "lambda",
             "arn": config.get("FunctionArn"),
             "imageUri": image,
             "memoryMb": config.get("MemorySize", self.settings.inference_memory_mb),
@@ -149,29 +155,43 @@ class LambdaWorkerFleet(WorkerFleet):
             raise RuntimeError("no inference image: set SD_INFERENCE_IMAGE_URI")
         return self._image
 
-    def _create(self, name: str, model: Model) -> dict[str, Any] | None:
-        """Create the function; None if someone else created it first."""
+    def _create(
+        self, name: str, model: Model, chosen: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Create the function; None if someone else created it first. `chosen`: what an
+        admin set before it existed (a move from another fleet): memory, timeout, image, env
+        and extra args."""
         if not self.settings.inference_role_arn:
             raise RuntimeError("no role for inference functions: set SD_INFERENCE_ROLE_ARN")
+        chosen = chosen or {}
         description = f"Stable Diffusion inference for one checkpoint: {model.name}"
+        variables = {
+            **(chosen.get("env") or {}),
+            **inference_environment(self.settings, model.name, model.key),
+        }
+        if chosen.get("extraArgs"):
+            variables["SD_EXTRA_ARGS"] = shlex.join(chosen["extraArgs"])
         try:
             return dict(
                 self.client.create_function(
                     FunctionName=name,
                     PackageType="Image",
-                    Code={"ImageUri": self.image_uri()},
+                    Code={"ImageUri": chosen.get("pinnedImage") or self.image_uri()},
                     Role=self.settings.inference_role_arn,
-                    MemorySize=self.settings.inference_memory_mb,
-                    Timeout=self.settings.inference_timeout_s,
+                    MemorySize=chosen.get("memoryMb") or self.settings.inference_memory_mb,
+                    Timeout=chosen.get("timeoutS") or self.settings.inference_timeout_s,
                     EphemeralStorage={"Size": self.ephemeral_mb},
                     Description=description[:256],
-                    Environment={"Variables": inference_environment(self.settings, model)},
+                    Environment={"Variables": variables},
                     Tags=self._tags(),
                 )
             )
         except ClientError as e:
             if _code(e) == "ResourceConflictException":
                 return None
+            if _code(e) == "InvalidParameterValueException":
+                message = str(e.response.get("Error", {}).get("Message", ""))
+                raise InvalidInputError("functions", message or "refused by Lambda") from None
             raise
         finally:
             self._configure_invocations(name)
@@ -198,7 +218,11 @@ class LambdaWorkerFleet(WorkerFleet):
         name = self._name(model.name)
         found = self._describe(name)
         if found is None:
-            created = self._create(name, model)
+            try:
+                chosen = self.functions.get(name).resources
+            except NotFoundError:
+                chosen = {}
+            created = self._create(name, model, chosen)
             found = (created, self.image_uri()) if created else self._describe(name)
             if found is None:  # created and deleted again in between: let the caller retry
                 raise RuntimeError(f"function {name} vanished while being created")
@@ -358,4 +382,14 @@ class LambdaWorkerFleet(WorkerFleet):
         )
 
     def list(self) -> list[FunctionRecord]:
-        return self.functions.list()
+        return [r for r in self.functions.list() if r.resources.get("fleet", "lambda") == "lambda"]
+
+    def check(self, model_name: str, changes: FunctionChanges) -> None:
+        """A Lambda function has no instances: those belong to the SageMaker fleet."""
+        if changes.fleet not in (None, "lambda"):
+            raise InvalidInputError("fleet", "this fleet is lambda")
+        for field, wire in _INSTANCE_FIELDS.items():
+            if getattr(changes, field) is not None:
+                raise InvalidInputError(
+                    wire, "a Lambda function has none: move the model with fleet: sagemaker"
+                )

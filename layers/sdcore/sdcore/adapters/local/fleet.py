@@ -25,7 +25,7 @@ from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.stores import SqliteSlotStore
 from sdcore.clock import Clock
 from sdcore.domain.models import FunctionChanges, FunctionRecord, Lease, Model
-from sdcore.errors import NotFoundError
+from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.ports import FunctionStore, WorkerFleet, function_name
 from sdcore.settings import Settings
 
@@ -187,6 +187,17 @@ class ProcessWorkerFleet(WorkerFleet):
                 record = record.model_copy(update={"status": "stopped", "pid": None})
             out.append(record)
         return out
+
+    def check(self, model_name: str, changes: FunctionChanges) -> None:
+        """The local stack has one fleet, worker processes, with no instances to choose."""
+        for field, wire in (
+            ("fleet", "fleet"),
+            ("instance_type", "instanceType"),
+            ("min_instances", "minInstances"),
+            ("max_instances", "maxInstances"),
+        ):
+            if getattr(changes, field) is not None:
+                raise InvalidInputError(wire, "the local stack runs each model in a worker process")
 
     def delete_all(self) -> builtins.list[str]:
         records = self.functions.list()

@@ -183,7 +183,7 @@ def list_functions() -> list[FunctionInfo]:
 
 @documented(router.post, "/admin/functions/batch-update", tags=[ADMIN_FUNCTIONS])
 def update_functions(body: FunctionsUpdateBody) -> list[FunctionInfo]:
-    """Change the resources, image, env or extra args of the listed models' functions (or all)."""
+    """Change the resources, image, env, extra args or fleet of the listed models' functions."""
     records = function_cases.update_functions(get_services(), body.models, body.to_domain())
     return [FunctionInfo.of(f) for f in records]
 
