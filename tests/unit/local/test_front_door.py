@@ -4,6 +4,7 @@ worker pool, API Gateway's limits and S3's signed GET/PUT roles."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import signal
 import time
@@ -170,3 +171,20 @@ def test_the_front_door_ends_with_the_stack(front_door) -> None:
     assert not other.process.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{_url(other)}/health", timeout=5)
+
+
+def test_a_signed_url_over_a_path_out_of_the_store_is_404_not_500(front_door) -> None:
+    """Signed, but its path leads out of the objects folder: nothing is there to serve."""
+    server, _ = front_door
+    blobs = get_services().blobs
+    (blobs.objects.parent / "secret.txt").write_text("not an object")
+    url = blobs._signed("/files/../secret.txt", 60)  # as if we had issued it
+    path_q = url[url.index("/files/") :]
+    conn = http.client.HTTPConnection(*server.server_address, timeout=30)
+    try:
+        conn.request("GET", path_q)  # sent as is: no client-side dot-segment removal
+        resp = conn.getresponse()
+        assert resp.status == 404, resp.read()
+        assert b"not an object" not in resp.read()
+    finally:
+        conn.close()

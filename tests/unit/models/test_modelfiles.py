@@ -294,3 +294,11 @@ def test_a_lora_gets_the_webui_hash() -> None:
     raw = json.dumps(header).encode()
     tagged = struct.pack("<Q", len(raw)) + raw + data[8 + length :]
     assert check(tagged, "lora").details["webui_hash"] == "ab" * 32
+
+
+def test_a_header_nested_fifty_thousand_deep_is_refused_with_the_reason():
+    """json.loads recurses per level: such a header once made the verification job raise and
+    retry silently until the stale sweep ended it."""
+    raw = b'{"__metadata__": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    with pytest.raises(ModelFileError, match="nested too deep"):
+        check(len(raw).to_bytes(8, "little") + raw, "embedding")

@@ -40,6 +40,32 @@ def _validation(detail: list[dict[str, Any]]) -> Response:
     return json_response(422, {"error": "validation_error", "detail": detail})
 
 
+# no request body here is nested deeper than a few levels
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in `text` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def register_error_handlers(app: APIGatewayRestResolver) -> None:
     # Registering a handler for Exception would also catch request validation errors, so those
     # get one of their own: 422 with the location of each bad field and a readable message.
@@ -76,6 +102,16 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
         return _validation(
             [{"loc": ["body"], "msg": "body is not UTF-8 JSON", "type": "json_invalid"}]
         )
+
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        # the JSON parser recurses per level: a body nested thousands deep exhausts the stack
+        depth = json_depth(app.current_event.body or "")
+        if depth <= MAX_JSON_DEPTH:
+            log.exception("unhandled error on %s", app.current_event.path)
+            return json_response(500, {"error": "internal_error", "message": "internal error"})
+        message = f"JSON nested {depth} levels deep; at most {MAX_JSON_DEPTH}"
+        return _validation([{"loc": ["body"], "msg": message, "type": "json_invalid"}])
 
     @app.exception_handler(InvalidInputError)
     def _invalid(exc: InvalidInputError) -> Response:

@@ -70,7 +70,7 @@ def read_tar(stream: Stream) -> Folder:
                 if name.endswith(".json") and member.size <= MAX_JSON:
                     try:
                         folder.json[name] = json.loads(handle.read())
-                    except (UnicodeDecodeError, ValueError):
+                    except (UnicodeDecodeError, ValueError, RecursionError):
                         raise ModelFileError(f"{name} is not valid JSON") from None
                 elif name.endswith(".safetensors"):
                     shapes, header, data = read_safetensors_header(handle, name)

@@ -85,6 +85,8 @@ def parse_header(raw: bytes, what: str) -> tuple[Shapes, int]:
         header = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         raise ModelFileError(f"{what}: the safetensors header is not valid JSON") from None
+    except RecursionError:  # the parser recurses per level: a header nested thousands deep
+        raise ModelFileError(f"{what}: the safetensors header is nested too deep") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{what}: the safetensors header is not a JSON object")
     shapes: Shapes = {}
@@ -159,7 +161,7 @@ def read_safetensors_header(
         raise ModelFileError(f"{what}: truncated safetensors header")
     shapes, data = parse_header(raw, what)
     if metadata is not None:
-        found = json.loads(raw).get("__metadata__")
+        found = json.loads(raw).get("__metadata__")  # parsed once already: valid
         if isinstance(found, dict):
             metadata.update({str(k): v for k, v in found.items() if isinstance(v, str)})
     return shapes, 8 + length, data

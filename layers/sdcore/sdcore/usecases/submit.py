@@ -35,12 +35,16 @@ TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def _check_image(field: str, data: bytes) -> None:
+    """The size the image declares is checked before its pixels are decoded: a 100-byte PNG
+    may declare 30000x30000 (Pillow refuses those as decompression bombs when opening)."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise InvalidInputError(field, f"image is {img.width}x{img.height}, too large")
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InvalidInputError(field, f"image is too large: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(field, "not a readable image (PNG, JPEG or WebP)") from exc
 
 

@@ -77,7 +77,12 @@ class FileBlobStore(BlobStore):
             raise NotFoundError(f"object {key} not found") from None
 
     def local_path(self, key: str) -> Path | None:
-        path = self.path(key)
+        """The object's file; None if there is none (a key that leads out of the store names
+        no object: a signed URL over such a path finds nothing, rather than failing)."""
+        try:
+            path = self.path(key)
+        except InvalidInputError:
+            return None
         return path if path.is_file() else None
 
     def exists(self, key: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,6 +75,10 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # it holds webhook secrets and key hashes: the owner's only, like credentials.json
+        # (SQLite makes its -wal and -shm files with the database's mode)
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)  # a database made before this was 0644
         self._local = threading.local()
         # executescript manages its own transaction; CREATE ... IF NOT EXISTS is idempotent
         self.conn().executescript(SCHEMA)
