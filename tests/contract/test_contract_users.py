@@ -117,6 +117,7 @@ def test_hit_counts_from_one_per_counter(users):
     assert [users.hit("alice#1000", 1060.0) for _ in range(3)] == [1, 2, 3]
     assert users.hit("bob#1000", 1060.0) == 1
     assert users.hit("alice#1001", 1061.0) == 1
+    assert (users.peek("alice#1000"), users.peek("alice#1001"), users.peek("carol#1")) == (3, 1, 0)
 
 
 class SerialClient:

@@ -89,3 +89,18 @@ def json_event(route: str, raw: str) -> dict:
     event = api("POST", route, None, {"Request-Type": "async"})
     event["body"] = raw
     return event
+
+
+def test_options_are_validated_before_they_are_stored(local_env: Path) -> None:
+    assert _upload("demo", _safetensors())[0] == 200
+    refused = [
+        ({"sd_vae": "v" * 2_000_000}, "sd_vae"),
+        ({"sd_vae": "no-such-vae"}, "sd_vae"),
+        ({"sd_model_checkpoint": "c" * 300}, "sd_model_checkpoint"),
+    ]
+    for body, field in refused:
+        status, answer = _call(proxy, "POST", "/sdapi/v1/options", body)
+        assert status == 422 and answer["detail"][0]["loc"][-1] == field, answer
+    assert _call(proxy, "POST", "/sdapi/v1/options", {"sd_vae": "Automatic"})[0] == 200
+    status, options = _call(proxy, "GET", "/sdapi/v1/options")
+    assert status == 200 and options["sd_vae"] == "Automatic"

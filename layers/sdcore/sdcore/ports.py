@@ -169,6 +169,10 @@ class UserStore(ABC):
         """Add one to a counter (created at 0, forgotten after `expires_at`); return the new
         value, atomically."""
 
+    @abstractmethod
+    def peek(self, counter: str) -> int:
+        """A counter's value (0 when there is none)."""
+
 
 class FunctionStore(ABC):
     @abstractmethod
@@ -360,8 +364,7 @@ class WorkerFleet(ABC):
 
     @abstractmethod
     def delete_all(self) -> builtins.list[str]:
-        """Remove every function of this deployment (its own, not another's); returns their
-        names. The stack's deletion calls it, so none is left behind."""
+        """Remove every function of this deployment (not another's); returns their names."""
 
     def refuses(self, model: Model) -> str | None:
         """Why this fleet cannot serve `model` (too large for its functions), or None. Asked at
@@ -369,9 +372,8 @@ class WorkerFleet(ABC):
         return None
 
     def check(self, model_name: str, changes: FunctionChanges) -> None:
-        """Raises InvalidInputError (naming the field) for a change this fleet has no setting
-        for, before any function changes."""
-        return None  # every change is one this fleet takes
+        """Raises InvalidInputError (naming it) for a setting this fleet does not have."""
+        return None  # this fleet takes every change
 
     # What the fleet of `model_name`'s function says of it; None: the settings' value.
     def capacity(self, model_name: str) -> int | None:

@@ -74,5 +74,6 @@ class OptionsBody(BaseModel):
         extra="allow",
         json_schema_extra={"examples": [{"sd_model_checkpoint": "demo", "sd_vae": "Automatic"}]},
     )
-    sd_model_checkpoint: str | None = None
-    sd_vae: str | None = None
+    # webui titles and names are short: a bound keeps a user record small
+    sd_model_checkpoint: str | None = Field(None, max_length=256)
+    sd_vae: str | None = Field(None, max_length=256)

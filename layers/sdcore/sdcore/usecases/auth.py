@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -139,15 +140,24 @@ def require_admin(principal: Principal) -> None:
 
 
 def check_rate(svc: Services, principal: Principal) -> None:
-    """Requests per minute per user, in fixed one-minute windows. Raises OverCapError."""
+    """Requests per minute per user, over a sliding minute: this minute's count plus the last
+    one's, weighted by how much of it the minute still covers (fixed windows let twice the
+    limit through across a boundary). Raises OverCapError."""
     if principal is ANONYMOUS:
         return
-    now = svc.clock.now()
+    now, limit = svc.clock.now(), svc.settings.rate_per_minute
     window = int(now // 60)
     count = svc.users.hit(f"{principal.user}#{window}", (window + 2) * 60)
-    if count > svc.settings.rate_per_minute:
-        retry = max(1, int((window + 1) * 60 - now) + 1)
-        raise OverCapError(f"over {svc.settings.rate_per_minute} requests per minute", retry)
+    if count > limit:  # over on this minute alone: until it ends
+        raise OverCapError(
+            f"over {limit} requests per minute", max(1, math.ceil((window + 1) * 60 - now))
+        )
+    previous = svc.users.peek(f"{principal.user}#{window - 1}")
+    covered = 1 - (now - window * 60) / 60  # of the last minute, still in the sliding one
+    if previous * covered + count > limit:
+        # when the last minute's share has shrunk enough for this request
+        free_at = window * 60 + 60 * (1 - (limit - count) / previous)
+        raise OverCapError(f"over {limit} requests per minute", max(1, math.ceil(free_at - now)))
 
 
 def check_queue_quota(svc: Services, principal: Principal) -> None:

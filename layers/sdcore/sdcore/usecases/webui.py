@@ -13,7 +13,7 @@ from sdcore.domain.models import Model, ModelType, Task, TaskStatus, UserChanges
 from sdcore.errors import InvalidInputError, NotFoundError, TaskFailedError, TaskTimeoutError
 from sdcore.services import Services
 from sdcore.usecases.auth import Principal
-from sdcore.usecases.networks import resolve_model
+from sdcore.usecases.networks import resolve_model, resolve_network
 from sdcore.usecases.submit import Submission, submit
 from sdcore.usecases.tasks import (
     current_task,
@@ -131,9 +131,9 @@ def set_options(svc: Services, who: Principal, checkpoint: str | None, vae: str 
     Raises
     ------
     NotFoundError, ConflictError
-        The checkpoint does not exist or is not usable.
+        The checkpoint does not exist or is not usable (or the VAE is not ready).
     InvalidInputError
-        Options need a user (auth is off).
+        Options need a user (auth is off); no VAE of that name.
     """
     updates = {}
     if checkpoint is not None:
@@ -141,6 +141,8 @@ def set_options(svc: Services, who: Principal, checkpoint: str | None, vae: str 
         resolve_model(svc, name)  # 404/409 if it can't be used
         updates["sd_model_checkpoint"] = name
     if vae is not None:
+        if vae not in NO_VAE:  # a VAE a task could use now, as a request's sd_vae is checked
+            resolve_network(svc, vae, ModelType.VAE, "sd_vae")
         updates["sd_vae"] = vae
     if not updates:
         return

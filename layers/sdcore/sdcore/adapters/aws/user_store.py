@@ -200,3 +200,7 @@ class DynamoDBUserStore(UserStore):
             ReturnValues="UPDATED_NEW",
         )
         return int(resp["Attributes"]["value"]["N"])
+
+    def peek(self, counter: str) -> int:
+        item = self.client.get_item(TableName=self.table, Key=self._pk("rate", counter)).get("Item")
+        return int(item["value"]["N"]) if item else 0

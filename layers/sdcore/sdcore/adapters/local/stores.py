@@ -354,3 +354,8 @@ class SqliteUserStore(UserStore):
             if value[0] == 1:  # a new window: forget windows that have passed
                 conn.execute("DELETE FROM counters WHERE expires_at < ?", (expires_at - 3600,))
             return int(value[0])
+
+    def peek(self, counter: str) -> int:
+        found = self.db.conn().execute("SELECT value FROM counters WHERE name=?", (counter,))
+        row = found.fetchone()
+        return int(row[0]) if row else 0
