@@ -201,3 +201,23 @@ def test_control_ends_the_tasks_of_dead_letters_and_failed_invocations(
         "control could not hand the task to a function (6 tries failed)",
         "the inference function failed: Runtime.OutOfMemory: killed",
     ]
+
+
+def test_health_is_503_until_the_default_model_is_usable(local_env: Path) -> None:
+    """A script that waits for /health and then submits must not get 409 (not ready)."""
+    assert _call(proxy, "GET", "/health") == (200, {"status": "ok"})  # no default model yet
+    data = _safetensors()
+    digest = hashlib.sha256(data).hexdigest()
+    register = {"name": "demo", "size": len(data), "sha256": digest, "config": "tiny-sd"}
+    assert _call(admin, "POST", "/admin/models", register)[0] == 201
+    status, body = _call(proxy, "GET", "/health")
+    assert status == 503
+    assert body == {
+        "status": "starting",
+        "detail": "the default model demo is not ready yet (uploading)",
+    }
+    _call(admin, "DELETE", "/admin/models/demo")
+    assert _upload("demo", data)[0] == 200  # uploaded and verified
+    assert _call(proxy, "GET", "/health") == (200, {"status": "ok"})
+    status, body = _call(proxy, "POST", "/txt2img", {"prompt": "x"}, {"Request-Type": "async"})
+    assert status == 202, body

@@ -26,6 +26,13 @@ class Health(BaseModel):
     status: str = "ok"
 
 
+class Starting(BaseModel):
+    """Up, but not ready for the requests it will take: what it waits for."""
+
+    status: str = "starting"
+    detail: str
+
+
 class Timings(BaseModel):
     """ISO-8601 UTC; startedAt/finishedAt bracket the inference work."""
 

@@ -447,3 +447,17 @@ def delete_model(svc: Services, name: str) -> Model:
     model = svc.models.get(name)
     svc.fleet.delete(name)
     return _forget(svc, model)
+
+
+def not_ready(svc: Services) -> str | None:
+    """Why the service cannot take a request that names no model yet: its default model's
+    first version is still being uploaded or verified (a request would get 409). None: ready,
+    also when there is no default model or it was refused (requests then say why)."""
+    try:
+        model = svc.models.get(svc.settings.default_model)
+    except NotFoundError:
+        return None
+    if model.status is ModelStatus.REGISTERING and model.error is None:
+        stage = model.pending.stage.value if model.pending else "registering"
+        return f"the default model {model.name} is not ready yet ({stage})"
+    return None

@@ -12,6 +12,7 @@ from sdcore.api.responses import (
     CancelResult,
     Health,
     ModelListing,
+    Starting,
     TaskAccepted,
     TaskList,
     TaskProgress,
@@ -78,10 +79,13 @@ def _owner() -> str | None:
     return None if who.is_admin else who.user
 
 
-@documented(router.get, "/health", tags=["health"])
-def health() -> Health:
-    """Liveness (no key needed)."""
-    return Health()
+@documented(router.get, "/health", tags=["health"], responses={503: {"description": "starting"}})
+def health() -> Response[Health | Starting]:
+    """Readiness (no key needed): 503 while the default model's first version comes in."""
+    waiting = model_cases.not_ready(get_services())
+    if waiting is not None:
+        return Response(503, content_types.APPLICATION_JSON, Starting(detail=waiting))
+    return Response(200, content_types.APPLICATION_JSON, Health())
 
 
 @documented(router.post, "/txt2img", tags=[GENERATION], responses=SUBMIT_RESPONSES)
