@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     start_timeout_s: float = Field(
         900.0, gt=0, validation_alias=_env("SD_START_TIMEOUT", "start_timeout_s")
     )
+    # a task running longer than this is stopped between steps and ends `failed` (its slots
+    # freed): one task cannot hold a worker for days. Lambda's functions stop at 900 s anyway
+    # (template.yaml sets 840: the task ends with a reason instead); an endpoint at 3600
+    task_time_limit_s: float = Field(
+        3600.0, gt=0, validation_alias=_env("SD_TASK_TIME_LIMIT", "task_time_limit_s")
+    )
     heartbeat_stale_s: float = Field(
         60.0, validation_alias=_env("SD_HEARTBEAT_STALE_SECONDS", "heartbeat_stale_s")
     )

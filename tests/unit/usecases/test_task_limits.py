@@ -57,3 +57,23 @@ def test_a_checkpoint_the_fleet_cannot_hold_is_refused_at_submit(
         submit_task(svc, GenerationParams(kind=TXT), "other", [])
     assert err.value.field == "stable_diffusion_model" and "too large" in err.value.message
     assert len(svc.tasks.list_by_status(TaskStatus.QUEUED)) == 1
+
+
+def test_a_task_over_the_time_limit_stops_and_fails_with_its_slots_freed(svc: Services) -> None:
+    from sdcore.domain.models import Lease, TaskStatus
+    from sdcore.usecases.inference import run_task
+    from tests.unit.usecases.conftest import ScriptedEngine, dispatched
+
+    svc.settings.task_time_limit_s = 5
+    task_id, lease = dispatched(svc, steps=20)
+    ticks = iter(range(1_000_000))
+    base = svc.clock.now()
+    svc.clock.now = lambda: base + 2 * next(ticks)  # type: ignore[method-assign]  # 2 s a call
+    engine = ScriptedEngine()
+
+    assert run_task(svc, engine, task_id, Lease.model_validate(lease)) is TaskStatus.FAILED
+
+    task = svc.tasks.get(task_id)
+    assert task.error == "time limit: ran longer than 5 s (SD_TASK_TIME_LIMIT)"
+    assert engine.steps_run < 20  # stopped between steps, not run to the end
+    assert svc.slots.active(svc.clock.now()) == []

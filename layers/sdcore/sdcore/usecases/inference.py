@@ -80,6 +80,9 @@ class _Progress:
         self.steps_seen = 0
         self.last_preview = 0  # steps_seen at the last preview
         self.last: StepInfo | None = None
+        self.started = self.last_write
+        self.limit_s = svc.settings.task_time_limit_s
+        self.timed_out = False
 
     def final(self) -> dict[str, Any]:
         """The progress fields of a finished task, written with its end transition."""
@@ -126,6 +129,9 @@ class _Progress:
                 **self._preview(step),
             )
             self.svc.tasks.update_running(self.task_id, changes)
+        if now - self.started > self.limit_s:
+            self.timed_out = True
+            return StepAction.STOP
         action = StepAction.CONTINUE
         if now - self.last_check >= min(self.interval, 0.2):
             self.last_check = now
@@ -207,6 +213,10 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
     try:
         inputs = _load_inputs(svc, task)
         result = engine.run(task.params, inputs, progress)
+        if progress.timed_out:
+            reason = f"time limit: ran longer than {progress.limit_s:g} s (SD_TASK_TIME_LIMIT)"
+            _end(svc, task, TaskStatus.FAILED, TaskChanges(error=reason))
+            return TaskStatus.FAILED
         if result.interrupted or progress.cancelled:
             _end(svc, task, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
             return TaskStatus.CANCELLED

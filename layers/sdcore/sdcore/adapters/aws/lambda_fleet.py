@@ -38,6 +38,7 @@ _INHERITED = (
     "SD_LEASE_SECONDS",
     "SD_URL_EXPIRES",
     "SD_ALLOW_PICKLE",
+    "SD_TASK_TIME_LIMIT",
 )
 # Lambda's function State -> FunctionRecord.status. An Inactive function (idle for weeks) is
 # recreated by Lambda on its next invoke, so it is on its way back, not gone.

@@ -125,6 +125,8 @@ class SageMakerAsyncFleet(WorkerFleet):
         self, model_name: str, model_key: str, env: dict[str, str], extra_args: list[str]
     ) -> dict[str, str]:
         own = inference_environment(self.settings, model_name, model_key)
+        # an invocation may run an hour: the task stops with a reason a minute before
+        own["SD_TASK_TIME_LIMIT"] = str(INVOCATION_TIMEOUT_S - 60)
         region = self.sagemaker.meta.region_name
         if region:
             own["AWS_DEFAULT_REGION"] = region
