@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     # the same on a SageMaker GPU endpoint (an invocation may run an hour): 100 such images, an
     # estimate from the work per image and a GPU's published fp16 rate (not measured on a GPU)
     sagemaker_max_task_work: int = Field(512 * 512 * 20 * 100, ge=0)
+    # an admin's task may run this many times a user's budget (per role: 1 = the same)
+    admin_task_work_factor: float = Field(1.0, gt=0)
     sync_timeout_s: float = Field(
         25.0, ge=0, validation_alias=_env("SD_SYNC_TIMEOUT", "sync_timeout_s")
     )

@@ -77,3 +77,15 @@ def test_a_task_over_the_time_limit_stops_and_fails_with_its_slots_freed(svc: Se
     assert task.error == "time limit: ran longer than 5 s (SD_TASK_TIME_LIMIT)"
     assert engine.steps_run < 20  # stopped between steps, not run to the end
     assert svc.slots.active(svc.clock.now()) == []
+
+
+def test_the_work_budget_is_per_role(svc: Services) -> None:
+    svc.settings.max_task_work = 512 * 512 * 20
+    svc.settings.admin_task_work_factor = 4
+    four = GenerationParams(kind=TXT, width=512, height=512, steps=20, batch_size=4)
+    with pytest.raises(InvalidInputError, match="the limit is 5,242,880"):
+        submit_task(svc, four, None, [], owner="alice")
+    assert submit_task(svc, four, None, [], owner="root", is_admin=True).task_id
+    five = four.model_copy(update={"batch_size": 5})
+    with pytest.raises(InvalidInputError, match="the limit is 20,971,520"):
+        submit_task(svc, five, None, [], owner="root", is_admin=True)

@@ -109,7 +109,9 @@ def task_work(params: GenerationParams, model: Model) -> int:
     return work * params.image_count
 
 
-def check_work(svc: Services, params: GenerationParams, model: Model) -> None:
+def check_work(
+    svc: Services, params: GenerationParams, model: Model, is_admin: bool = False
+) -> None:
     """Refuse a task over the work budget of its model's fleet (SD_MAX_TASK_WORK on a CPU
     function; 0: none), so that no task can outlive its function. The fleet is asked only for a
     task over the CPU budget (a GPU endpoint's is larger): one read fewer per submit.
@@ -120,6 +122,8 @@ def check_work(svc: Services, params: GenerationParams, model: Model) -> None:
     if budget and work > budget:
         fleet_budget = svc.fleet.max_task_work(model.name)
         budget = budget if fleet_budget is None else fleet_budget
+    if is_admin and svc.settings.admin_task_work_factor != 1:  # an admin's tasks may be larger
+        budget = int(budget * svc.settings.admin_task_work_factor)
     if budget and work > budget:
         fields: tuple[str, ...] = ("width", "height", "steps", "batch_size", "n_iter")
         if params.hires:
@@ -173,7 +177,7 @@ def submit_task(
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     check_networks(svc, params)
-    check_work(svc, params, model)
+    check_work(svc, params, model, is_admin)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if mask is not None:
