@@ -33,8 +33,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from sdcore import composition
 from sdcore.adapters.local.blobs import FileBlobStore
 from sdcore.adapters.local.runtime import LocalContext
+from sdcore.api.front_door import (
+    DEFER_HEADER,
+    RESUME_HEADER,
+    WAIT_SECONDS_HEADER,
+    WAIT_TASK_HEADER,
+)
 from sdcore.errors import DomainError
 from sdcore.settings import Settings
+from sdlocal.waits import INTERNAL, InFlight, TaskWaits
 
 log = logging.getLogger("sdcore.server")
 
@@ -210,9 +217,13 @@ def _headers(scope: Scope) -> dict[str, list[str]]:
 class FrontDoor:
     """The ASGI application: routes a request to S3's role or to a function."""
 
-    def __init__(self, blobs: FileBlobStore, pool: WorkerPool) -> None:
+    def __init__(
+        self, blobs: FileBlobStore, pool: WorkerPool, waits: TaskWaits, inflight: InFlight
+    ) -> None:
         self.blobs = blobs
         self.pool = pool
+        self.waits = waits
+        self.inflight = inflight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -363,14 +374,23 @@ class FrontDoor:
         if scope["query_string"]:
             raw_path += "?" + scope["query_string"].decode("latin-1")
         client = scope.get("client") or ("127.0.0.1", 0)
-        event = api_gateway_event(scope["method"], raw_path, _headers(scope), b"".join(parts),
-                                  client[0])  # fmt: skip
+        headers = {k: v for k, v in _headers(scope).items() if k not in INTERNAL}
         path = scope["path"]
         target = "admin" if path == "/admin" or path.startswith("/admin/") else "proxy"
+        if target == "proxy" and scope["method"] == "POST":  # a sync wait happens here
+            headers[DEFER_HEADER] = ["1"]
+        event = api_gateway_event(scope["method"], raw_path, headers, b"".join(parts), client[0])
         try:
-            response = await self.pool.call(target, event)
+            response = await self._call(target, event, self.inflight.caller(headers))
         except FunctionError:
             return await self._error(send, 502, "function_error", "the function's process died")
+        if response is None:
+            refusal = {
+                "error": "too_many_requests",
+                "message": "too many requests at once from this caller: retry shortly",
+            }
+            retry = {"content-type": "application/json", "retry-after": "1"}
+            return await self._send(send, 429, json.dumps(refusal).encode(), retry)
         data = response.get("body") or ""
         body = base64.b64decode(data) if response.get("isBase64Encoded") else data.encode()
         out: dict[str, str] = {}
@@ -380,6 +400,28 @@ class FrontDoor:
         out.pop("Content-Length", None)
         out.pop("content-length", None)
         await self._send(send, int(response["statusCode"]), body, out)
+
+    async def _call(self, target: str, event: dict[str, Any], caller: str) -> dict[str, Any] | None:
+        """The function's answer; a sync wait it handed over is done here, in the event loop,
+        then the request is replayed to render the answer. None: the caller holds too many
+        processes already."""
+        with self.inflight.hold(caller) as allowed:
+            if not allowed:
+                return None
+            response = await self.pool.call(target, event)
+        answered = {k.lower(): v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+        answered.update({k.lower(): v for k, v in (response.get("headers") or {}).items()})
+        waiting = answered.get(WAIT_TASK_HEADER)
+        if waiting is None:
+            return response
+        seconds = float(answered.get(WAIT_SECONDS_HEADER, "0"))
+        await self.waits.wait(waiting, seconds)
+        headers = {k: v for k, v in event["multiValueHeaders"].items() if k != DEFER_HEADER}
+        headers[RESUME_HEADER] = [waiting]
+        replay = {**event, "headers": {k: v[-1] for k, v in headers.items()},
+                  "multiValueHeaders": headers}  # fmt: skip
+        # not counted against the caller: the request was admitted, its answer must come
+        return await self.pool.call(target, replay)
 
 
 class _Serving:
@@ -403,8 +445,10 @@ class _Serving:
         self.socket.listen(1024)
         self.server_address = self.socket.getsockname()
         self.pool = WorkerPool(settings)
+        limit = settings.max_inflight_per_user or max(1, settings.http_workers - 1)
+        front_door = FrontDoor(blobs, self.pool, TaskWaits(settings), InFlight(limit))
         config = uvicorn.Config(
-            FrontDoor(blobs, self.pool), lifespan="off", access_log=False, log_level="warning",
+            front_door, lifespan="off", access_log=False, log_level="warning",
             server_header=False, timeout_keep_alive=30, backlog=1024, timeout_graceful_shutdown=5,
         )  # fmt: skip
         self.uvicorn = uvicorn.Server(config)

@@ -57,3 +57,13 @@ class TaskTimeoutError(DomainError):
 class TaskFailedError(DomainError):
     """A task the caller waits on failed; the message is its reason (the webui API answers
     500, as the webui does for a generation that fails)."""
+
+
+class WaitDeferred(DomainError):
+    """A sync request's wait for its task, handed to the local front door: it waits in its
+    event loop, not in a function process, then asks again to resume (see usecases.tasks)."""
+
+    def __init__(self, task_id: str, wait_s: float) -> None:
+        super().__init__(f"waiting for task {task_id}")
+        self.task_id = task_id
+        self.wait_s = wait_s

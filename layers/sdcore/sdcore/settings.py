@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(7860, validation_alias=_env("PORT", "port"))
     http_workers: int = Field(8, ge=1)
+    # function processes one caller may hold at once (0: all but one, at least one): a caller
+    # over it gets 429, so another always finds one free
+    max_inflight_per_user: int = Field(0, ge=0)
     # the handler a local inference function's process runs (on AWS: the image's CMD)
     inference_handler: str = "inference_function.app.lambda_handler"
 

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +16,11 @@ import httpx
 import pytest
 
 from sdcore.composition import get_services, use_settings
-from sdcore.domain.models import Model, ModelStatus
+from sdcore.domain.models import Model, ModelStatus, TaskStatus
 from sdcore.settings import Settings
 from sdcore.usecases.auth import bootstrap_local
 from sdlocal.server import LocalServer
+from sdlocal.waits import InFlight
 
 
 @pytest.fixture(scope="module")
@@ -137,21 +139,17 @@ def test_a_dead_function_process_answers_502_and_is_replaced(front_door) -> None
     workers = _children(server.process.pid)
     assert len(workers) == 1
     headers = {"Authorization": f"Bearer {keys['user_key']}"}
+    # Given the function's process killed (as an out-of-memory kill would) and gone
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{workers[0]}/status").exists() and "Z" not in _state(workers[0]):
+        assert time.monotonic() < deadline, "the killed process is still there"
+        time.sleep(0.05)
     with httpx.Client(base_url=base, timeout=60, headers=headers) as api:
-        import threading
-
-        answer: dict[str, httpx.Response] = {}
-
-        def sync_wait() -> None:  # nothing runs tasks here: the sync wait holds the worker
-            answer["r"] = api.post("/txt2img", json={"prompt": "a red circle"})
-
-        waiting = threading.Thread(target=sync_wait)
-        waiting.start()
-        time.sleep(1.5)
-        os.kill(workers[0], signal.SIGKILL)
-        waiting.join(timeout=30)
-        assert answer["r"].status_code == 502
-        assert answer["r"].json()["error"] == "function_error"
+        # When a request reaches it: 502, and a new process takes its place
+        answer = api.post("/txt2img", json={"prompt": "a red circle"})
+        assert answer.status_code == 502
+        assert answer.json()["error"] == "function_error"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the next request waits for the replacement
             resp = api.get("/health")
@@ -160,6 +158,16 @@ def test_a_dead_function_process_answers_502_and_is_replaced(front_door) -> None
         assert resp.status_code == 200
         replaced = _children(server.process.pid)
         assert len(replaced) == 1 and replaced != workers
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(
+            ln.split()[1] for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+            if ln.startswith("State:")
+        )  # fmt: skip
+    except (OSError, StopIteration):
+        return "gone"
 
 
 def test_the_front_door_ends_with_the_stack(front_door) -> None:
@@ -188,3 +196,49 @@ def test_a_signed_url_over_a_path_out_of_the_store_is_404_not_500(front_door) ->
         assert b"not an object" not in resp.read()
     finally:
         conn.close()
+
+
+def test_a_sync_wait_holds_no_function_process(front_door) -> None:
+    """One function process here: while a sync request waits for its task (nothing runs tasks
+    in this fixture), /health and the caller's other calls are still answered by it."""
+    server, keys = front_door
+    headers = {"Authorization": f"Bearer {keys['user_key']}"}
+    svc = get_services()
+    before = {t.task_id for t in svc.tasks.list_by_status(TaskStatus.QUEUED, limit=500)}
+    answer: dict[str, httpx.Response] = {}
+    with httpx.Client(base_url=_url(server), timeout=60, headers=headers) as api:
+
+        def sync_call() -> None:
+            answer["r"] = api.post("/txt2img", json={"prompt": "waits"})
+
+        waiting = threading.Thread(target=sync_call)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        new: set[str] = set()
+        while not new:  # the task is submitted; its request now waits for it
+            assert time.monotonic() < deadline, "the task was never submitted"
+            queued = svc.tasks.list_by_status(TaskStatus.QUEUED, limit=500)
+            new = {t.task_id for t in queued} - before
+            time.sleep(0.05)
+        [task_id] = new
+        assert api.get("/health").json() == {"status": "ok"}  # the process is free
+        assert waiting.is_alive(), answer["r"].text  # the sync request still waits
+        # the task ends (cancelled): the waiting request answers with its result at once
+        assert api.post(f"/tasks/{task_id}/cancellation").status_code == 200
+        waiting.join(timeout=30)
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert answer["r"].json()["taskId"] == task_id
+    assert answer["r"].json()["status"] == "cancelled"
+
+
+def test_a_caller_holds_at_most_its_share_of_the_processes() -> None:
+    inflight = InFlight(limit=2)
+    alice = InFlight.caller({"authorization": ["Bearer sd_alice"]})
+    bob = InFlight.caller({"x-api-key": ["sd_bob"]})
+    with inflight.hold(alice) as first, inflight.hold(alice) as second:
+        with inflight.hold(alice) as third, inflight.hold(bob) as other:
+            assert (first, second, third, other) == (True, True, False, True)
+        with inflight.hold("") as public:  # no key (/health): never refused
+            assert public
+    with inflight.hold(alice) as again:
+        assert again and not inflight.held.get(bob)

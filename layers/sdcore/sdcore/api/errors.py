@@ -22,6 +22,7 @@ from sdcore.errors import (
     StaleWriteError,
     TaskFailedError,
     TaskTimeoutError,
+    WaitDeferred,
 )
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,13 @@ def register_error_handlers(app: APIGatewayRestResolver) -> None:
     @app.exception_handler(ForbiddenError)
     def _forbidden(exc: ForbiddenError) -> Response:
         return json_response(403, {"error": "forbidden", "message": str(exc)})
+
+    @app.exception_handler(WaitDeferred)
+    def _deferred(exc: WaitDeferred) -> Response:
+        # to the local front door only (it asked): it waits, then replays the request
+        body = {"taskId": exc.task_id, "status": "waiting"}
+        headers = {"x-sd-wait-task": exc.task_id, "x-sd-wait-seconds": f"{exc.wait_s:g}"}
+        return json_response(202, body, headers)
 
     @app.exception_handler(TaskTimeoutError)
     def _timeout(exc: TaskTimeoutError) -> Response:

@@ -27,7 +27,7 @@ from sdcore.usecases.auth import Principal, check_queue_quota
 from sdcore.usecases.idempotency import submit_once
 from sdcore.usecases.networks import check_networks, resolve_model
 from sdcore.usecases.prompts import check_prompts
-from sdcore.usecases.tasks import TaskOutcome, get_task, outcome, wait_for_task
+from sdcore.usecases.tasks import TaskOutcome, get_task, outcome, resumed_task, wait_for_task
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -246,6 +246,9 @@ def submit(
     NotFoundError, ConflictError
         As `submit_task`; the Idempotency-Key was used with another body.
     """
+    resumed = resumed_task()
+    if resumed is not None:  # replayed after the front door waited: the task exists
+        return get_task(svc, resumed, None if who.is_admin else who.user)
     check_prompts(svc, request.params)
 
     def run() -> str:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sdcore.domain.models import (
@@ -13,7 +16,7 @@ from sdcore.domain.models import (
     TaskChanges,
     TaskStatus,
 )
-from sdcore.errors import InvalidInputError, NotFoundError
+from sdcore.errors import InvalidInputError, NotFoundError, WaitDeferred
 from sdcore.services import Services
 from sdcore.usecases.notify import end_task
 
@@ -52,8 +55,45 @@ def list_tasks(
     return tasks, (_cursor(tasks[-1]) if more and tasks else None)
 
 
+@dataclass(frozen=True)
+class _WaitMode:
+    defer: bool = False  # hand a wait to the caller (WaitDeferred) instead of waiting here
+    resumed: str | None = None  # the task whose wait the caller has done: do not wait again
+
+
+_WAIT: contextvars.ContextVar[_WaitMode | None] = contextvars.ContextVar("wait", default=None)
+_NO_MODE = _WaitMode()
+
+
+@contextmanager
+def deferrable_waits(defer: bool, resumed: str | None) -> Iterator[None]:
+    """Within: a wait for a task that has not ended raises WaitDeferred (with `defer`), and a
+    request replayed after its wait (`resumed`: the task id) neither submits again nor waits.
+    The local front door uses it so that a sync request's wait holds no function process."""
+    token = _WAIT.set(_WaitMode(defer, resumed))
+    try:
+        yield
+    finally:
+        _WAIT.reset(token)
+
+
+def resumed_task() -> str | None:
+    """The task of a request replayed after its wait, if this is one."""
+    return (_WAIT.get() or _NO_MODE).resumed
+
+
 def wait_for_task(svc: Services, task_id: str, timeout_s: float) -> Task:
-    """Poll the task's state (not a connection to a worker) until it ends or time runs out."""
+    """Poll the task's state (not a connection to a worker) until it ends or time runs out.
+
+    Raises WaitDeferred where the caller waits instead (`deferrable_waits`)."""
+    mode = _WAIT.get() or _NO_MODE
+    if mode.resumed == task_id:
+        return svc.tasks.get(task_id)
+    if mode.defer and timeout_s > 0:
+        task = svc.tasks.get(task_id)
+        if not task.status.terminal:
+            raise WaitDeferred(task_id, timeout_s)
+        return task
     deadline = svc.clock.now() + timeout_s
     delay = 0.02
     while True:

@@ -19,7 +19,7 @@ ADMIN_FUNCTIONS = "admin: functions"
 ADMIN_USERS = "admin: users"
 
 TAGS = [
-    {"name": "health", "description": "Liveness."},
+    {"name": "health", "description": "Readiness."},
     {"name": GENERATION, "description": "Submit txt2img, img2img and extras tasks."},
     {"name": TASKS, "description": "A task's result, progress and cancellation; history."},
     {"name": MODELS, "description": "The registered models and their status."},

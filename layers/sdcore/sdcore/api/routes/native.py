@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
+from sdcore.api.front_door import front_door_waits
 from sdcore.api.responses import (
     CancelResult,
     Health,
@@ -64,9 +65,10 @@ def _answer(body: Txt2ImgBody | Img2ImgBody | ExtrasBody) -> Response[TaskResult
     key = header(router, "Idempotency-Key")
     idempotency = Idempotency(key, body.model_dump(mode="json")) if key is not None else None
     wait_s = svc.settings.sync_timeout_s if request_type == "sync" else 0
-    done = submit_cases.submit_and_wait(
-        svc, principal(router), body.to_submission(), idempotency, wait_s
-    )
+    with front_door_waits(router):
+        done = submit_cases.submit_and_wait(
+            svc, principal(router), body.to_submission(), idempotency, wait_s
+        )
     if request_type == "async" or not done.task.status.terminal:
         return Response(202, content_types.APPLICATION_JSON, TaskAccepted.of(done.task))
     # Every terminal state answers 200 with the body of /tasks/{taskId}/result; `status` and

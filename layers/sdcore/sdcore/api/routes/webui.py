@@ -9,6 +9,7 @@ import json
 
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
+from sdcore.api.front_door import front_door_waits
 from sdcore.api.routes.common import WEBUI, documented, principal
 from sdcore.api.schemas import decode_image
 from sdcore.api.webui_responses import (
@@ -63,7 +64,8 @@ def _generate(body: WebuiTxt2Img | WebuiImg2Img) -> Images:
         body = body.model_copy(update={"taskId": tag})
     svc = get_services()
     request = body.to_submission(body.requested_checkpoint())
-    done = webui_cases.generate(svc, principal(router), request, svc.settings.webui_timeout_s)
+    with front_door_waits(router):
+        done = webui_cases.generate(svc, principal(router), request, svc.settings.webui_timeout_s)
     info = dict(done.task.info)
     info.setdefault("infotexts", [])
     info["task_id"] = done.task.task_id
@@ -94,9 +96,10 @@ def webui_img2img(body: WebuiImg2Img) -> Images:
 def webui_extra_single(body: WebuiExtrasSingle) -> ExtrasImage:
     """webui extras on one image."""
     svc = get_services()
-    done = webui_cases.generate(
-        svc, principal(router), body.to_submission(), svc.settings.webui_timeout_s, False
-    )
+    with front_door_waits(router):
+        done = webui_cases.generate(
+            svc, principal(router), body.to_submission(), svc.settings.webui_timeout_s, False
+        )
     return ExtrasImage(image=_b64(done.images)[0])
 
 
