@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,13 @@ def _worker_like(name: str, procs: list[subprocess.Popen[bytes]], **kw: Any) -> 
         **kw,
     )
     procs.append(proc)
+    # Popen returns once the child has called exec, which may not have replaced its command
+    # line yet (the fleet reads it to tell a worker): wait until it shows the worker's
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while cmdline.exists() and name.encode() not in cmdline.read_bytes():
+        assert time.monotonic() < deadline, "the stand-in worker never showed its command line"
+        time.sleep(0.01)
     return proc
 
 
