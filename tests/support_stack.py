@@ -83,11 +83,15 @@ class RunningStack:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"stack exited early:\n{self.log.read_text()[-4000:]}")
-            try:
-                models = httpx.get(f"{self.url}/models", timeout=2, headers=self.headers).json()
-                if any(m["name"] == "demo" and m["status"] != "registering" for m in models):
+            try:  # what a script does: wait for /health, then the demo must be usable
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    models = httpx.get(f"{self.url}/models", timeout=5, headers=self.headers)
+                    demo = [m for m in models.json() if m["name"] == "demo"]
+                    if not demo or demo[0]["status"] == "registering":
+                        self.stop()
+                        raise RuntimeError(f"/health said ready, but the demo model is {demo}")
                     return self
-            except (httpx.HTTPError, ValueError):
+            except httpx.HTTPError:
                 pass
             time.sleep(0.3)
         self.stop()

@@ -218,12 +218,20 @@ class FrontDoor:
     """The ASGI application: routes a request to S3's role or to a function."""
 
     def __init__(
-        self, blobs: FileBlobStore, pool: WorkerPool, waits: TaskWaits, inflight: InFlight
+        self,
+        blobs: FileBlobStore,
+        pool: WorkerPool,
+        waits: TaskWaits,
+        inflight: InFlight,
+        starting: str | None = None,
     ) -> None:
         self.blobs = blobs
         self.pool = pool
         self.waits = waits
         self.inflight = inflight
+        # why the stack is not ready yet (it registers its demo model through this door);
+        # /health answers 503 with it until the stack says it has started
+        self.starting = starting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -234,6 +242,9 @@ class FrontDoor:
                 return await self._get_file(scope, send)
             if method == "PUT" and path.startswith("/uploads/") and path.count("/") == 3:
                 return await self._put_part(scope, receive, send)
+            if path == "/health" and self.starting is not None:
+                body = json.dumps({"status": "starting", "detail": self.starting}).encode()
+                return await self._send(send, 503, body, {"Content-Type": "application/json"})
             return await self._function(scope, receive, send)
         except OSError:
             return  # the client went away
@@ -427,7 +438,7 @@ class FrontDoor:
 class _Serving:
     """uvicorn on host:port with the worker pool, in the front door's process."""
 
-    def __init__(self, settings: Settings, blobs: FileBlobStore) -> None:
+    def __init__(self, settings: Settings, blobs: FileBlobStore, starting: str | None) -> None:
         import uvicorn
 
         host, port = settings.host, settings.port
@@ -446,7 +457,8 @@ class _Serving:
         self.server_address = self.socket.getsockname()
         self.pool = WorkerPool(settings)
         limit = settings.max_inflight_per_user or max(1, settings.http_workers - 1)
-        front_door = FrontDoor(blobs, self.pool, TaskWaits(settings), InFlight(limit))
+        front_door = FrontDoor(blobs, self.pool, TaskWaits(settings), InFlight(limit), starting)
+        self.front_door = front_door
         config = uvicorn.Config(
             front_door, lifespan="off", access_log=False, log_level="warning",
             server_header=False, timeout_keep_alive=30, backlog=1024, timeout_graceful_shutdown=5,
@@ -478,15 +490,18 @@ def _die_with(parent: int) -> None:
         os._exit(0)
 
 
-def _front_door_main(settings: Settings, conn: Connection, parent: int) -> None:
-    """The front door's process: serves until told to stop, or until the stack is gone."""
+def _front_door_main(
+    settings: Settings, conn: Connection, parent: int, starting: str | None = None
+) -> None:
+    """The front door's process: serves until told to stop, or until the stack is gone; the
+    message "started" ends its starting state."""
     _die_with(parent)
     composition.use_settings(settings)
     try:
         blobs = composition.get_services().blobs
         if not isinstance(blobs, FileBlobStore):
             raise TypeError("the local stack serves its own files: SD_BACKEND must be local")
-        serving = _Serving(settings, blobs)
+        serving = _Serving(settings, blobs, starting)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -497,7 +512,9 @@ def _front_door_main(settings: Settings, conn: Connection, parent: int) -> None:
         while os.getppid() == parent:
             try:
                 if conn.poll(0.5):
-                    conn.recv()
+                    if conn.recv() == "started":
+                        serving.front_door.starting = None
+                        continue
                     break
             except (EOFError, OSError):
                 break
@@ -513,12 +530,14 @@ class LocalServer:
     """The front door, run in its own process so that HTTP never waits for the stack's own
     threads (control loop, fleet) to release the interpreter lock."""
 
-    def __init__(self, settings: Settings, start_timeout: float = 180) -> None:
+    def __init__(
+        self, settings: Settings, start_timeout: float = 180, starting: str | None = None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_front_door_main,
-            args=(settings, child, os.getpid()),
+            args=(settings, child, os.getpid(), starting),
             name="sd-front-door",
         )
         self.process.start()
@@ -531,6 +550,10 @@ class LocalServer:
             self.process.join(timeout=5)
             raise RuntimeError(f"the HTTP front door did not start: {detail}")
         self.server_address: tuple[str, int] = tuple(detail)  # type: ignore[assignment]
+
+    def started(self) -> None:
+        """The stack is ready: /health answers as the proxy says from now on."""
+        self._conn.send("started")
 
     def shutdown(self) -> None:
         with contextlib.suppress(OSError):

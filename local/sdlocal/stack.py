@@ -60,7 +60,9 @@ def local_settings(port: int | None = None) -> Settings:
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, starting: str | None = None) -> None:
+        """`starting`: why the stack is not ready yet (its front door answers /health 503
+        with it until `self.server.started()`); None: ready once serving."""
         # Imported here, after main() set the libraries' switches (Powertools reads its log
         # level when a function module is imported), in this thread (two threads importing
         # Powertools at once can trip over its partly initialised modules).
@@ -74,7 +76,7 @@ class Stack:
         if not isinstance(fleet, ProcessWorkerFleet):
             raise TypeError("the local stack runs the local backend")
         self.fleet = fleet
-        self.server = LocalServer(settings)
+        self.server = LocalServer(settings, starting=starting)
         # control: the task queue, and its schedule (reaper, sweep, loaded models), after which
         # functions with invocations waiting and no process get one (after a restart, or a
         # worker that idled out just as work arrived)
@@ -151,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = local_settings(args.port)
-    stack = Stack(settings)
+    # until the demo is registered, /health says so (503 starting); then, until it is verified,
+    # the proxy's own readiness does
+    stack = Stack(settings, starting=None if args.no_demo else "the demo model is being registered")
     created = bootstrap_local(stack.svc, settings.data_dir)
     stack.start()
     if not args.no_demo:
@@ -161,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             log.info("registering the demo checkpoint %r", settings.default_model)
             admin_key = credentials(settings.data_dir).get("admin_key")
             register_demo(stack.base_url, settings.default_model, admin_key)
+    stack.server.started()
     _announce(stack, settings, created)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

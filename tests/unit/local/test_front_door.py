@@ -19,7 +19,7 @@ from sdcore.composition import get_services, use_settings
 from sdcore.domain.models import Model, ModelStatus, TaskStatus
 from sdcore.settings import Settings
 from sdcore.usecases.auth import bootstrap_local
-from sdlocal.server import LocalServer
+from sdlocal.server import FrontDoor, LocalServer
 from sdlocal.waits import InFlight
 
 
@@ -242,3 +242,38 @@ def test_a_caller_holds_at_most_its_share_of_the_processes() -> None:
             assert public
     with inflight.hold(alice) as again:
         assert again and not inflight.held.get(bob)
+
+
+def test_health_says_starting_until_the_stack_has_started() -> None:
+    """The stack registers its demo model through its own front door: until it says it has
+    started, /health is 503 (a script waiting for 200 must not submit before the model
+    exists); the other routes are served meanwhile."""
+    import asyncio
+    import json
+
+    door = FrontDoor(None, None, None, None, starting="the demo model is being registered")  # type: ignore[arg-type]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/health", "headers": [],
+             "query_string": b""}  # fmt: skip
+    asyncio.run(door(scope, receive, send))
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {
+        "status": "starting",
+        "detail": "the demo model is being registered",
+    }
+    sent.clear()
+    door.starting = None  # what the stack's "started" message does (every e2e stack waits on it)
+
+    async def to_the_function(*_: object) -> None:
+        sent.append({"to": "function"})
+
+    door._function = to_the_function  # type: ignore[method-assign]
+    asyncio.run(door(scope, receive, send))
+    assert sent == [{"to": "function"}]
