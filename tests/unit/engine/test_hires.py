@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydantic import ValidationError
 
 from sdcore.api.schemas import Txt2ImgBody
@@ -66,6 +67,18 @@ def test_same_seed_same_pixels_and_upscalers_differ(engine: DiffusersEngine) -> 
     # the second pass changes the picture: not a plain resize of the first pass
     first = engine.run(gen(), EngineInputs(), Steps()).images[0]
     assert not np.array_equal(latent, np.asarray(first.resize((128, 128)), dtype=np.int16))
+
+
+def test_denoising_strength_0_keeps_the_upscaled_first_pass(engine: DiffusersEngine) -> None:
+    """As the webui: the second pass runs no step; the picture is the first pass upscaled."""
+    result, steps = _run(engine, hr_upscaler="Lanczos", denoising_strength=0)
+    assert [s.steps for s in steps.seen] == [3, 3, 3]  # the first pass's steps only
+    first = engine.run(gen(), EngineInputs(), Steps()).images[0]
+    resized = first.resize((128, 128), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(resized))
+    assert parse_infotext(result.infotexts[0])["Denoising strength"] == "0.0"
+    latent, _ = _run(engine, denoising_strength=0)  # latents upscaled, then decoded
+    assert latent.images[0].size == (128, 128)
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,13 @@
 latents, or of the decoded image by a resampler or a registered upscaler model), then an img2img
 pass at the larger size with `denoising_strength` and `hr_second_pass_steps` (0: the first
 pass's steps), and its own sampler, schedule type and prompts when `hr_sampler`,
-`hr_scheduler`, `hr_prompt`, `hr_negative_prompt` say (empty: the first pass's).
-
-Target size as the webui computes it: `hr_scale` times the first pass's, or `hr_resize_x/y`
-(one of them 0: the other side keeps the aspect ratio; both given: upscaled to cover the box,
-then centre-cropped to it), rounded down to a multiple of 8 (the VAE's latent grid).
+`hr_scheduler`, `hr_prompt`, `hr_negative_prompt` say (empty: the first pass's). The plan's
+sizes and checks: `sdcore.webui.generation_rules`, which the proxy checks requests with too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +18,8 @@ import torch.nn.functional as F  # noqa: N812 (torch's own convention)
 from PIL import Image
 
 from sdcore.domain.models import GenerationParams
-from sdcore.errors import InvalidInputError
-from sdcore.webui.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS, resolve
+from sdcore.webui.generation_rules import HiresGeometry, hires_geometry
+from sdcore.webui.samplers import HIRES_IMAGE_UPSCALERS, HIRES_LATENT_UPSCALERS
 
 # webui name -> (torch interpolation mode, antialias)
 _LATENT_MODES: dict[str, tuple[str, bool]] = {
@@ -33,22 +31,10 @@ _LATENT_MODES: dict[str, tuple[str, bool]] = {
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
 _RESAMPLE = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
-MAX_HIRES_SIDE = 2048
 
 
 @dataclass(frozen=True)
-class HiresPlan:
-    width: int  # the final size
-    height: int
-    cover_w: int  # upscaled to this before the centre crop (equal to width/height: no crop)
-    cover_h: int
-    upscaler: str
-    steps: int
-    strength: float
-
-    sampler: str  # the second pass's, resolved
-    schedule: str
-
+class HiresPlan(HiresGeometry):
     @property
     def latent(self) -> bool:
         return self.upscaler in _LATENT_MODES
@@ -120,75 +106,10 @@ def _crop(latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return latents[:, :, top : top + height, left : left + width]
 
 
-def _down8(value: int) -> int:
-    return max(8, value // 8 * 8)
-
-
-def hires_sampler(params: GenerationParams) -> tuple[str, str]:
-    """The second pass's (sampler, schedule): `hr_sampler`/`hr_scheduler`, each empty meaning
-    the first pass's request.
-
-    Raises InvalidInputError naming `hr_sampler_name` or `hr_scheduler`."""
-    try:
-        return resolve(params.hr_sampler or params.sampler, params.hr_scheduler or params.scheduler)
-    except InvalidInputError as exc:
-        field = "hr_sampler_name" if exc.field == "sampler_name" else "hr_scheduler"
-        raise InvalidInputError(field, exc.message) from None
-
-
 def plan_hires(
     params: GenerationParams, width: int, height: int, models: Collection[str] = ()
 ) -> HiresPlan | None:
-    """The hires fix `params` ask for on a `width x height` first pass, or None (off);
-    `models`: the registered upscaler models the task has (usable as `hr_upscaler`).
-
-    Raises
-    ------
-    InvalidInputError
-        An unknown upscaler or sampler, a scale or size out of range, or a strength that runs
-        no step.
-    """
-    if not params.hires:
-        return None
-    upscalers = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
-    if params.hr_upscaler not in upscalers and params.hr_upscaler not in models:
-        raise InvalidInputError(
-            "hr_upscaler",
-            f"unknown {params.hr_upscaler!r}; valid: {', '.join(upscalers)} or a registered "
-            "upscaler model",
-        )
-    sampler, schedule = hires_sampler(params)
-    rx, ry = params.hr_resize_x, params.hr_resize_y
-    if rx <= 0 and ry <= 0:
-        if not 1 <= params.hr_scale <= 4:
-            raise InvalidInputError("hr_scale", f"must be 1..4, got {params.hr_scale}")
-        cover_w, cover_h = int(width * params.hr_scale), int(height * params.hr_scale)
-        target_w, target_h = cover_w, cover_h
-    elif ry <= 0:
-        cover_w, cover_h = rx, rx * height // width
-        target_w, target_h = cover_w, cover_h
-    elif rx <= 0:
-        cover_w, cover_h = ry * width // height, ry
-        target_w, target_h = cover_w, cover_h
-    else:  # cover the box, keeping the aspect ratio, then crop to it
-        if width / height < rx / ry:
-            cover_w, cover_h = rx, rx * height // width
-        else:
-            cover_w, cover_h = ry * width // height, ry
-        target_w, target_h = rx, ry
-    target_w, target_h = _down8(target_w), _down8(target_h)
-    cover_w, cover_h = max(_down8(cover_w), target_w), max(_down8(cover_h), target_h)
-    for field, value in (("hr_resize_x", cover_w), ("hr_resize_y", cover_h)):
-        if value > MAX_HIRES_SIDE:
-            raise InvalidInputError(field, f"the hires size must be at most {MAX_HIRES_SIDE}")
-    steps = params.hr_second_pass_steps or params.steps
-    strength = params.denoising_strength
-    if not 0 < strength <= 1 or int(steps * strength) < 1:
-        raise InvalidInputError(
-            "denoising_strength",
-            f"the hires pass needs 0 < strength <= 1 and steps x strength >= 1 "
-            f"({steps} x {strength})",
-        )
-    return HiresPlan(
-        target_w, target_h, cover_w, cover_h, params.hr_upscaler, steps, strength, sampler, schedule
-    )
+    """The hires fix `params` ask for (None: off), as `hires_geometry` plans it. Raises
+    InvalidInputError."""
+    geometry = hires_geometry(params, width, height, models)
+    return None if geometry is None else HiresPlan(**dataclasses.asdict(geometry))

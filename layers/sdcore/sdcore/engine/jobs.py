@@ -27,9 +27,7 @@ from sdcore.engine.img2img import (
 from sdcore.engine.model import LoadedModel
 from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs
-from sdcore.webui.samplers import resolve
-
-MAX_SIDE = 2048  # generation; a 2048x2048 SD 1.x image already needs ~10 GB of activations
+from sdcore.webui.generation_rules import check_counts, check_img2img, task_size
 
 
 @dataclass
@@ -60,12 +58,7 @@ def prepare_job(
         A size, count, strength or mode out of range; a sampler not known; no init image.
     """
     width, height = size(model, params)
-    resolve(params.sampler, params.scheduler)  # a 422 before any work
-    for field, value in (("steps", params.steps), ("batch_size", params.batch_size)):
-        if value < 1:
-            raise InvalidInputError(field, f"must be at least 1, got {value}")
-    if params.batches < 1:
-        raise InvalidInputError("n_iter", f"must be at least 1, got {params.batches}")
+    check_counts(params)
     if params.kind is TaskKind.TXT2IMG:
         return _txt2img_job(model, params, width, height, upscalers)
     return _img2img_job(model, params, inputs, width, height)
@@ -73,15 +66,7 @@ def prepare_job(
 
 def size(model: LoadedModel, params: GenerationParams) -> tuple[int, int]:
     """The task's (width, height): as asked, else the checkpoint's native size."""
-    native_w, native_h = model.native_size
-    width = native_w if params.width is None else params.width
-    height = native_h if params.height is None else params.height
-    for field, value in (("width", width), ("height", height)):
-        if value % 8 or not 8 <= value <= MAX_SIDE:
-            raise InvalidInputError(
-                field, f"must be a multiple of 8 between 8 and {MAX_SIDE}, got {value}"
-            )
-    return width, height
+    return task_size(params, model.native_size)
 
 
 def _txt2img_job(
@@ -111,20 +96,8 @@ def _img2img_job(
 ) -> Job:
     if not inputs.init_images:
         raise InvalidInputError("init_images", "img2img needs one init image")
+    check_img2img(params)
     strength = params.denoising_strength
-    if not 0 < strength <= 1:
-        raise InvalidInputError("denoising_strength", f"must be in (0, 1], got {strength}")
-    if int(params.steps * strength) < 1:
-        raise InvalidInputError(
-            "denoising_strength",
-            f"steps x denoising_strength must be at least 1 ({params.steps} x {strength})",
-        )
-    for field, value in (
-        ("resize_mode", params.resize_mode),
-        ("inpainting_fill", params.inpainting_fill),
-    ):
-        if not 0 <= value <= 3:
-            raise InvalidInputError(field, f"must be 0..3, got {value}")
     source = inputs.init_images[0].convert("RGB")
     if inputs.mask is None and model.inpainting:  # the webui: the whole image is masked
         everything = Image.new("L", source.size, 255)
@@ -148,10 +121,6 @@ def _inpaint_job(
     """The webui's inpainting inputs: the mask inverted and blurred, the image (or, with
     `inpaint_full_res`, the masked region plus padding) at the target size, the masked area
     filled as `inpainting_fill` says; the original pasted back outside the blurred mask."""
-    if params.mask_blur < 0:
-        raise InvalidInputError("mask_blur", f"must be >= 0, got {params.mask_blur}")
-    if params.inpaint_full_res_padding < 0:
-        raise InvalidInputError("inpaint_full_res_padding", "must be >= 0")
     init, mask = _init_and_mask(params, source, mask.convert("L"), width, height)
     crop = None
     image, work_mask = init, mask

@@ -16,16 +16,15 @@ from PIL import Image
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.engine.extras import Upscaler
 from sdcore.engine.hires import HiresPlan
-from sdcore.engine.jobs import MAX_SIDE, Job, prepare_job
+from sdcore.engine.jobs import Job, prepare_job
 from sdcore.engine.model import LoadedModel
 from sdcore.engine.noise import image_noise
 from sdcore.engine.report import RunFacts, Seeds, StepReporter, generation_info, infotexts
 from sdcore.engine.schedulers import make_scheduler
-from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs, EngineResult, StepCallback
+from sdcore.webui.generation_rules import MAX_SEED, check_seed, seed_resize
 from sdcore.webui.samplers import resolve
 
-MAX_SEED = 2**32 - 1  # the webui's range; torch takes larger, clients expect this one
 # the task's registered upscaler models, loaded when asked for (the hires fix may use one)
 UpscalerModels = Callable[[], Mapping[str, Upscaler]]
 
@@ -49,7 +48,7 @@ def generate(
     started = time.perf_counter()
     job = prepare_job(model, params, inputs, inputs.upscalers)
     sampler, schedule = resolve(params.sampler, params.scheduler)
-    seeds = pick_seeds(model, params)
+    seeds = pick_seeds(params)
     embeds = model.encoder.encode_pair(
         params.prompt, params.negative_prompt, params.clip_skip
     ).kwargs(job.pipe.device, job.pipe.unet.dtype)
@@ -73,7 +72,7 @@ def generate(
     return EngineResult(images=images, infotexts=texts, info=info, interrupted=progress.stopped)
 
 
-def pick_seeds(model: LoadedModel, params: GenerationParams) -> Seeds:
+def pick_seeds(params: GenerationParams) -> Seeds:
     """The first seed and subseed (drawn when negative, as the webui does) and the size the
     noise is drawn at."""
     total = params.batch_size * params.batches
@@ -81,7 +80,7 @@ def pick_seeds(model: LoadedModel, params: GenerationParams) -> Seeds:
         seed=_first_seed(params.seed, total, "seed"),
         subseed=_first_seed(params.subseed, total, "subseed"),
         total=total,
-        resize_from=_resize_from(model, params),
+        resize_from=seed_resize(params),
     )
 
 
@@ -89,21 +88,8 @@ def _first_seed(seed: int, total: int, field: str) -> int:
     """The first of `total` consecutive seeds; a negative one (-1, as the webui) is drawn."""
     if seed < 0:
         return random.randrange(MAX_SEED - total + 1)
-    if seed + total - 1 > MAX_SEED:
-        raise InvalidInputError(field, f"must be at most {MAX_SEED - total + 1}")
+    check_seed(seed, total, field)
     return seed
-
-
-def _resize_from(model: LoadedModel, params: GenerationParams) -> tuple[int, int] | None:
-    """(latent height, latent width) to draw the seed's noise at, or None (off)."""
-    w, h = params.seed_resize_from_w, params.seed_resize_from_h
-    if w <= 0 or h <= 0:
-        return None
-    scale = int(model.txt2img.vae_scale_factor)
-    for field, value in (("seed_resize_from_w", w), ("seed_resize_from_h", h)):
-        if not scale <= value <= MAX_SIDE:
-            raise InvalidInputError(field, f"must be {scale}..{MAX_SIDE} (or <= 0: off)")
-    return h // scale, w // scale
 
 
 def draw_noise(
@@ -198,6 +184,8 @@ def second_pass(
     else:
         upscaler = upscalers()[plan.upscaler] if plan.model else None
         image = [plan.upscale_image(im, upscaler) for im in first]
+    if plan.steps == 0:  # denoising strength 0: the upscaled first pass, as the webui keeps it
+        return model.decode(image) if plan.latent else image
     prompts = plan.prompts(params)
     if prompts is not None:
         embeds = model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(
