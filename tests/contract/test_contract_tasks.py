@@ -12,7 +12,13 @@ from sdcore.domain.models import (
     TaskStatus,
     TaskTransition,
 )
-from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, StaleWriteError
+from sdcore.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    OverCapError,
+    StaleWriteError,
+)
 
 
 def make_task(task_id: str = "t1", created_at: float = 1000.0, **kw: object) -> Task:
@@ -362,3 +368,94 @@ def test_only_queued_high_priority_tasks_count_as_waiting_high(ports) -> None:
     ports.tasks.transition("h2", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.CANCELLED))
     assert ports.tasks.count_waiting_high(now - 1) == 1
     assert ports.tasks.count_waiting_high(now + 1) == 0  # created before `since`
+
+
+# --- the per-user quota on queued-or-running tasks -----------------------------------------------
+def _end(ports, task_id: str, to: TaskStatus = TaskStatus.FAILED) -> Task:
+    return ports.tasks.transition(task_id, TaskTransition.between({TaskStatus.QUEUED}, to))
+
+
+def test_create_under_a_limit_counts_the_owners_active_tasks(ports):
+    for i in range(2):
+        ports.tasks.create(make_task(f"a{i}", owner="alice"), active_limit=2)
+    ports.tasks.create(make_task("b0", owner="bob"), active_limit=2)  # another owner's count
+
+    with pytest.raises(OverCapError, match="2 tasks queued or running; the limit is 2"):
+        ports.tasks.create(make_task("a2", owner="alice"), active_limit=2)
+    with pytest.raises(NotFoundError):
+        ports.tasks.get("a2")  # nothing half-written
+    with pytest.raises(ConflictError):  # an existing id is still a conflict, not a quota
+        ports.tasks.create(make_task("a0", owner="alice"), active_limit=5)
+
+    # a task that ends gives its place back (once: a stale second end takes nothing)
+    assert _end(ports, "a0").status is TaskStatus.FAILED
+    with pytest.raises(StaleWriteError):
+        _end(ports, "a0")
+    ports.tasks.create(make_task("a2", owner="alice"), active_limit=2)
+    with pytest.raises(OverCapError):
+        ports.tasks.create(make_task("a3", owner="alice"), active_limit=2)
+    # a running task still counts; it ends through the same transitions
+    ports.tasks.transition("a1", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
+    with pytest.raises(OverCapError):
+        ports.tasks.create(make_task("a3", owner="alice"), active_limit=2)
+    ended = ports.tasks.transition(
+        "a1", TaskTransition.between({TaskStatus.RUNNING}, TaskStatus.SUCCEEDED, images=["k"])
+    )
+    assert (ended.status, ended.images) == (TaskStatus.SUCCEEDED, ["k"])
+    ports.tasks.create(make_task("a3", owner="alice"), active_limit=2)
+    # tasks stored without a limit neither count nor give back
+    ports.tasks.create(make_task("x0", owner="carol"))
+    _end(ports, "x0")
+    ports.tasks.create(make_task("c0", owner="carol"), active_limit=1)
+    with pytest.raises(OverCapError):
+        ports.tasks.create(make_task("c1", owner="carol"), active_limit=1)
+
+
+def test_the_limit_is_exact_under_concurrent_creates(ports):
+    if ports.backend == "aws":
+        pytest.skip(
+            "moto's in-process DynamoDB is not thread-safe; there the limit is a condition in "
+            "the same transaction as the put (above, and the retry test below)"
+        )
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(i: int) -> bool:
+        try:
+            ports.tasks.create(make_task(f"c{i:02d}", owner="alice"), active_limit=5)
+            return True
+        except OverCapError:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        admitted = sum(pool.map(create, range(24)))
+
+    assert admitted == 5
+    assert len(ports.tasks.list_by_owner("alice", limit=50)) == 5
+
+
+def test_a_create_cancelled_by_a_concurrent_transaction_is_tried_again(ports):
+    """Two submits of one owner at once: DynamoDB cancels one transaction (TransactionConflict
+    on the counter item); it is tried again, and the limit still holds."""
+    if ports.backend != "aws":
+        pytest.skip("DynamoDB's transaction conflicts")
+    from botocore.exceptions import ClientError
+
+    client = ports.tasks.client
+    real = client.transact_write_items
+    calls: list[int] = []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) <= 2:  # the first two tries are cancelled
+            reasons = [{"Code": "None"}, {"Code": "TransactionConflict"}]
+            error = {"Code": "TransactionCanceledException", "Message": "conflict"}
+            raise ClientError({"Error": error, "CancellationReasons": reasons}, "Transact")
+        return real(**kwargs)
+
+    ports.tasks.client = type("Flaky", (), {"__getattr__": lambda _, n: getattr(client, n)})()
+    ports.tasks.client.transact_write_items = flaky
+    ports.tasks.create(make_task("a0", owner="alice"), active_limit=1)
+    with pytest.raises(OverCapError):
+        ports.tasks.create(make_task("a1", owner="alice"), active_limit=1)
+    assert ids(ports.tasks.list_by_owner("alice")) == ["a0"]
+    assert len(calls) == 4  # two cancelled, the create, the refused one

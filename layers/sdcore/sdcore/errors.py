@@ -34,6 +34,11 @@ class OverCapError(DomainError):
         self.retry_after_s = retry_after_s
 
 
+def over_active_limit(active: int, limit: int) -> str:
+    """The message of the per-user quota on queued-or-running tasks."""
+    return f"{active} tasks queued or running; the limit is {limit}"
+
+
 class AuthError(DomainError):
     """No key, or a key that is wrong or revoked (401)."""
 

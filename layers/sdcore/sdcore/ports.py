@@ -35,13 +35,16 @@ from sdcore.domain.models import (
 
 class TaskStore(ABC):
     @abstractmethod
-    def create(self, task: Task) -> None:
-        """Store a new task.
+    def create(self, task: Task, active_limit: int | None = None) -> None:
+        """Store a new task; with `active_limit`, only while its owner has fewer than that
+        many tasks queued or running, checked and stored atomically (exact under concurrency).
 
         Raises
         ------
         ConflictError
             A task with that id exists.
+        OverCapError
+            The owner is at `active_limit`.
         """
 
     @abstractmethod
@@ -391,8 +394,7 @@ class WorkerFleet(ABC):
 
 def function_name(prefix: str, model_name: str) -> str:
     """Function names come from a hash of the model name: model names may hold any character."""
-    digest = hashlib.sha256(model_name.encode()).hexdigest()[:16]
-    return f"{prefix}-{digest}"
+    return f"{prefix}-{hashlib.sha256(model_name.encode()).hexdigest()[:16]}"
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -407,10 +409,8 @@ class StepInfo:
     job_no: int
     job_count: int
     elapsed_s: float
-    # mean seconds per denoising step measured so far (None until two steps were timed)
-    step_s: float | None = None
-    # renders a cheap preview of the current latents (no VAE decode) when called; None when
-    # the model's latents have no known approximation
+    step_s: float | None = None  # mean seconds per step so far (None until two were timed)
+    # a cheap preview of the current latents (no VAE decode); None: no known approximation
     preview: Callable[[], Image.Image] | None = field(default=None, repr=False)
 
     @property

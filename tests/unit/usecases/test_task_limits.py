@@ -8,7 +8,7 @@ import pytest
 from sdcore.domain.models import GenerationParams, Model, ModelChanges, TaskKind, TaskStatus
 from sdcore.errors import InvalidInputError
 from sdcore.services import Services
-from sdcore.usecases.submit import submit_task, task_work
+from sdcore.usecases.submit import ImageInput, submit_task, task_work
 
 TXT = TaskKind.TXT2IMG
 
@@ -89,3 +89,45 @@ def test_the_work_budget_is_per_role(svc: Services) -> None:
     five = four.model_copy(update={"batch_size": 5})
     with pytest.raises(InvalidInputError, match="the limit is 20,971,520"):
         submit_task(svc, five, None, [], owner="root", is_admin=True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"hires": True, "hr_scale": 8.0}, "hr_scale"),
+        ({"hires": True, "hr_resize_x": 4096}, "hr_resize_x"),
+        ({"hires": True, "hr_upscaler": "Bicubic"}, "hr_upscaler"),
+        ({"hires": True, "hr_sampler": "Euler x"}, "hr_sampler_name"),
+        ({"hires": True, "denoising_strength": 0.1, "steps": 3}, "denoising_strength"),
+        ({"width": 100}, "width"),
+        ({"sampler": "Nope"}, "sampler_name"),
+        ({"seed": 2**32 - 1, "batch_size": 2}, "seed"),
+        ({"seed_resize_from_w": 4, "seed_resize_from_h": 64}, "seed_resize_from_w"),
+        ({"kind": TaskKind.IMG2IMG, "denoising_strength": 0.1, "steps": 5}, "denoising_strength"),
+        ({"kind": TaskKind.IMG2IMG, "resize_mode": 7}, "resize_mode"),
+    ],
+)
+def test_what_the_engine_would_refuse_is_refused_at_submit(
+    svc: Services, fields: dict[str, object], field: str
+) -> None:
+    """A 422 naming the field before the task is queued, not a failure after it waited."""
+    params = GenerationParams(**{"kind": TXT, "width": 64, "height": 64, "steps": 4, **fields})
+    with pytest.raises(InvalidInputError) as err:
+        submit_task(svc, params, None, [ImageInput(field="init_images", data=_png())])
+    assert err.value.field == field
+    assert svc.tasks.list_by_status(TaskStatus.QUEUED) == []
+
+
+def test_a_hires_pass_with_denoising_strength_0_is_accepted(svc: Services) -> None:
+    params = GenerationParams(kind=TXT, width=64, height=64, hires=True, denoising_strength=0.0)
+    assert submit_task(svc, params, None, []).status is TaskStatus.QUEUED
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(out, "PNG")
+    return out.getvalue()

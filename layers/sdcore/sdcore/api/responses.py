@@ -57,7 +57,7 @@ class TaskAccepted(BaseModel):
 
     @classmethod
     def of(cls, task: Task) -> TaskAccepted:
-        return cls(taskId=task.task_id, status=task.status)
+        return cls(taskId=task.public_id, status=task.status)
 
 
 class TaskResult(BaseModel):
@@ -79,7 +79,7 @@ class TaskResult(BaseModel):
     def of(cls, done: TaskOutcome) -> TaskResult:
         task = done.task
         return cls(
-            taskId=task.task_id,
+            taskId=task.public_id,
             status=task.status,
             images=task.images,
             urls=done.urls,
@@ -110,7 +110,7 @@ class TaskSummary(BaseModel):
     @classmethod
     def of(cls, task: Task) -> TaskSummary:
         return cls(
-            taskId=task.task_id,
+            taskId=task.public_id,
             kind=task.kind.value,
             status=task.status,
             model=task.model,
@@ -152,7 +152,7 @@ class TaskProgress(BaseModel):
     def of(cls, task: Task) -> TaskProgress:
         progress = 1.0 if task.status is TaskStatus.SUCCEEDED else task.progress
         return cls(
-            taskId=task.task_id,
+            taskId=task.public_id,
             status=task.status,
             progress=progress,
             etaRelative=task.eta_s if task.eta_s is not None else 0.0,

@@ -170,7 +170,8 @@ class TaskTransition(BaseModel):
 
 
 class Task(BaseModel):
-    task_id: str
+    task_id: str  # the stored id; a client-chosen one is stored scoped to its owner
+    client_id: str | None = None  # the id the client chose, which its owner uses
     kind: TaskKind
     model: str
     owner: str = ""
@@ -208,6 +209,11 @@ class Task(BaseModel):
     dispatched_at: float | None = None
     # 0 normal, 1 high: control hands a slot to a normal task only while no high one waits
     priority: int = Field(0, ge=0, le=1)
+
+    @property
+    def public_id(self) -> str:
+        """The id the owner knows the task by: theirs if they chose one."""
+        return self.client_id or self.task_id
 
     # --- state changes -------------------------------------------------------------------------
 

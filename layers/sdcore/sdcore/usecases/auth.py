@@ -21,6 +21,7 @@ from sdcore.errors import (
     InvalidInputError,
     NotFoundError,
     OverCapError,
+    over_active_limit,
 )
 from sdcore.services import Services
 
@@ -166,8 +167,7 @@ def check_queue_quota(svc: Services, principal: Principal) -> None:
     active = svc.tasks.count_active(principal.user, since)
     if active >= svc.settings.max_queued_per_user:
         raise OverCapError(
-            f"{active} tasks queued or running; the limit is {svc.settings.max_queued_per_user}",
-            retry_after_s=5,
+            over_active_limit(active, svc.settings.max_queued_per_user), retry_after_s=5
         )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,18 +19,26 @@ from sdcore.domain.models import (
     Task,
     TaskKind,
 )
-from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
+from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, OverCapError
 from sdcore.guards.netguard import check_url, fetch_url
 from sdcore.services import Services
 from sdcore.usecases.auth import Principal, check_queue_quota
 from sdcore.usecases.idempotency import submit_once
-from sdcore.usecases.networks import check_networks, resolve_model
+from sdcore.usecases.networks import check_networks, registered_upscalers, resolve_model
 from sdcore.usecases.prompts import check_prompts
-from sdcore.usecases.tasks import TaskOutcome, get_task, outcome, resumed_task, wait_for_task
+from sdcore.usecases.tasks import (
+    TASK_ID_RE,
+    TaskOutcome,
+    get_task,
+    outcome,
+    resumed_task,
+    scoped_task_id,
+    wait_for_task,
+)
+from sdcore.webui.generation_rules import check_generation
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def _check_image(field: str, data: bytes) -> None:
@@ -89,12 +96,17 @@ def _store_inputs(
 NATIVE_SIDE = {"sd1": 512, "sd2": 768, "sdxl": 1024}
 
 
+def native_side(model: Model) -> int:
+    """The side the checkpoint draws at when a request gives no size."""
+    return NATIVE_SIDE.get(str(model.details.get("architecture")), 512)
+
+
 def task_work(params: GenerationParams, model: Model) -> int:
     """What a task costs, in pixel-steps: width x height x the steps that really run, for
     every image, plus the hires fix's second pass. Extras (a resample) cost none."""
     if params.kind is TaskKind.EXTRAS:
         return 0
-    side = NATIVE_SIDE.get(str(model.details.get("architecture")), 512)
+    side = native_side(model)
     width, height = params.width or side, params.height or side
     steps = params.steps
     if params.kind is TaskKind.IMG2IMG:  # the webui runs int(steps x strength) of them
@@ -149,34 +161,39 @@ def submit_task(
     webhook: str | None = None,
     task_id: str | None = None,
     priority: int = 0,
+    active_limit: int | None = None,
 ) -> Task:
     """Record a task and queue it for control. `priority` 1 (high) runs before 0 (normal).
 
     A client-chosen `task_id` makes the submit idempotent: repeating it returns the task it
-    created, never a second one.
+    created, never a second one. Each owner's ids are their own (`scoped_task_id`).
+    `active_limit`: the task is recorded only while its owner has fewer queued or running
+    (checked and recorded atomically).
 
     Raises
     ------
     InvalidInputError
         An input image is unreadable or names a missing object; a bad task id or webhook URL.
     NotFoundError, ConflictError
-        The checkpoint does not exist or is not ready; the task id belongs to someone else.
+        The checkpoint does not exist or is not ready.
+    OverCapError
+        The owner has `active_limit` tasks queued or running.
     """
-    if task_id is not None:
-        if not TASK_ID_RE.match(task_id):
+    client_id = task_id
+    if client_id is not None:
+        if not TASK_ID_RE.match(client_id):
             raise InvalidInputError("taskId", "8-64 letters, digits, '_' or '-'")
+        task_id = scoped_task_id(owner, client_id)
         try:
-            existing = svc.tasks.get(task_id)
+            return svc.tasks.get(task_id)
         except NotFoundError:
-            existing = None
-        if existing is not None:
-            if existing.owner != owner:
-                raise ConflictError(f"task id {task_id} is taken")
-            return existing
+            pass
     if webhook is not None:
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     check_networks(svc, params)
+    side = native_side(model)
+    check_generation(params, (side, side), [name for name, _ in registered_upscalers(params)])
     check_work(svc, params, model, is_admin)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
@@ -190,6 +207,7 @@ def submit_task(
     now = svc.clock.now()
     task = Task(
         task_id=task_id,
+        client_id=client_id,
         kind=params.kind,
         model=model.name,
         owner=owner,
@@ -202,9 +220,12 @@ def submit_task(
         priority=priority,
     )
     try:
-        svc.tasks.create(task)
+        svc.tasks.create(task, active_limit if owner else None)
     except ConflictError:  # the same client task id submitted twice at once
         return svc.tasks.get(task_id)
+    except OverCapError:
+        svc.blobs.delete_prefix(f"inputs/{owner}/{task_id}/")  # nothing half-written
+        raise
     svc.queue.send({"taskId": task_id}, priority=priority)
     return task
 
@@ -264,6 +285,7 @@ def submit(
             webhook=request.webhook,
             task_id=request.task_id,
             priority=request.priority,
+            active_limit=svc.settings.max_queued_per_user,
         )
         return task.task_id
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,11 +22,32 @@ from sdcore.errors import InvalidInputError, NotFoundError, WaitDeferred
 from sdcore.services import Services
 from sdcore.usecases.notify import end_task
 
+# a client-chosen task id
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
-def get_task(svc: Services, task_id: str, owner: str | None = None) -> Task:
-    """The task, if `owner` may see it (None: anyone). Raises NotFoundError, also for a task
-    of someone else: whether it exists is not theirs to know."""
-    task = svc.tasks.get(task_id)
+
+def scoped_task_id(owner: str, client_id: str) -> str:
+    """The stored id of a task whose id its owner chose: each user's ids are their own, so
+    one user can neither see nor squat another's (the suffix keeps it apart from generated
+    ids, 32 hex digits, and from every other user's)."""
+    return f"{client_id}-{hashlib.sha256(owner.encode()).hexdigest()[:16]}"
+
+
+def get_task(
+    svc: Services, task_id: str, owner: str | None = None, caller: str | None = None
+) -> Task:
+    """The task, if `owner` may see it (None: anyone). `task_id` is one the caller chose
+    (`caller`, default `owner`, is who asks) or a stored id. Raises NotFoundError, also for
+    a task of someone else: whether it exists is not theirs to know."""
+    caller = owner if caller is None else caller
+    task: Task | None = None
+    if caller is not None and TASK_ID_RE.match(task_id):
+        try:
+            task = svc.tasks.get(scoped_task_id(caller, task_id))
+        except NotFoundError:
+            pass
+    if task is None:
+        task = svc.tasks.get(task_id)
     if owner is not None and task.owner != owner:
         raise NotFoundError(f"task {task_id} not found")
     return task
@@ -105,12 +128,14 @@ def wait_for_task(svc: Services, task_id: str, timeout_s: float) -> Task:
         delay = min(delay * 1.5, 0.1)  # a read every 0.1 s at most: cheap, and answers promptly
 
 
-def request_cancel(svc: Services, task_id: str, owner: str | None = None) -> Task:
+def request_cancel(
+    svc: Services, task_id: str, owner: str | None = None, caller: str | None = None
+) -> Task:
     """Cancel a task: a queued one never runs, a running one stops at its next step.
 
     Idempotent: cancelling a finished task returns it unchanged. Raises NotFoundError.
     """
-    get_task(svc, task_id, owner)
+    task_id = get_task(svc, task_id, owner, caller).task_id
     task = svc.tasks.request_cancel(task_id)
     if task.status is TaskStatus.QUEUED:
         # None: it started meanwhile, and the worker sees the flag at its next step
@@ -126,8 +151,8 @@ def request_skip(svc: Services, task_id: str, owner: str | None = None) -> Task:
     """
     task = get_task(svc, task_id, owner)
     if task.status is TaskStatus.RUNNING:
-        svc.tasks.update_running(task_id, TaskChanges(skip_requests=task.skip_requests + 1))
-        task = svc.tasks.get(task_id)
+        svc.tasks.update_running(task.task_id, TaskChanges(skip_requests=task.skip_requests + 1))
+        task = svc.tasks.get(task.task_id)
     return task
 
 
@@ -145,9 +170,11 @@ def outcome(svc: Services, task: Task) -> TaskOutcome:
     return TaskOutcome(task, urls)
 
 
-def get_outcome(svc: Services, task_id: str, owner: str | None = None) -> TaskOutcome:
+def get_outcome(
+    svc: Services, task_id: str, owner: str | None = None, caller: str | None = None
+) -> TaskOutcome:
     """The task (if `owner` may see it, as `get_task`) with its image URLs."""
-    return outcome(svc, get_task(svc, task_id, owner))
+    return outcome(svc, get_task(svc, task_id, owner, caller))
 
 
 def current_task(svc: Services, owner: str) -> Task | None:

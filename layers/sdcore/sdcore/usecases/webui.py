@@ -78,7 +78,7 @@ def generate(
     task = submit(svc, who, dataclasses.replace(request, params=params, model=checkpoint))
     task = wait_for_task(svc, task.task_id, wait_s)
     if not task.status.terminal:
-        raise TaskTimeoutError(task.task_id)
+        raise TaskTimeoutError(task.public_id)
     if task.status is TaskStatus.FAILED:
         raise TaskFailedError(task.error or "generation failed")
     return Generation(task, image_bytes(svc, task), vae)

@@ -1,8 +1,16 @@
 """Tasks in DynamoDB: conditional transitions, progress while running, the owner's history
-and the status index the reaper reads."""
+and the status index the reaper reads.
+
+The per-user quota on queued-or-running tasks is a counter item per owner in the same table
+(`taskId` "active#<owner>": no status, owner or createdAt, so in no index). A task created
+under the quota adds one in the same transaction as its put, conditioned on the limit, and is
+marked counted; its move to a terminal status takes one off in the same transaction. Tasks
+stored before the counter existed are not marked and take nothing off."""
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -21,7 +29,13 @@ from sdcore.domain.models import (
     TaskStatus,
     TaskTransition,
 )
-from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
+from sdcore.errors import (
+    ConflictError,
+    NotFoundError,
+    OverCapError,
+    StaleWriteError,
+    over_active_limit,
+)
 from sdcore.ports import TaskStore
 
 STATUS_INDEX = "byStatus"  # tasks GSI: status HASH, createdAt RANGE (see template.yaml)
@@ -30,6 +44,28 @@ STATUS_INDEX = "byStatus"  # tasks GSI: status HASH, createdAt RANGE (see templa
 WAITING_HIGH_INDEX = "byWaitingHigh"
 WAITING_HIGH = "waitingHigh"
 OWNER_INDEX = "byOwner"  # tasks GSI: owner HASH, createdAt RANGE; sparse (tasks with an owner)
+ACTIVE = "activeCount"  # the per-owner counter item's attribute
+COUNTED = "quotaCounted"  # a task that holds one of its owner's counter
+TRANSACTION_ATTEMPTS = 8  # transactions on one owner's counter at once cancel each other
+
+
+def _active_key(owner: str) -> str:
+    return f"active#{owner}"
+
+
+def _cancellation(e: ClientError) -> list[dict[str, Any]] | None:
+    """The per-item reasons of a cancelled transaction; None when another transaction on the
+    same items was in the way (try again), and re-raises any other error."""
+    if error_code(e) not in ("TransactionCanceledException", "TransactionConflict"):
+        raise e
+    reasons: list[dict[str, Any]] = e.response.get("CancellationReasons") or []
+    if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+        return reasons
+    return None
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 (jitter, not a secret)
 
 
 class DynamoDBTaskStore(TaskStore):
@@ -39,10 +75,14 @@ class DynamoDBTaskStore(TaskStore):
         self.client = client
         self.table = table
 
-    def create(self, task: Task) -> None:
+    def create(self, task: Task, active_limit: int | None = None) -> None:
         item = self.codec.item(task)
         if task.priority == 1 and task.status is TaskStatus.QUEUED:
             item[WAITING_HIGH] = {"S": "1"}
+        if active_limit is not None and task.owner:
+            item[COUNTED] = {"BOOL": True}
+            self._create_counted(item, task.owner, active_limit)
+            return
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -53,6 +93,36 @@ class DynamoDBTaskStore(TaskStore):
             if error_code(e) == "ConditionalCheckFailedException":
                 raise ConflictError(f"task {task.task_id} exists") from None
             raise
+
+    def _create_counted(self, item: dict[str, Any], owner: str, limit: int) -> None:
+        put = {
+            "TableName": self.table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(taskId)",
+        }
+        count = {
+            "TableName": self.table,
+            "Key": self.codec.key(_active_key(owner)),
+            "UpdateExpression": "ADD #n :one",
+            "ConditionExpression": "attribute_not_exists(#n) OR #n < :limit",
+            "ExpressionAttributeNames": {"#n": ACTIVE},
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":limit": {"N": str(limit)}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self.client.transact_write_items(TransactItems=[{"Put": put}, {"Update": count}])
+                return
+            except ClientError as e:
+                reasons = _cancellation(e)
+            if reasons is None:
+                _backoff(attempt)
+                continue
+            if reasons[0].get("Code") == "ConditionalCheckFailed":
+                raise ConflictError(f"task {item['taskId']['S']} exists")
+            active = int(reasons[1].get("Item", {}).get(ACTIVE, {}).get("N", limit))
+            raise OverCapError(over_active_limit(active, limit), retry_after_s=5)
+        raise OverCapError("too many submits at once; try again", retry_after_s=1)
 
     def get(self, task_id: str) -> Task:
         resp = self.client.get_item(
@@ -86,6 +156,11 @@ class DynamoDBTaskStore(TaskStore):
         if change.to is not TaskStatus.QUEUED:
             values[WAITING_HIGH] = None  # no longer waiting: out of the sparse index
         condition, params = in_condition("#st", sorted(s.value for s in change.from_), "from")
+        if change.to.terminal:
+            owner = self._counted_owner(task_id)
+            if owner is not None:
+                values[COUNTED] = None
+                return self._end_counted(task_id, owner, values, condition, params)
         try:
             task = self._conditional_update(
                 task_id, values, f"attribute_exists(taskId) AND {condition}", params
@@ -115,6 +190,61 @@ class DynamoDBTaskStore(TaskStore):
                 if error_code(e) != "ConditionalCheckFailedException":
                     raise
         return task
+
+    def _counted_owner(self, task_id: str) -> str | None:
+        """The owner whose counter the task holds one of; None when it holds none."""
+        resp = self.client.get_item(
+            TableName=self.table,
+            Key=self.codec.key(task_id),
+            ConsistentRead=True,
+            ProjectionExpression="#o, #c",
+            ExpressionAttributeNames={"#o": "owner", "#c": COUNTED},
+        )
+        item = resp.get("Item") or {}
+        return item["owner"]["S"] if COUNTED in item and "owner" in item else None
+
+    def _end_counted(
+        self,
+        task_id: str,
+        owner: str,
+        values: dict[str, Any],
+        condition: str,
+        params: dict[str, Any],
+    ) -> Task:
+        """A counted task's move to a terminal status and its counter's decrement, at once."""
+        expression, names, values_ = update_expression(values)
+        end = {
+            "TableName": self.table,
+            "Key": self.codec.key(task_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": f"attribute_exists(taskId) AND {condition}",
+            "ExpressionAttributeNames": {**names, "#st": "status"},
+            "ExpressionAttributeValues": {**values_, **params},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        release = {
+            "TableName": self.table,
+            "Key": self.codec.key(_active_key(owner)),
+            "UpdateExpression": "ADD #n :minus",
+            "ExpressionAttributeNames": {"#n": ACTIVE},
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+        }
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[{"Update": end}, {"Update": release}]
+                )
+                return self.get(task_id)
+            except ClientError as e:
+                reasons = _cancellation(e)
+            if reasons is None:
+                _backoff(attempt)
+                continue
+            old = reasons[0].get("Item")
+            if not old:
+                raise NotFoundError(f"task {task_id} not found")
+            raise StaleWriteError(f"task {task_id} is {old.get('status', {}).get('S')}")
+        raise StaleWriteError(f"task {task_id} could not be moved: its owner's counter is busy")
 
     def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
         fields = changes.fields()

@@ -20,7 +20,13 @@ from sdcore.domain.models import (
     User,
     UserChanges,
 )
-from sdcore.errors import ConflictError, NotFoundError, StaleWriteError
+from sdcore.errors import (
+    ConflictError,
+    NotFoundError,
+    OverCapError,
+    StaleWriteError,
+    over_active_limit,
+)
 from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
 
 
@@ -28,11 +34,18 @@ class SqliteTaskStore(TaskStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, task: Task) -> None:
-        with self.db.write() as conn:
+    def create(self, task: Task, active_limit: int | None = None) -> None:
+        with self.db.write() as conn:  # one writer at a time: the count and insert are atomic
             exists = conn.execute("SELECT 1 FROM tasks WHERE task_id=?", (task.task_id,)).fetchone()
             if exists:
                 raise ConflictError(f"task {task.task_id} exists")
+            if active_limit is not None:
+                active = conn.execute(
+                    "SELECT COUNT(*) FROM tasks WHERE owner=? AND status IN (?,?)",
+                    (task.owner, TaskStatus.QUEUED.value, TaskStatus.RUNNING.value),
+                ).fetchone()[0]
+                if active >= active_limit:
+                    raise OverCapError(over_active_limit(active, active_limit), retry_after_s=5)
             conn.execute(
                 "INSERT INTO tasks (task_id, status, created_at, owner, data) VALUES (?,?,?,?,?)",
                 (

@@ -81,6 +81,10 @@ def _owner() -> str | None:
     return None if who.is_admin else who.user
 
 
+def _caller() -> str:
+    return principal(router).user
+
+
 @documented(router.get, "/health", tags=["health"], responses={503: {"description": "starting"}})
 def health() -> Response[Health | Starting]:
     """Readiness (no key needed): 503 while the default model's first version comes in."""
@@ -141,13 +145,13 @@ def task_result(taskId: str) -> TaskResult:  # noqa: N803 (path parameter name)
 
     Images are object keys with expiring URLs, never base64.
     """
-    return TaskResult.of(task_cases.get_outcome(get_services(), taskId, _owner()))
+    return TaskResult.of(task_cases.get_outcome(get_services(), taskId, _owner(), _caller()))
 
 
 @documented(router.get, "/tasks/<taskId>/progress", tags=[TASKS])
 def task_progress(taskId: str) -> TaskProgress:  # noqa: N803
     """How far a task is: progress 0..1, seconds left, the step and job it is on."""
-    return TaskProgress.of(task_cases.get_task(get_services(), taskId, _owner()))
+    return TaskProgress.of(task_cases.get_task(get_services(), taskId, _owner(), _caller()))
 
 
 @documented(router.post, "/tasks/<taskId>/cancellation", tags=[TASKS])
@@ -156,8 +160,8 @@ def task_cancellation(taskId: str) -> CancelResult:  # noqa: N803
 
     A queued task never runs; a running one stops at its next denoising step.
     """
-    task = task_cases.request_cancel(get_services(), taskId, _owner())
-    return CancelResult(taskId=task.task_id, status=task.status)
+    task = task_cases.request_cancel(get_services(), taskId, _owner(), _caller())
+    return CancelResult(taskId=task.public_id, status=task.status)
 
 
 @documented(router.get, "/models", tags=[MODELS])

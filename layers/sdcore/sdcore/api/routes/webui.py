@@ -68,7 +68,7 @@ def _generate(body: WebuiTxt2Img | WebuiImg2Img) -> Images:
         done = webui_cases.generate(svc, principal(router), request, svc.settings.webui_timeout_s)
     info = dict(done.task.info)
     info.setdefault("infotexts", [])
-    info["task_id"] = done.task.task_id
+    info["task_id"] = done.task.public_id
     parameters = body.model_dump(mode="json", exclude={"init_images", "mask"})
     return Images(
         images=_b64(done.images),
