@@ -3,18 +3,21 @@ per execution environment and refreshed every minute."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
 from sdcore.guards.prompt_filter import FilterCache, load_terms_from_blob, load_terms_from_file
 from sdcore.services import Services
 
-_cache: dict[int, FilterCache] = {}
+# the Services it was made for (weakly: an id() can be reused by the next Services once the
+# first is gone, which would hand a new environment the old one's terms) and its cache
+_cache: list[tuple[weakref.ref[Services], FilterCache]] = []
 FIELDS = ("prompt", "negative_prompt")
 
 
 def prompt_filter(svc: Services) -> FilterCache:
-    cache = _cache.get(id(svc))
+    cache = next((c for ref, c in _cache if ref() is svc), None)
     if cache is None:
         settings = svc.settings
         if settings.backend == "aws":
@@ -25,8 +28,7 @@ def prompt_filter(svc: Services) -> FilterCache:
             if path.is_dir() or not settings.blocklist:
                 path = settings.data_dir / "blocklist.txt"
             cache = FilterCache(lambda: load_terms_from_file(path), ttl_s=60)
-        _cache.clear()  # one Services per execution environment; tests make new ones
-        _cache[id(svc)] = cache
+        _cache[:] = [(weakref.ref(svc), cache)]  # one Services per environment; tests make more
     return cache
 
 
