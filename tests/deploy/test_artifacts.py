@@ -149,7 +149,9 @@ def test_the_proxy_takes_a_task_from_the_built_artifacts(
     assert answer["result"]["statusCode"] == 202, answer["result"]
     assert json.loads(answer["result"]["body"])["status"] == "queued"
     operations = {(c["service"], c["operation"]) for c in answer["calls"]}
-    assert ("dynamodb", "PutItem") in operations and ("sqs", "SendMessage") in operations
+    # the task and its owner's queued-task counter are written in one transaction
+    assert ("dynamodb", "TransactWriteItems") in operations
+    assert ("sqs", "SendMessage") in operations
 
 
 def test_admin_lists_models_from_the_built_artifacts(
