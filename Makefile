@@ -14,6 +14,8 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps mediapipe==1.2.3
+	$(BIN)/python -m sdcore.engine.face_detector_model
 	touch $@
 
 install: $(BIN)/.installed

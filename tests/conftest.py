@@ -9,6 +9,10 @@ import tests.real_aws  # noqa: F401 (keeps the AWS settings the run started with
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "tests")
+# The NSFW censor costs ~0.1 s a picture and a classifier load per worker: the suite runs
+# without it, except the tests of the censor itself (tests/unit/usecases/test_censor.py and
+# the stack test there), which turn it on
+os.environ.setdefault("SD_CENSOR", "off")
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
     os.environ.pop(_key, None)
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"

@@ -95,6 +95,38 @@ def controlnet_shapes() -> Shapes:
     }
 
 
+def face_restorer_shapes() -> Shapes:
+    """GFPGAN's clean layout (GFPGANv1Clean, sft_half, a latent per layer) at 8 px: one U-Net
+    level, one style MLP layer, 8/16 channels, 16-wide styles; every tensor a file holds."""
+    c, d, s = 8, 16, 16
+    shapes: Shapes = {"conv_body_first.weight": [c, 3, 1, 1], "conv_body_first.bias": [c]}
+    shapes |= {"final_conv.weight": [c, c, 3, 3], "final_conv.bias": [c]}
+    shapes |= {"final_linear.weight": [4 * s, c * 16], "final_linear.bias": [4 * s]}
+    for side in ("conv_body_down.0", "conv_body_up.0"):
+        for conv in ("conv1", "conv2"):
+            shapes |= {f"{side}.{conv}.weight": [c, c, 3, 3], f"{side}.{conv}.bias": [c]}
+        shapes[f"{side}.skip.weight"] = [c, c, 1, 1]
+    shapes |= {"toRGB.0.weight": [3, c, 1, 1], "toRGB.0.bias": [3]}
+    for cond in ("condition_scale.0", "condition_shift.0"):
+        for i in (0, 2):
+            shapes |= {f"{cond}.{i}.weight": [c, c, 3, 3], f"{cond}.{i}.bias": [c]}
+    dec = "stylegan_decoder"
+    shapes |= {f"{dec}.style_mlp.1.weight": [s, s], f"{dec}.style_mlp.1.bias": [s]}
+    shapes[f"{dec}.constant_input.weight"] = [1, d, 4, 4]
+    for conv, out in (("style_conv1", d), ("style_convs.0", d), ("style_convs.1", d),
+                      ("to_rgb1", 3), ("to_rgbs.0", 3)):  # fmt: skip
+        kernel = 3 if out == d else 1
+        shapes[f"{dec}.{conv}.modulated_conv.weight"] = [1, out, d, kernel, kernel]
+        shapes[f"{dec}.{conv}.modulated_conv.modulation.weight"] = [d, s]
+        shapes[f"{dec}.{conv}.modulated_conv.modulation.bias"] = [d]
+        shapes[f"{dec}.{conv}.bias"] = [1, out, 1, 1]
+        if out == d:
+            shapes[f"{dec}.{conv}.weight"] = [1]
+    for n, side in enumerate((4, 8, 8)):
+        shapes[f"{dec}.noises.noise{n}"] = [1, 1, side, side]
+    return shapes
+
+
 def diffusers_tar(
     root: str = "",
     pickle_unet: bool = False,
@@ -148,4 +180,5 @@ BY_TYPE = {
     "embedding": lambda: safetensors(embedding_shapes()),
     "upscaler": lambda: safetensors(upscaler_shapes()),
     "controlnet": lambda: safetensors(controlnet_shapes()),
+    "face_restorer": lambda: safetensors(face_restorer_shapes()),
 }

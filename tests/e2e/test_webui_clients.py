@@ -203,8 +203,8 @@ def test_seed_004_template(stack: RunningStack) -> None:
         "sampler_index": "DPM++ SDE Karras",
     }
     with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as api:
-        # a sampler the webui has but this service does not run: 422 listing the ones it does
-        refused = api.post("/sdapi/v1/txt2img", json={**template, "sampler_index": "DPM adaptive"})
+        # a sampler neither the webui nor this service has: 422 listing the ones it runs
+        refused = api.post("/sdapi/v1/txt2img", json={**template, "sampler_index": "DPM++ 4M"})
         assert refused.status_code == 422
         assert "DPM++ SDE" in refused.json()["detail"][0]["msg"]
         # the template's own sampler (an old suffixed name), small enough for a CPU

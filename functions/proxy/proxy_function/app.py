@@ -12,13 +12,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from proxy_function.docs import DOC_PATHS, docs
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
-from sdcore.api.routes import native, webui
+from sdcore.api.routes import account, native, styles, webui, webui_info
 
 logger = Logger(service="proxy")
 app = APIGatewayRestResolver(enable_validation=True)
 app.use(middlewares=[auth_middleware])
 app.include_router(native.router)
+app.include_router(styles.router)
+app.include_router(account.router)
 app.include_router(webui.router)
+app.include_router(webui_info.router)
 register_error_handlers(app)
 
 

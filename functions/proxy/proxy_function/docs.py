@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     HTTPBearer,
 )
 
-from sdcore.api.routes import admin, native, webui
+from sdcore.api.routes import account, admin, native, styles, webui, webui_info
 from sdcore.api.routes.common import TAGS
 
 DOC_PATHS = frozenset({"/docs", "/openapi.json"})
@@ -25,7 +25,14 @@ SECURITY = {
 docs = APIGatewayRestResolver(enable_validation=True)
 # Include here first: a router's context follows the last resolver that includes it, and the
 # proxy app (which includes them next) must own it.
-for _router in (native.router, webui.router, admin.router):
+for _router in (
+    native.router,
+    styles.router,
+    account.router,
+    webui.router,
+    webui_info.router,
+    admin.router,
+):
     docs.include_router(_router)
 docs.enable_swagger(
     path="/docs",

@@ -7,6 +7,7 @@ from typing import Any
 
 from sdcore.clock import Clock, IdFactory
 from sdcore.ports import WorkerFleet
+from sdcore.ports.censor import Censor
 from sdcore.services import Services
 from sdcore.settings import Settings, get_settings
 
@@ -53,6 +54,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         clock=clock,
         ids=ids,
         jobs=SqliteQueue(db, "model-jobs", max_receives=3, now=clock.now),
+        censor=_censor(settings),
     )
 
 
@@ -118,7 +120,22 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         clock=clock,
         ids=ids,
         jobs=SqsQueue(sqs, settings.jobs_queue_url) if settings.jobs_queue_url else None,
+        censor=_censor(settings),
     )
+
+
+def _censor(settings: Settings) -> Censor | None:
+    """The censor SD_CENSOR_BACKEND names (None when SD_CENSOR is off); nothing is loaded or
+    connected until it first judges a picture."""
+    if settings.censor == "off":
+        return None
+    if settings.censor_backend == "rekognition":
+        from sdcore.adapters.aws.rekognition_censor import RekognitionCensor
+
+        return RekognitionCensor(LazyClient("rekognition"))
+    from sdcore.adapters.censor.opennsfw import OpenNsfwCensor
+
+    return OpenNsfwCensor()
 
 
 class LazyClient:

@@ -16,6 +16,7 @@ from sdcore.ports import (
     UserStore,
     WorkerFleet,
 )
+from sdcore.ports.censor import Censor
 from sdcore.settings import Settings
 
 
@@ -36,3 +37,5 @@ class Services:
     idempotency: Any = None
     # model jobs (verify an upload, import from a URL), consumed by the admin function
     jobs: Queue | None = None
+    # judges decoded pictures (SD_CENSOR); built lazily: only the inference function loads it
+    censor: Censor | None = None

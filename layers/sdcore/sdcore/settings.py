@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     allow_pickle: bool = False
     # blocked prompt terms: a file path locally, an object key in the bucket on AWS
     blocklist: str = ""
+    # the NSFW censor after decoding: off, flag (scores recorded), blur or block the pictures
+    # scoring at least censor_threshold; a user's own setting may only tighten it. Flag
+    # locally (a development stack judges, changes nothing); template.yaml sets blur on AWS
+    censor: Literal["off", "flag", "blur", "block"] = "flag"
+    censor_threshold: float = Field(0.7, gt=0, le=1)
+    # which classifier: open_nsfw on onnxruntime in the inference function, or Rekognition
+    censor_backend: Literal["opennsfw", "rekognition"] = "opennsfw"
+    censor_inputs: bool = False  # judge init images too (over the threshold: no task)
 
     # --- tasks and control -------------------------------------------------------------------
     default_model: str = "demo"

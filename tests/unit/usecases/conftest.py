@@ -4,6 +4,7 @@ scripted engine standing in for the two ports that would start processes or load
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from sdcore.ports import (
     WorkerFleet,
     function_name,
 )
+from sdcore.ports.censor import Censor
 from sdcore.services import Services
 from sdcore.settings import Settings
 from sdcore.usecases.control import dispatch_task
@@ -117,6 +119,20 @@ class ScriptedEngine(Engine):
         return EngineResult(images, texts, {"seed": params.seed})
 
 
+class ScriptedCensor(Censor):
+    """Scores the test chooses: `next_scores` for the next call, else 0 for each picture."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.next_scores: list[list[float]] = []
+        self.judged: list[int] = []  # pictures per call
+
+    def scores(self, images: Sequence[Image.Image]) -> list[float]:
+        self.judged.append(len(images))
+        return self.next_scores.pop(0) if self.next_scores else [0.0] * len(images)
+
+
 @pytest.fixture
 def svc(tmp_path: Path) -> Services:
     settings = Settings(data_dir=tmp_path, max_concurrency=2, max_per_model=1, requeue_delay_s=0)
@@ -134,6 +150,7 @@ def svc(tmp_path: Path) -> Services:
         users=SqliteUserStore(db),
         clock=clock,
         ids=IdFactory(),
+        censor=ScriptedCensor(),
     )
     for name in ("demo", "other"):
         services.models.create(

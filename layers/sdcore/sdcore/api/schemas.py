@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -20,6 +20,7 @@ from sdcore.domain.models import (
     INPUT_PREFIXES,
     GenerationParams,
     ImageInput,
+    PromptStyle,
     Task,
     TaskKind,
 )
@@ -57,7 +58,7 @@ def decode_image(field: str, value: str) -> ImageInput:
 
 
 class _Body(BaseModel):
-    # webui clients send many fields we don't use (styles, restore_faces...): accept and ignore
+    # webui clients send many fields we don't use (styles, save_images...): accept and ignore
     model_config = ConfigDict(extra="ignore")
 
     stable_diffusion_model: str | None = Field(None, description="checkpoint name")
@@ -115,11 +116,25 @@ class _GenerationBody(_Body):
     seed_resize_from_h: int = Field(-1, ge=-1, le=2048, description="<= 0: off")
     seed_resize_from_w: int = Field(-1, ge=-1, le=2048, description="<= 0: off")
     clip_skip: int = Field(1, ge=1, le=12, description="the webui's Clip skip")
+    tiling: bool = Field(False, description="seamless textures: the picture tiles without a seam")
+    restore_faces: bool | None = Field(
+        None,
+        description="restore faces after decoding with the registered face restorer of the "
+        "face_restoration_model option (CodeFormer by default); unset: the face_restoration option",
+    )
     infotext: str | None = Field(
         None,
         max_length=40_000,
         description="a webui infotext (PNG parameters); its fields fill those the request omits",
     )
+    styles: list[Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="the caller's prompt styles (GET /styles) to apply to the prompts, in order",
+    )
+
+    script_name: str | None = Field(None, max_length=64, description="GET /sdapi/v1/scripts")
+    script_args: list[Any] = Field(default_factory=list, max_length=32, description="its values")
 
     # whether a pasted infotext may set img2img fields (denoising strength, mask blur)
     _pastes_img2img: ClassVar[bool] = False
@@ -127,8 +142,8 @@ class _GenerationBody(_Body):
     @model_validator(mode="before")
     @classmethod
     def _paste(cls, data: Any) -> Any:
-        """Apply `infotext` and `override_settings.CLIP_stop_at_last_layers` as the webui's API
-        does: they fill only the fields the request leaves out."""
+        """Apply `infotext` and `override_settings` (`CLIP_stop_at_last_layers`, `tiling`) as
+        the webui's API does: they fill only the fields the request leaves out."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -136,6 +151,11 @@ class _GenerationBody(_Body):
         clip = overrides.get("CLIP_stop_at_last_layers") if isinstance(overrides, dict) else None
         if clip is not None and "clip_skip" not in data:
             data["clip_skip"] = clip
+        if "tiling" in data and data["tiling"] is None:  # the webui's "unset": off, or as below
+            del data["tiling"]
+        tiling = overrides.get("tiling") if isinstance(overrides, dict) else None
+        if tiling is not None and "tiling" not in data:  # the webui's setting of that name
+            data["tiling"] = tiling
         text = data.get("infotext")
         if isinstance(text, str) and text.strip():
             try:
@@ -144,6 +164,18 @@ class _GenerationBody(_Body):
                 raise InvalidInputError("infotext", exc.message) from None
             data = {**pasted, **data}
         return data
+
+    @model_validator(mode="after")
+    def _scripts_on_webui_routes(self) -> Any:
+        # the webui bodies (with override_settings) run scripts; a native route refuses them
+        if self.script_name and "override_settings" not in type(self).model_fields:
+            raise InvalidInputError("script_name", "scripts run on the /sdapi/v1 routes")
+        return self
+
+    @field_validator("styles", mode="before")
+    @classmethod
+    def _styles(cls, value: Any) -> Any:
+        return [] if value is None else value  # webui clients send null for "no styles"
 
     @field_validator("sampler_name", "sampler_index")
     @classmethod
@@ -183,9 +215,12 @@ class _GenerationBody(_Body):
             "seed_resize_from_w": max(0, self.seed_resize_from_w),
             "seed_resize_from_h": max(0, self.seed_resize_from_h),
             "clip_skip": self.clip_skip,
+            "tiling": self.tiling,
             "batch_size": self.batch_size,
             "batches": self.n_iter,
             "vae": self.sd_vae,
+            # the option face_restoration_model names the restorer (see usecases.webui)
+            "face_restorers": [("CodeFormer", 1.0)] if self.restore_faces else [],
         }
 
 
@@ -324,6 +359,15 @@ class ExtrasBody(_Body):
     upscaler_1: str = "Lanczos"
     upscaler_2: str = Field("None", description="a second upscaler, blended in")
     extras_upscaler_2_visibility: float = Field(0.0, ge=0, le=1, description="upscaler_2's share")
+    gfpgan_visibility: float = Field(
+        0.0, ge=0, le=1, description="faces restored by the registered GFPGAN model, blended in"
+    )
+    codeformer_visibility: float = Field(
+        0.0, ge=0, le=1, description="faces restored by the registered CodeFormer, blended in"
+    )
+    codeformer_weight: float = Field(
+        0.0, ge=0, le=1, description="CodeFormer's fidelity: 0 the most change, 1 the least"
+    )
 
     @field_validator("upscaler_1", "upscaler_2")
     @classmethod
@@ -347,8 +391,20 @@ class ExtrasBody(_Body):
             upscale_crop=self.upscaling_crop,
             upscaler_2=self.upscaler_2,
             upscaler_2_visibility=self.extras_upscaler_2_visibility,
+            face_restorers=[
+                (label, share)
+                for label, share in (
+                    ("GFPGAN", self.gfpgan_visibility),
+                    ("CodeFormer", self.codeformer_visibility),
+                )
+                if share > 0
+            ],
+            codeformer_weight=self.codeformer_weight,
         )
         return params, [decode_image("image", self.image)], None
+
+
+_FACE_LABELS = ("GFPGAN", "CodeFormer")
 
 
 def wire_parameters(task: Task) -> dict[str, Any]:
@@ -364,6 +420,8 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             "upscaling_crop": p.upscale_crop,
             "upscaler_2": p.upscaler_2,
             "extras_upscaler_2_visibility": p.upscaler_2_visibility,
+            **{f"{n.lower()}_visibility": v for n, v in p.face_restorers if n in _FACE_LABELS},
+            "codeformer_weight": p.codeformer_weight,
         }
     out: dict[str, Any] = {
         "stable_diffusion_model": task.model,
@@ -382,6 +440,8 @@ def wire_parameters(task: Task) -> dict[str, Any]:
         "seed_resize_from_w": p.seed_resize_from_w or -1,
         "seed_resize_from_h": p.seed_resize_from_h or -1,
         "clip_skip": p.clip_skip,
+        "tiling": p.tiling,
+        "restore_faces": bool(p.face_restorers),
         "batch_size": p.batch_size,
         "n_iter": p.batches,
     }
@@ -399,6 +459,8 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             hr_negative_prompt=p.hr_negative_prompt,
             denoising_strength=p.denoising_strength,
         )
+    if p.script is not None:  # its plan (jobs, grids) is in the task's params
+        out["script_name"] = p.script.name
     if p.kind is TaskKind.IMG2IMG:
         out.update(
             denoising_strength=p.denoising_strength,
@@ -412,3 +474,23 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             inpaint_full_res_padding=p.inpaint_full_res_padding,
         )
     return out
+
+
+class StyleFields(BaseModel):
+    """A prompt style's texts: `{prompt}` marks where a request's prompt goes, else the style is
+    appended after ", " (likewise the negative prompt)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"prompt": "{prompt}, film grain", "negative_prompt": ""}]},
+    )
+    prompt: str = Field("", max_length=4000)
+    negative_prompt: str = Field("", max_length=4000)
+
+
+class StyleBody(StyleFields):
+    name: str = Field(..., min_length=1, max_length=128, pattern=r"^[^/]+$")
+
+    def to_domain(self) -> PromptStyle:
+        """The style in domain words."""
+        return PromptStyle(name=self.name, prompt=self.prompt, negative_prompt=self.negative_prompt)

@@ -55,13 +55,6 @@ class Progress(BaseModel):
     textinfo: str | None = None
 
 
-class Options(BaseModel):
-    sd_model_checkpoint: str
-    sd_vae: str
-    samples_format: str = "png"
-    sd_checkpoint_hash: str
-
-
 class SdModel(BaseModel):
     title: str
     model_name: str
@@ -125,3 +118,75 @@ class Scheduler(BaseModel):
 class Scripts(BaseModel):
     txt2img: list[str] = []
     img2img: list[str] = []
+
+
+class Options(BaseModel):
+    """Every webui setting (see sdcore.webui.options); these are the ones clients read most."""
+
+    model_config = ConfigDict(extra="allow")
+    sd_model_checkpoint: str
+    sd_vae: str
+    samples_format: str = "png"
+    sd_checkpoint_hash: str
+
+
+class Hypernetwork(BaseModel):
+    name: str
+    path: str | None
+
+
+class FaceRestorer(BaseModel):
+    name: str
+    cmd_dir: str | None
+
+
+class Realesrgan(BaseModel):
+    name: str
+    path: str | None
+    scale: int | None
+
+
+class PromptStyle(BaseModel):
+    name: str
+    prompt: str | None
+    negative_prompt: str | None
+
+
+class Memory(BaseModel):
+    ram: dict[str, Any]  # free, used, total (bytes), or error
+    cuda: dict[str, Any]  # system/active/allocated/... (bytes), or error
+
+
+class Extension(BaseModel):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: str
+    enabled: bool
+
+
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg]
+
+
+class LatentUpscaleMode(BaseModel):
+    name: str
+
+
+class SdModule(BaseModel):
+    model_name: str
+    filename: str

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sdcore.domain.scripts import ScriptPlan
+
 # a checkpoint's config "auto": the engine picks the shipped config of the file's architecture
 # (SD 1.x, 2.x or XL, from its keys), as the webui does
 AUTO_CONFIG = "auto"
@@ -73,6 +75,7 @@ class GenerationParams(BaseModel):
     seed_resize_from_w: int = 0
     seed_resize_from_h: int = 0
     clip_skip: int = 1
+    tiling: bool = False  # the webui's seamless textures: circular padding in UNet and VAE
     batch_size: int = 1
     batches: int = 1
     denoising_strength: float = 0.75
@@ -93,6 +96,11 @@ class GenerationParams(BaseModel):
     upscale_crop: bool = True  # to a size: cover it, then centre-crop to it (the webui default)
     upscaler_2: str = "None"
     upscaler_2_visibility: float = 0.0  # 0..1: how much of upscaler_2's result is blended in
+    # face restoration, in order: (a registered face restorer's name, or an architecture label
+    # "CodeFormer"/"GFPGAN" naming the registered one of it; visibility 0..1 over the input);
+    # txt2img/img2img `restore_faces` asks for one at visibility 1, extras for up to two
+    face_restorers: list[tuple[str, float]] = Field(default_factory=list)
+    codeformer_weight: float = 0.5  # CodeFormer's fidelity: 0 the most change, 1 the least
     vae: str | None = None
     # txt2img's hires fix: a second, img2img pass at hr_scale (or hr_resize_x/y) times the size
     hires: bool = False
@@ -105,10 +113,27 @@ class GenerationParams(BaseModel):
     hr_scheduler: str = ""  # "": the first pass's schedule type
     hr_prompt: str = ""  # "": the first pass's prompt
     hr_negative_prompt: str = ""  # "": the first pass's negative prompt
+    # webui options a generation applies (see sdcore.webui.options): the seed offset of the
+    # sampler's later noise (ancestral and SDE steps); where the starting noise is drawn
+    # (None: this service's default, the CPU, and not written into the infotext)
+    eta_noise_seed_delta: int = 0
+    randn_source: str | None = None
+    # the ancestral/SDE samplers' noise multiplier and the sigma noise of Euler, Heun and DPM2
+    eta_ancestral: float = 1.0
+    s_noise: float = 1.0
+    # a webui script (`script_name` + `script_args`): its jobs and grids (see domain.scripts)
+    script: ScriptPlan | None = None
 
     @property
     def image_count(self) -> int:
         return 1 if self.kind is TaskKind.EXTRAS else self.batch_size * self.batches
+
+    def script_jobs(self) -> list[GenerationParams]:
+        """A script task's jobs, each this task's parameters with the job's changes."""
+        if self.script is None:
+            return [self]
+        base = self.model_dump(exclude={"script"})
+        return [GenerationParams.model_validate({**base, **job}) for job in self.script.jobs]
 
 
 class Lease(BaseModel):
@@ -296,6 +321,7 @@ class ModelType(StrEnum):
     LORA = "lora"
     EMBEDDING = "embedding"
     UPSCALER = "upscaler"
+    FACE_RESTORER = "face_restorer"
     CONTROLNET = "controlnet"
 
 
@@ -419,22 +445,39 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class PromptStyle(BaseModel):
+    """A named prompt style, as the webui's styles: `{prompt}` in `prompt` marks where the
+    request's prompt goes (else the style is appended after ", "); `negative_prompt` likewise."""
+
+    name: str
+    prompt: str = ""
+    negative_prompt: str = ""
+
+
 class User(BaseModel):
     name: str
     role: Role = Role.USER
     created_at: float
     disabled: bool = False
-    # the webui's per-caller options (sd_model_checkpoint, sd_vae) set by POST /sdapi/v1/options
-    options: dict[str, str] = Field(default_factory=dict)
+    # the webui settings this caller set (POST /sdapi/v1/options), checked against
+    # sdcore.webui.options; the rest read as their defaults
+    options: dict[str, Any] = Field(default_factory=dict)
+    # the caller's prompt styles (a request's `styles` applies them by name)
+    styles: list[PromptStyle] = Field(default_factory=list)
     # signs this user's webhook deliveries (X-Signature-256); shown once, at creation
     webhook_secret: str = ""
+    # the NSFW censor this user asked for (off/flag/blur/block); the deployment's SD_CENSOR
+    # applies when it is stricter
+    censor: str | None = None
 
 
 class UserChanges(_Changes):
     """A user's fields an update sets."""
 
     disabled: bool = False
-    options: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    styles: list[PromptStyle] = Field(default_factory=list)
+    censor: str | None = None
 
 
 class ApiKey(BaseModel):

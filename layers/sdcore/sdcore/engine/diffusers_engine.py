@@ -16,7 +16,9 @@ from PIL import Image
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.engine.checkpoints import peak_memory_mb, pick_device
-from sdcore.engine.extras import upscale
+from sdcore.engine.extras import FaceRestorer, restore_faces, upscale
+from sdcore.engine.face_detect import default_detector
+from sdcore.engine.face_restore import FaceDetector, FaceRestorerCache
 from sdcore.engine.model import LoadedModel, load_model
 from sdcore.engine.pipeline import generate
 from sdcore.engine.report import resample_info
@@ -59,6 +61,7 @@ class DiffusersEngine(Engine):
         config_dir: Path | None = None,
         device: str = "auto",
         allow_pickle: bool = False,
+        face_detector: FaceDetector | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.model_name = model_name
@@ -71,6 +74,8 @@ class DiffusersEngine(Engine):
         self.load_s: float | None = None
         self._model: LoadedModel | None = None
         self._upscalers = UpscalerCache()
+        # the shipped face detector unless one is given, created when a task first needs it
+        self._faces = FaceRestorerCache(face_detector, find_detector=default_detector)
 
     def load(self) -> None:
         """Load the weights (local files only) and build the three pipelines on shared weights.
@@ -134,7 +139,7 @@ class DiffusersEngine(Engine):
             return self._extras(params, inputs)
         pipes = [model.txt2img, model.img2img, model.inpaint]
         with model.networks.applied(params.prompt, inputs, pipes):
-            return generate(
+            result = generate(
                 model,
                 params,
                 inputs,
@@ -142,6 +147,23 @@ class DiffusersEngine(Engine):
                 lambda: self._upscalers.models(params, inputs, self.device),
                 (self.model_name, self.model_hash, self.device),
             )
+        for name, _visibility in params.face_restorers:  # each picture, after decoding
+            file = inputs.face_restorers[name]
+            result.images = self._faces.restore(
+                file, "restore_faces", self.device, result.images, params.codeformer_weight
+            )
+        return result
+
+    def _restorer(self, params: GenerationParams, inputs: EngineInputs) -> FaceRestorer:
+        """Extras' face restorers: (name, image) -> the image restored."""
+        fields = {"GFPGAN": "gfpgan_visibility", "CodeFormer": "codeformer_visibility"}
+        weight = params.codeformer_weight
+
+        def run(name: str, image: Image.Image) -> Image.Image:
+            file, field = inputs.face_restorers[name], fields.get(name, "restore_faces")
+            return self._faces.restore(file, field, self.device, [image], weight)[0]
+
+        return run
 
     def _extras(self, params: GenerationParams, inputs: EngineInputs) -> EngineResult:
         """The webui's extras upscale of one image; upscaler "None" gives it back as it was."""
@@ -149,15 +171,17 @@ class DiffusersEngine(Engine):
         if not inputs.init_images:
             raise InvalidInputError("image", "extras needs an image")
         source = inputs.init_images[0].convert("RGB")
-        if params.upscaler == NO_UPSCALER:
-            text = f"Postprocess upscaler: {NO_UPSCALER}"
-            info = resample_info(source, NO_UPSCALER, self.model_name, self.model_hash, started)
-            info["infotexts"] = [text]
-            return EngineResult(images=[source], infotexts=[text], info=info)
-        models = self._upscalers.models(params, inputs, self.device)
         image: Image.Image
+        if params.upscaler == NO_UPSCALER:
+            image, faces = restore_faces(source, params, self._restorer(params, inputs))
+            text = build_infotext("", "", [("Postprocess upscaler", NO_UPSCALER), *faces])
+            info = resample_info(image, NO_UPSCALER, self.model_name, self.model_hash, started)
+            info["infotexts"] = [text]
+            return EngineResult(images=[image], infotexts=[text], info=info)
+        models = self._upscalers.models(params, inputs, self.device)
         image, fields = upscale(source, params, models)
-        text = build_infotext("", "", fields)
+        image, faces = restore_faces(image, params, self._restorer(params, inputs))
+        text = build_infotext("", "", [*fields, *faces])
         info = resample_info(image, params.upscaler, self.model_name, self.model_hash, started)
         info.update(source_width=source.width, source_height=source.height, infotexts=[text])
         return EngineResult(images=[image], infotexts=[text], info=info)

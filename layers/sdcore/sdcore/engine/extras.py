@@ -80,3 +80,23 @@ def upscale(
         cropped.paste(image, box=(w // 2 - image.width // 2, h // 2 - image.height // 2))
         image = cropped
     return image, fields
+
+
+# a registered face restorer, by the name or label the task gives it: image -> image restored
+FaceRestorer = Callable[[str, Image.Image], Image.Image]
+
+
+def restore_faces(
+    image: Image.Image, params: GenerationParams, restorer: FaceRestorer
+) -> tuple[Image.Image, list[Any]]:
+    """`image` with each asked-for face restorer's result blended over it at its visibility
+    (GFPGAN, then CodeFormer, as the webui's postprocessing orders them), and the infotext
+    fields the webui writes for them."""
+    fields: list[Any] = []
+    for name, visibility in params.face_restorers:
+        restored = restorer(name, image)
+        image = restored if visibility >= 1 else Image.blend(image, restored, visibility)
+        fields.append((f"{name} visibility", f"{visibility:g}"))
+        if name == "CodeFormer":
+            fields.append(("CodeFormer weight", f"{params.codeformer_weight:g}"))
+    return image, fields

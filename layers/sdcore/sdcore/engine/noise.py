@@ -6,6 +6,10 @@ noise at the latent size; it then stays the image's generator for the sampler's 
 strength, noise drawn from v_i is spherically interpolated with it (`slerp`). With
 `seed_resize_from` the seed's noise is drawn for that other size and pasted, centred, over the
 image's own noise, so a seed keeps its composition across sizes.
+
+The webui's `randn_source` picks the device the noise is drawn on ("CPU", this service's
+default; "GPU": the pipeline's device, so the picture matches a webui on that GPU), and its
+`eta_noise_seed_delta` (ENSD) reseeds the generator the sampler goes on with at seed + ENSD.
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     ).unsqueeze(1) * high
 
 
-def _randn(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+def _randn(seed: int, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+    generator = torch.Generator(device).manual_seed(seed)
+    return torch.randn(shape, generator=generator, device=device)
 
 
 def _paste_centred(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -71,17 +76,22 @@ def image_noise(
     subseed: int | None = None,
     subseed_strength: float = 0.0,
     resize_from: tuple[int, int] | None = None,
+    ensd: int = 0,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Generator]:
-    """One image's initial noise, (C, H, W) float32 on the CPU, and its generator (which drew
-    the image-size noise first, whatever the options, and goes on to the sampler).
+    """One image's initial noise, (C, H, W) float32 on `device`, and its generator (which drew
+    the image-size noise first, whatever the options, and goes on to the sampler; with `ensd`,
+    a generator seeded at seed + ensd goes on instead, as the webui's ENSD).
 
     `resize_from` is the (latent height, latent width) the seed's noise is drawn at."""
-    generator = torch.Generator("cpu").manual_seed(seed)
-    noise = torch.randn(shape, generator=generator)
+    generator = torch.Generator(device).manual_seed(seed)
+    noise = torch.randn(shape, generator=generator, device=device)
     source_shape = (shape[0], *resize_from) if resize_from else shape
-    source = noise if source_shape == shape else _randn(seed, source_shape)
+    source = noise if source_shape == shape else _randn(seed, source_shape, device)
     if subseed is not None and subseed_strength > 0:
-        source = slerp(subseed_strength, source, _randn(subseed, source_shape))
+        source = slerp(subseed_strength, source, _randn(subseed, source_shape, device))
+    if ensd:
+        generator = torch.Generator(device).manual_seed(seed + ensd)
     if source_shape != shape:
         return _paste_centred(source, noise), generator
     return source, generator

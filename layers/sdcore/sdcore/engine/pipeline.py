@@ -17,10 +17,13 @@ from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.engine.extras import Upscaler
 from sdcore.engine.hires import HiresPlan
 from sdcore.engine.jobs import Job, prepare_job
+from sdcore.engine.k_samplers import bound
 from sdcore.engine.model import LoadedModel
 from sdcore.engine.noise import image_noise
 from sdcore.engine.report import RunFacts, Seeds, StepReporter, generation_info, infotexts
 from sdcore.engine.schedulers import make_scheduler
+from sdcore.engine.scripts import run_script
+from sdcore.engine.tiling import tiled
 from sdcore.ports import EngineInputs, EngineResult, StepCallback
 from sdcore.webui.generation_rules import MAX_SEED, check_seed, seed_resize
 from sdcore.webui.samplers import resolve
@@ -29,6 +32,7 @@ from sdcore.webui.samplers import resolve
 UpscalerModels = Callable[[], Mapping[str, Upscaler]]
 
 
+@tiled  # the webui's tiling: circular padding for the whole task, restored however it ends
 def generate(
     model: LoadedModel,
     params: GenerationParams,
@@ -45,6 +49,9 @@ def generate(
     InvalidInputError
         A parameter the model cannot honour; `field` is the webui name of the culprit.
     """
+    if params.script is not None:  # a webui script: its jobs, each a generation, then grids
+        return run_script(params, inputs, on_step, lambda p, i, step: generate(
+            model, p, i, step, upscalers, identity))  # fmt: skip
     started = time.perf_counter()
     job = prepare_job(model, params, inputs, inputs.upscalers)
     sampler, schedule = resolve(params.sampler, params.scheduler)
@@ -95,10 +102,20 @@ def _first_seed(seed: int, total: int, field: str) -> int:
 def draw_noise(
     pipe: Any, shape: tuple[int, int, int], params: GenerationParams, seeds: Seeds, part: slice
 ) -> tuple[torch.Tensor, list[torch.Generator]]:
-    """Each image's starting noise from its own seed (and variation seed): one CPU generator per
-    image, so image i is the same whatever the batch size or device."""
+    """Each image's starting noise from its own seed (and variation seed): one generator per
+    image, so image i is the same whatever the batch size; on the CPU (so whatever the device
+    too) unless the webui's `randn_source` asks for the pipeline's device ("GPU")."""
+    device = pipe.device if params.randn_source == "GPU" else "cpu"
     drawn = [
-        image_noise(shape, s, v, params.subseed_strength, seeds.resize_from)
+        image_noise(
+            shape,
+            s,
+            v,
+            params.subseed_strength,
+            seeds.resize_from,
+            params.eta_noise_seed_delta,
+            device,
+        )  # fmt: skip
         for s, v in zip(seeds.seeds[part], seeds.subseeds[part], strict=True)
     ]
     noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
@@ -136,7 +153,8 @@ def denoise(
     pipe = job.pipe
     noise, generators = draw_noise(pipe, _latent_shape(pipe, job.width, job.height), params,
                                    seeds, part)  # fmt: skip
-    scheduler = make_scheduler(*sampler, model.scheduler_config, seeds.seeds[part], model.sdxl)
+    scheduler = make_scheduler(*sampler, model.scheduler_config, seeds.seeds[part], model.sdxl,
+                               eta=params.eta_ancestral, s_noise=params.s_noise)  # fmt: skip
     kwargs = dict(job.kwargs)
     if params.kind is TaskKind.TXT2IMG or (job.inpaint and job.kwargs["strength"] >= 1):
         kwargs["latents"] = noise
@@ -147,7 +165,7 @@ def denoise(
         filled = latents * (1 - repaint) + (noise * repaint if with_noise else 0)
         kwargs["image"] = kwargs["masked_image_latents"] = filled
     pipe.scheduler = scheduler
-    out = pipe(
+    out = bound(pipe, scheduler)(  # a sampler may need more of the call than its step
         **embeds,
         num_inference_steps=params.steps,
         guidance_scale=params.guidance,
@@ -194,10 +212,11 @@ def second_pass(
     noise, generators = draw_noise(pipe, _latent_shape(pipe, plan.width, plan.height), params,
                                    seeds, part)  # fmt: skip
     scheduler = make_scheduler(plan.sampler, plan.schedule, model.scheduler_config,
-                               seeds.seeds[part], model.sdxl)  # fmt: skip
+                               seeds.seeds[part], model.sdxl, eta=params.eta_ancestral,
+                               s_noise=params.s_noise)  # fmt: skip
     use_noise(scheduler, noise)
     pipe.scheduler = scheduler
-    out = pipe(
+    out = bound(pipe, scheduler)(
         **embeds,
         image=image,
         strength=plan.strength,

@@ -122,6 +122,8 @@ def infotexts(
             else ()
         ),
         *network_fields(inputs),
+        # the webui writes its face_restoration_model option's value
+        *(("Face restoration", name) for name, _ in params.face_restorers[:1]),
     ]
     return [
         generation_infotext(
@@ -162,10 +164,12 @@ def generation_info(
         "seed_resize_from_w": params.seed_resize_from_w if resize_from else -1,
         "seed_resize_from_h": params.seed_resize_from_h if resize_from else -1,
         "steps": params.steps,
+        "restore_faces": bool(params.face_restorers),
         "sampler_name": facts.sampler,
         "scheduler": facts.schedule,
         "cfg_scale": params.guidance,
         "clip_skip": params.clip_skip,
+        "tiling": params.tiling,
         "width": facts.width,
         "height": facts.height,
         "batch_size": params.batch_size,

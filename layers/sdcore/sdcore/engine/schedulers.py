@@ -10,10 +10,20 @@ differs from what the webui runs:
 - DPM++ SDE is k-diffusion's `sample_dpmpp_sde` (Brownian-tree noise), which diffusers ports as
   `DPMSolverSDEScheduler` (needs torchsde); the table's `DPMSolverSinglestepScheduler` is the
   deterministic solver.
-- DPM++ 2S a has no diffusers port: `_DPMpp2SAncestral` is k-diffusion's
-  `sample_dpmpp_2s_ancestral` (eta 1) as a diffusers scheduler on Euler's sigma schedules: each
-  step evaluates the model at sigma and at the log-space midpoint towards the ancestral step's
-  sigma_down, then adds noise of sigma_up; the last step (to sigma 0) is Euler's.
+- DPM++ 2S a has no diffusers port: `ancestral.DPMpp2SAncestral` is k-diffusion's
+  `sample_dpmpp_2s_ancestral` as a diffusers scheduler on Euler's sigma schedules.
+- The samplers that add fresh noise as they go take the webui's eta and sigma noise
+  (`eta_ancestral`, `s_noise`): subclasses in `ancestral` (DPM fast and DPM adaptive in
+  `k_samplers`), set by `make_scheduler` for the samplers the webui gives them to.
+- DPM++ 2M SDE Heun and DPM++ 3M SDE are diffusers' SDE DPM-Solver++ with `solver_type="heun"`
+  and with `solver_order=3`; 3M SDE keeps order 3 to the end (`lower_order_final` off), as
+  k-diffusion's `sample_dpmpp_3m_sde` (whose second step is the "heun" form, and whose
+  third-order update `ancestral.DPMpp3MSDE` writes), and drops the next-to-last sigma of a
+  one-longer schedule, as the webui does for it (`discard_next_to_last_sigma`). Their noise is
+  diffusers' seeded Gaussian draws, as for DPM++ 2M SDE, not k-diffusion's Brownian tree.
+- PLMS is diffusers' PNDM without its Runge-Kutta warm-up (`skip_prk_steps`): the webui's PLMS
+  (a pseudo improved Euler first step, then Adams-Bashforth up to order 4) on DDIM's timesteps.
+- DPM fast, DPM adaptive, Restart and DDIM CFG++ have no diffusers port: see `k_samplers`.
 - DDIM uses leading spacing with offset 1 (the webui's DDIM timesteps); UniPC the webui's
   order 3 and time-uniform steps, with diffusers' bh2 variant (the webui's bh1 gives NaN here).
 - Euler a: diffusers' `EulerAncestralDiscreteScheduler` has no Karras/Exponential/Beta sigmas, so
@@ -37,28 +47,33 @@ import numpy as np
 # imported here, so a worker without them fails at start, not mid-task
 import scipy.integrate  # noqa: F401
 import scipy.stats  # noqa: F401
-import torch
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
     LCMScheduler,
     LMSDiscreteScheduler,
+    PNDMScheduler,
     UniPCMultistepScheduler,
 )
-from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedulerOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils.torch_utils import randn_tensor
 
-from sdcore.webui.samplers import AUTOMATIC, SAMPLERS, SCHEDULES, TIMESTEP_SAMPLERS, resolve
+from sdcore.engine.ancestral import (
+    DPM2Ancestral,
+    DPMpp2SAncestral,
+    DPMpp3MSDE,
+    DPMppMultistepSDE,
+    DPMppSDE,
+    EulerAncestral,
+)
+from sdcore.engine.k_samplers import DDIMCFGpp, DPMAdaptive, DPMFast, Restart
+from sdcore.webui.infotext import ETA_SAMPLERS, SIGMA_NOISE_SAMPLERS
+from sdcore.webui.samplers import AUTOMATIC, NO_SCHEDULE, SAMPLERS, SCHEDULES, resolve
 
 
-class _EulerAncestral(EulerAncestralDiscreteScheduler):
+class _EulerAncestral(EulerAncestral):
     """Euler a on any sigma schedule: the sigmas and timesteps come from an Euler scheduler with
     the same config and schedule options."""
 
@@ -76,82 +91,6 @@ class _EulerAncestral(EulerAncestralDiscreteScheduler):
         twin.set_timesteps(num_inference_steps, device)
         self.sigmas = twin.sigmas.to("cpu")
         self.timesteps = twin.timesteps
-
-
-class _DPMpp2SAncestral(EulerDiscreteScheduler):
-    """k-diffusion's DPM-Solver++(2S) ancestral sampler (eta 1, s_noise 1). Two model
-    evaluations per step but the last, so `timesteps` interleaves each step's sigma with its
-    midpoint (`order` 2 keeps img2img's step slicing on step boundaries, as for Heun)."""
-
-    order = 2
-
-    def set_timesteps(self, num_inference_steps: int, device: Any = None, **kwargs: Any) -> None:
-        super().set_timesteps(num_inference_steps, device)  # type: ignore[misc]
-        base: Any = self  # diffusers' attributes are set dynamically: untyped for mypy
-        sigmas = [float(x) for x in base.sigmas]  # the step sigmas, ending with 0
-        # (sigma, sigma_down, sigma_up, sigma_next) per step; eval -> (step, first stage)
-        self._plan: list[tuple[float, float, float, float]] = []
-        self._stage: list[tuple[int, bool]] = []
-        evals: list[float] = []
-        for i, (sigma, nxt) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
-            up = min(nxt, (nxt**2 * (sigma**2 - nxt**2) / sigma**2) ** 0.5)
-            down = (nxt**2 - up**2) ** 0.5
-            self._plan.append((sigma, down, up, nxt))
-            evals.append(sigma)
-            self._stage.append((i, True))
-            if down > 0:
-                evals.append(math.sqrt(sigma * down))  # exp(-(t + h/2)) with t = -log(sigma)
-                self._stage.append((i, False))
-        alphas = base.alphas_cumprod.numpy()
-        log_sigmas = np.log(((1 - alphas) / alphas) ** 0.5)
-        steps = base._sigma_to_t(np.array(evals), log_sigmas)
-        self.timesteps = torch.from_numpy(steps.astype(np.float32)).to(device=device)
-        self.sigmas = torch.tensor([*evals, 0.0], dtype=torch.float32)
-        self.num_inference_steps = num_inference_steps
-        self._x: torch.Tensor | None = None
-        base._step_index = None
-        base._begin_index = None
-
-    def step(  # type: ignore[override]
-        self,
-        model_output: torch.Tensor,
-        timestep: Any,
-        sample: torch.Tensor,
-        generator: Any = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        base: Any = self  # diffusers' attributes are set dynamically: untyped for mypy
-        if base.step_index is None:
-            base._init_step_index(timestep)
-        index = int(base.step_index)
-        sigma = float(base.sigmas[index])
-        work = sample.to(torch.float32)
-        out = model_output.to(torch.float32)
-        if base.config.prediction_type == "v_prediction":
-            denoised = out * (-sigma / (sigma**2 + 1) ** 0.5) + work / (sigma**2 + 1)
-        else:
-            denoised = work - sigma * out
-        step, first = self._stage[index]
-        sigma_i, down, up, nxt = self._plan[step]
-        if first and down == 0:  # the last step: Euler to sigma 0
-            x = denoised
-        elif first:  # half a step in log-sigma towards sigma_down
-            self._x = work
-            h = math.log(sigma_i) - math.log(down)
-            x = (math.sqrt(sigma_i * down) / sigma_i) * work - math.expm1(-h / 2) * denoised
-        else:  # the full step with the midpoint's prediction, then the ancestral noise
-            assert self._x is not None
-            h = math.log(sigma_i) - math.log(down)
-            x = (down / sigma_i) * self._x - math.expm1(-h) * denoised
-            if nxt > 0:
-                noise = randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = x + noise * up
-        base._step_index = index + 1
-        prev = x.to(model_output.dtype)
-        if not return_dict:
-            return (prev, denoised)
-        return EulerDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
 
 
 # schedule types the webui computes itself (no diffusers option gives them)
@@ -218,6 +157,8 @@ def _use_webui_sigmas(scheduler: Any, schedule: str, sdxl: bool) -> None:
 
 
 _UNIFORM = {"timestep_spacing": "linspace"}
+_SDE = {**_UNIFORM, "algorithm_type": "sde-dpmsolver++"}
+_DDIM_STEPS = {"timestep_spacing": "leading", "steps_offset": 1}
 # webui sampler -> (diffusers scheduler class, options on top of the checkpoint's config)
 SAMPLER_CLASSES: dict[str, tuple[type[Any], dict[str, Any]]] = {
     "Euler a": (_EulerAncestral, _UNIFORM),
@@ -225,18 +166,28 @@ SAMPLER_CLASSES: dict[str, tuple[type[Any], dict[str, Any]]] = {
     "LMS": (LMSDiscreteScheduler, _UNIFORM),
     "Heun": (HeunDiscreteScheduler, _UNIFORM),
     "DPM2": (KDPM2DiscreteScheduler, _UNIFORM),
-    "DPM2 a": (KDPM2AncestralDiscreteScheduler, _UNIFORM),
-    "DPM++ 2S a": (_DPMpp2SAncestral, _UNIFORM),
+    "DPM2 a": (DPM2Ancestral, _UNIFORM),
+    "DPM++ 2S a": (DPMpp2SAncestral, _UNIFORM),
     "DPM++ 2M": (
         DPMSolverMultistepScheduler,
         {**_UNIFORM, "algorithm_type": "dpmsolver++", "solver_order": 2},
     ),
-    "DPM++ SDE": (DPMSolverSDEScheduler, _UNIFORM),
-    "DPM++ 2M SDE": (
-        DPMSolverMultistepScheduler,
-        {**_UNIFORM, "algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+    "DPM++ SDE": (DPMppSDE, _UNIFORM),
+    "DPM++ 2M SDE": (DPMppMultistepSDE, {**_SDE, "solver_order": 2}),
+    "DPM++ 2M SDE Heun": (
+        DPMppMultistepSDE,
+        {**_SDE, "solver_order": 2, "solver_type": "heun"},
     ),
-    "DDIM": (DDIMScheduler, {"timestep_spacing": "leading", "steps_offset": 1}),
+    "DPM++ 3M SDE": (  # its second step is k-diffusion's exponential ("heun") one
+        DPMpp3MSDE,
+        {**_SDE, "solver_order": 3, "solver_type": "heun", "lower_order_final": False},
+    ),
+    "DPM fast": (DPMFast, _UNIFORM),
+    "DPM adaptive": (DPMAdaptive, _UNIFORM),
+    "Restart": (Restart, _UNIFORM),
+    "DDIM": (DDIMScheduler, _DDIM_STEPS),
+    "DDIM CFG++": (DDIMCFGpp, _DDIM_STEPS),
+    "PLMS": (PNDMScheduler, {**_DDIM_STEPS, "skip_prk_steps": True}),
     "UniPC": (
         UniPCMultistepScheduler,
         # the webui's order 3 and time-uniform steps; its variant bh1 gives NaN latents in
@@ -266,10 +217,14 @@ def make_scheduler(
     base_config: Any,
     seeds: list[int] | None = None,
     sdxl: bool = False,
+    *,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> SchedulerMixin:
     """A fresh scheduler for a resolved webui (sampler, schedule), built on the checkpoint's own
     scheduler config; `seeds` (one per image) seed DPM++ SDE's Brownian-tree noise; `sdxl`
-    picks Align Your Steps' SDXL sigmas.
+    picks Align Your Steps' SDXL sigmas; `eta` and `s_noise` (the webui's `eta_ancestral` and
+    `s_noise`) reach the samplers the webui gives them to, and no other.
 
     Raises
     ------
@@ -279,21 +234,27 @@ def make_scheduler(
     sampler, schedule = resolve(sampler, schedule)
     cls, options = SAMPLER_CLASSES[sampler]
     extra: dict[str, Any] = {}
-    if sampler not in TIMESTEP_SAMPLERS:
+    if sampler not in NO_SCHEDULE:
         extra = dict(SCHEDULE_OPTIONS[schedule])
-    webui = schedule in WEBUI_SCHEDULES and sampler not in TIMESTEP_SAMPLERS
+    webui = schedule in WEBUI_SCHEDULES and sampler not in NO_SCHEDULE
     ends_at_min = issubclass(cls, _FINAL_SIGMA_MIN) or cls is _EulerAncestral  # (its twin)
     if webui and schedule == "KL Optimal" and ends_at_min:
         extra["final_sigmas_type"] = "sigma_min"  # the webui's KL Optimal stops there
-    if cls is DPMSolverSDEScheduler:
+    if cls is DPMppSDE:
         extra["noise_sampler_seed"] = list(seeds) if seeds else 0
     if cls is _EulerAncestral:
-        scheduler: Any = cls.from_config(base_config, **options)
+        built: Any = cls.from_config(base_config, **options)
         # its own spacings suffice for the uniform schedules; the others borrow Euler's sigmas
-        scheduler.schedule = {**options, **extra} if extra else {}
-        scheduler.webui_schedule = (schedule, sdxl) if webui else None
-        return scheduler
-    built: Any = cls.from_config(base_config, **{**options, **extra})
-    if webui:
-        _use_webui_sigmas(built, schedule, sdxl)
+        built.schedule = {**options, **extra} if extra else {}
+        built.webui_schedule = (schedule, sdxl) if webui else None
+    else:
+        built = cls.from_config(base_config, **{**options, **extra})
+        if webui:
+            _use_webui_sigmas(built, schedule, sdxl)
+    if sampler in ETA_SAMPLERS:
+        built.eta = float(eta)
+    # (the webui gives s_noise to Euler, Heun and DPM2 too, where it scales the noise of its
+    # sigma churn, which this service does not run: no effect there)
+    if sampler in SIGMA_NOISE_SAMPLERS and hasattr(built, "s_noise"):
+        built.s_noise = float(s_noise)
     return built  # type: ignore[no-any-return]

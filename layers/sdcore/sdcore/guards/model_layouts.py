@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sdcore.domain.models import ModelType
+from sdcore.guards import face_layouts
 from sdcore.guards.model_bytes import ModelFileError, Shapes
 
 LORA_MARKERS = (
@@ -55,6 +56,8 @@ def looks_like(shapes: Shapes) -> ModelType | None:
         return ModelType.CHECKPOINT
     if any(m in k for k in keys for m in LORA_MARKERS):
         return ModelType.LORA
+    if face_layouts.architecture(shapes) is not None:
+        return ModelType.FACE_RESTORER
     if _has(shapes, "encoder.") and _has(shapes, "decoder."):
         return ModelType.VAE
     if any(conv(shapes, k) for k in ("conv_first.weight", "model.0.weight", "body.0.weight")):
@@ -213,6 +216,12 @@ def _check_upscaler(shapes: Shapes) -> None:
         raise ModelFileError("no conv gives RGB (3 x scale^2 channels)")
 
 
+def _check_face_restorer(shapes: Shapes) -> None:
+    why = face_layouts.layout_mismatch(shapes)
+    if why is not None:
+        raise ModelFileError(why)
+
+
 def _check_controlnet(shapes: Shapes) -> None:
     hint = conv(shapes, "control_model.input_hint_block.0.weight")
     if hint is None or not _has(shapes, "control_model.zero_convs."):
@@ -242,6 +251,8 @@ def describe(shapes: Shapes, model_type: ModelType) -> dict[str, Any]:
     if model_type is ModelType.UPSCALER:
         outs = {s[0] for s in shapes.values() if len(s) == 4} & {12, 27, 48}
         return {"scale": {12: 2, 27: 3, 48: 4}[max(outs)]} if outs else {}
+    if model_type is ModelType.FACE_RESTORER:
+        return {"architecture": face_layouts.architecture(shapes)}
     if model_type is ModelType.CHECKPOINT:
         conv_in = conv(shapes, "model.diffusion_model.input_blocks.0.0.weight") or [0, 0]
         return {"architecture": checkpoint_architecture(shapes), "inpainting": conv_in[1] == 9}
@@ -267,6 +278,7 @@ def check_tensors(shapes: Shapes, model_type: ModelType, config: dict[str, Any] 
         ModelType.EMBEDDING: _check_embedding,
         ModelType.UPSCALER: _check_upscaler,
         ModelType.CONTROLNET: _check_controlnet,
+        ModelType.FACE_RESTORER: _check_face_restorer,
     }
     if model_type is ModelType.CHECKPOINT:
         _check_checkpoint(shapes, config)

@@ -460,6 +460,7 @@ class EngineInputs:
     vae: NetworkFile | None = None  # `sd_vae`; None = the checkpoint's own
     embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
     upscalers: dict[str, NetworkFile] = field(default_factory=dict)  # extras: registered models
+    face_restorers: dict[str, NetworkFile] = field(default_factory=dict)  # by name or label
 
 
 @dataclass
@@ -485,8 +486,7 @@ class Engine(ABC):
 
 
 class EngineFactory(Protocol):
-    """Builds the engine of one checkpoint on local disk (the inference function passes the
-    diffusers one; tests pass scripted ones)."""
+    """Builds one checkpoint's engine from local disk (diffusers'; tests pass scripted ones)."""
 
     def __call__(
         self,

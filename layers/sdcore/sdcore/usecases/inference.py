@@ -25,9 +25,14 @@ from sdcore.domain.models import (
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.ports import Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
+from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.model_cache import network_file
-from sdcore.usecases.networks import registered_upscalers
+from sdcore.usecases.networks import (
+    face_restorer_names,
+    registered_upscalers,
+    resolve_face_restorer,
+)
 from sdcore.usecases.notify import end_task
 from sdcore.webui.png_info import png_bytes
 from sdcore.webui.prompt_syntax import extract_networks, mentions
@@ -156,6 +161,9 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
     )
     for name, field in registered_upscalers(params):  # extras, or the hires fix's
         inputs.upscalers[name] = network_file(svc, name, ModelType.UPSCALER, field)
+    for name, field in face_restorer_names(params):
+        model = resolve_face_restorer(svc, name, field)
+        inputs.face_restorers[name] = network_file(svc, model.name, ModelType.FACE_RESTORER, field)
     if params.kind is TaskKind.EXTRAS:
         return inputs
     # the task's extra networks, fetched like checkpoints (blob store -> local model cache)
@@ -208,10 +216,17 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
             svc.queue.wake(WAKE_ON_RELEASE)
 
 
+def censor_mode(svc: Services, owner: str) -> str:
+    """The censor mode for `owner`'s tasks: the deployment's, or theirs if stricter."""
+    return strictest(svc.settings.censor, user_censor(svc, owner))
+
+
 def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
     progress = _Progress(svc, task)
     try:
         inputs = _load_inputs(svc, task)
+        mode = censor_mode(svc, task.owner)
+        judged_inputs = judge_inputs(svc, [*inputs.init_images], mode)
         result = engine.run(task.params, inputs, progress)
         if progress.timed_out:
             reason = f"time limit: ran longer than {progress.limit_s:g} s (SD_TASK_TIME_LIMIT)"
@@ -220,8 +235,15 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
         if result.interrupted or progress.cancelled:
             _end(svc, task, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
             return TaskStatus.CANCELLED
+        judged = judge_outputs(svc, result.images, mode)
+        censored = {**judged.record, **(judged_inputs or {})}
+        if judged.blocked_all:
+            reason = f"blocked by the NSFW censor: every picture scored {judged.record['scores']}"
+            _end(svc, task, TaskStatus.FAILED, TaskChanges(error=reason, info={"censor": censored}))
+            return TaskStatus.FAILED
+        infotexts = [result.infotexts[i] for i in judged.kept]
         keys, md5s = [], []
-        for n, (image, infotext) in enumerate(zip(result.images, result.infotexts, strict=True)):
+        for n, (image, infotext) in enumerate(zip(judged.images, infotexts, strict=True)):
             key = f"outputs/{task.owner or 'anonymous'}/{task.task_id}/{n}.png"
             data = png_bytes(image, infotext)
             svc.blobs.put(key, data, "image/png")
@@ -231,7 +253,12 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
             images=keys,
             image_md5=md5s,
             # which execution environment ran it: a checkpoint stays loaded in its worker
-            info={**result.info, "worker_pid": os.getpid()},
+            info={
+                **result.info,
+                **({"infotexts": infotexts} if "infotexts" in result.info else {}),
+                "worker_pid": os.getpid(),
+                **({"censor": censored} if censored else {}),
+            },
             **progress.final(),
         )
         _end(svc, task, TaskStatus.SUCCEEDED, done)

@@ -70,6 +70,48 @@ def check_networks(svc: Services, params: GenerationParams) -> None:
             resolve_network(svc, name, ModelType.LORA, "prompt")
     for name, field in registered_upscalers(params):
         resolve_network(svc, name, ModelType.UPSCALER, field)
+    for name, field in face_restorer_names(params):
+        resolve_face_restorer(svc, name, field)
+
+
+def face_restorer_names(params: GenerationParams) -> list[tuple[str, str]]:
+    """(name or architecture label, field) of the face restorers a task asks for: extras'
+    `gfpgan_visibility` / `codeformer_visibility`, a generation's `restore_faces`."""
+    if params.kind is not TaskKind.EXTRAS:
+        return [(name, "restore_faces") for name, _ in params.face_restorers]
+    fields = {"GFPGAN": "gfpgan_visibility", "CodeFormer": "codeformer_visibility"}
+    return [(name, fields.get(name, "restore_faces")) for name, _ in params.face_restorers]
+
+
+def resolve_face_restorer(svc: Services, name: str, field: str) -> Model:
+    """The usable face restorer `name` names: the registered model of that name, else the one
+    whose architecture is `name` (the webui's "CodeFormer" / "GFPGAN"), the newest first.
+
+    Raises
+    ------
+    InvalidInputError
+        None is registered (naming the request's `field`), or `name` is a model of another type.
+    ConflictError
+        The model of that name is not ready.
+    """
+    try:
+        return resolve_network(svc, name, ModelType.FACE_RESTORER, field)
+    except InvalidInputError:
+        if any(m.name == name for m in svc.models.list()):
+            raise
+    found = [
+        m
+        for m in svc.models.list()
+        if m.type is ModelType.FACE_RESTORER
+        and m.usable
+        and m.format is not None
+        and str(m.details.get("architecture", "")).lower() == name.lower()
+    ]
+    if not found:
+        raise InvalidInputError(
+            field, f"no {name} face restorer is registered: register a face_restorer model"
+        )
+    return max(found, key=lambda m: m.modified_at)
 
 
 def registered_upscalers(params: GenerationParams) -> list[tuple[str, str]]:

@@ -103,9 +103,14 @@ def native_side(model: Model) -> int:
 
 def task_work(params: GenerationParams, model: Model) -> int:
     """What a task costs, in pixel-steps: width x height x the steps that really run, for
-    every image, plus the hires fix's second pass. Extras (a resample) cost none."""
+    every image, plus the hires fix's second pass; a script's, all its jobs'. Extras (a
+    resample) cost none."""
     if params.kind is TaskKind.EXTRAS:
         return 0
+    if params.script is not None:  # a webui script: every job counts (SD upscale: every tile)
+        upscale = params.script.tile_upscale
+        per = upscale.tiles if upscale is not None else 1
+        return per * sum(task_work(job, model) for job in params.script_jobs())
     side = native_side(model)
     width, height = params.width or side, params.height or side
     steps = params.steps

@@ -14,13 +14,30 @@ whose value is None are left out.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.errors import InvalidInputError
+from sdcore.webui.options import ENSD_SAMPLERS
 from sdcore.webui.samplers import AUTOMATIC, check_sampler, check_schedule
+
+# the samplers the webui gives its `eta_ancestral` option (their k-diffusion function takes
+# `eta`) and its `s_noise` option (`sampler_extra_params`: not Euler a, DPM adaptive, Restart;
+# Euler, Heun and DPM2 take it for their sigma churn); the infotext records each as "Eta" and
+# "Sigma noise" where it differs from 1, and a pasted infotext sets them back
+ETA_SAMPLERS = frozenset({
+    "Euler a", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
+    "DPM++ 3M SDE", "DPM fast", "DPM adaptive",
+})  # fmt: skip
+SIGMA_NOISE_SAMPLERS = frozenset({
+    "Euler", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "DPM++ 2M SDE",
+    "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "DPM fast",
+})  # fmt: skip
+# infotext field -> the webui option it restores (the webui's paste of settings)
+_OPTION_FIELDS = {"Eta": "eta_ancestral", "Sigma noise": "s_noise"}
 
 # the webui's pattern, with keys capped at 64 characters: unbounded, a long line without a
 # colon (a pasted prompt) makes it backtrack quadratically (40,000 characters: minutes)
@@ -61,6 +78,8 @@ def generation_infotext(
     """One image's infotext, fields in the webui's order; `extra` (e.g. a hires fix's fields)
     goes last. `sampler`/`schedule` are the resolved names (see `sdcore.webui.samplers.resolve`)."""
     variation = params.subseed_strength > 0
+    ensd, rng = params.eta_noise_seed_delta, params.randn_source
+    eta, s_noise = params.eta_ancestral, params.s_noise
     resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
     fields: list[tuple[str, Any]] = [
         ("Steps", params.steps),
@@ -82,8 +101,16 @@ def generation_infotext(
             params.denoising_strength if params.kind is TaskKind.IMG2IMG else None,
         ),
         ("Clip skip", params.clip_skip if params.clip_skip > 1 else None),
+        # (as the webui: not at eta 0, where no sampler draws noise as it goes)
+        ("ENSD", ensd if ensd and sampler in ENSD_SAMPLERS and eta != 0 else None),
+        # the webui's default source ("GPU") goes unwritten; this service's default is None
+        ("RNG", rng if rng not in (None, "GPU") else None),
+        ("Tiling", True if params.tiling else None),
         ("Mask blur", params.mask_blur if inpaint else None),
         *extra,
+        # the sampler writes them, after the fields known before it runs
+        ("Eta", eta if eta != 1 and sampler in ETA_SAMPLERS else None),
+        ("Sigma noise", s_noise if s_noise != 1 and sampler in SIGMA_NOISE_SAMPLERS else None),
     ]
     return build_infotext(params.prompt, params.negative_prompt, fields)
 
@@ -159,6 +186,7 @@ _REQUEST_FIELDS: dict[str, tuple[str, type]] = {
     "Seed resize from-1": ("seed_resize_from_w", int),
     "Seed resize from-2": ("seed_resize_from_h", int),
     "Clip skip": ("clip_skip", int),
+    "Tiling": ("tiling", bool),
 }
 _IMG2IMG_FIELDS: dict[str, tuple[str, type]] = {
     "Denoising strength": ("denoising_strength", float),
@@ -179,9 +207,22 @@ _HIRES_FIELDS: dict[str, tuple[str, type]] = {
 }
 
 
+def _typed(value: str, kind: type) -> Any:
+    """`value` as `kind`: ints may be written as floats ("20.0"); flags as True or False."""
+    if kind is int:
+        return int(float(value))
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+    return kind(value)
+
+
 def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
     """The request fields a pasted infotext sets (webui names, typed). Values that do not parse
-    as their type are left out; the model (`Model`, `Model hash`) is not taken from it.
+    as their type are left out; the model (`Model`, `Model hash`) is not taken from it. `Eta`
+    and `Sigma noise` set the webui options `eta_ancestral` and `s_noise`, in
+    `override_settings`.
 
     Raises
     ------
@@ -200,9 +241,19 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
         if key not in parsed:
             continue
         try:
-            out[name] = kind(float(parsed[key])) if kind is int else kind(parsed[key])
+            out[name] = _typed(parsed[key], kind)
         except (ValueError, OverflowError):  # "abc", "nan", "1e999"
             continue
+    options = {}
+    for key, option in _OPTION_FIELDS.items():
+        try:
+            value = float(parsed[key]) if key in parsed else math.nan
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            options[option] = value
+    if options:  # webui options, as its paste sets them: into `override_settings`
+        out["override_settings"] = options
     if "scheduler" in out:
         out["scheduler"] = check_schedule(out["scheduler"])
     if hires:

@@ -3,8 +3,10 @@ resolves (torch-free, so the API edge validates cheaply; the engine maps the res
 
 The webui (1.9+) splits what older versions called "DPM++ 2M Karras" into a sampler ("DPM++ 2M")
 and a schedule type ("Karras"); it still accepts the old suffixed names, and so do we. A schedule
-of "Automatic" means the sampler's own default: Karras for DPM++ 2M, DPM++ SDE and DPM++ 2S a,
-Exponential for DPM++ 2M SDE, the model's uniform sigmas for the rest.
+of "Automatic" means the sampler's own default: Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a and
+Restart, Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun and DPM++ 3M SDE, the model's uniform
+sigmas for the rest. DPM fast and DPM adaptive space their own steps (log-uniform between the
+model's smallest and largest sigma), so, like the timestep samplers, they take no schedule type.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ SAMPLERS: tuple[str, ...] = (
     "DPM++ 2M",
     "DPM++ SDE",
     "DPM++ 2M SDE",
+    "DPM++ 2M SDE Heun",
+    "DPM++ 3M SDE",
+    "DPM fast",
+    "DPM adaptive",
+    "Restart",
     "DDIM",
+    "DDIM CFG++",
+    "PLMS",
     "UniPC",
     "LCM",
 )
@@ -41,7 +50,14 @@ SAMPLER_ALIASES: dict[str, tuple[str, ...]] = {
     "DPM++ 2M": ("k_dpmpp_2m",),
     "DPM++ SDE": ("k_dpmpp_sde",),
     "DPM++ 2M SDE": ("k_dpmpp_2m_sde",),
+    "DPM++ 2M SDE Heun": ("k_dpmpp_2m_sde_heun",),
+    "DPM++ 3M SDE": ("k_dpmpp_3m_sde",),
+    "DPM fast": ("k_dpm_fast",),
+    "DPM adaptive": ("k_dpm_ad",),
+    "Restart": ("restart",),
     "DDIM": ("ddim",),
+    "DDIM CFG++": ("ddim_cfgpp",),
+    "PLMS": ("plms",),
     "UniPC": ("unipc",),
     "LCM": ("k_lcm",),
 }
@@ -81,10 +97,16 @@ DEFAULT_SCHEDULE: dict[str, str] = {
     "DPM++ 2M": "Karras",
     "DPM++ SDE": "Karras",
     "DPM++ 2M SDE": "Exponential",
+    "DPM++ 2M SDE Heun": "Exponential",
+    "DPM++ 3M SDE": "Exponential",
+    "Restart": "Karras",
 }
 # samplers the webui runs on timesteps rather than sigmas: a schedule type does not apply to
 # them and is ignored, as the webui ignores it
-TIMESTEP_SAMPLERS = frozenset({"DDIM", "UniPC", "LCM"})
+TIMESTEP_SAMPLERS = frozenset({"DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"})
+# k-diffusion samplers that place their own steps: the schedule type is ignored, as for the above
+OWN_STEP_SAMPLERS = frozenset({"DPM fast", "DPM adaptive"})
+NO_SCHEDULE = TIMESTEP_SAMPLERS | OWN_STEP_SAMPLERS
 
 UPSCALERS: tuple[str, ...] = ("Lanczos", "Nearest")
 # the webui's "None": extras leaves the image as it is (webui clients send it by default)
@@ -168,7 +190,8 @@ def resolve(sampler_name: str | None, scheduler: str | None = None) -> tuple[str
 
     An explicit `scheduler` other than Automatic wins over a name suffix; Automatic becomes the
     sampler's default schedule (or stays Automatic: the model's uniform sigmas). Timestep
-    samplers (DDIM, UniPC, LCM) always report Automatic: no schedule applies to them.
+    samplers (DDIM, DDIM CFG++, PLMS, UniPC, LCM) and the samplers that place their own steps
+    (DPM fast, DPM adaptive) always report Automatic: no schedule applies to them.
 
     Raises
     ------
@@ -177,7 +200,7 @@ def resolve(sampler_name: str | None, scheduler: str | None = None) -> tuple[str
     """
     sampler, suffix = check_sampler(sampler_name or DEFAULT_SAMPLER)
     schedule = check_schedule(scheduler) if scheduler else AUTOMATIC
-    if sampler in TIMESTEP_SAMPLERS:
+    if sampler in NO_SCHEDULE:
         return sampler, AUTOMATIC
     if schedule == AUTOMATIC:
         schedule = suffix or DEFAULT_SCHEDULE.get(sampler, AUTOMATIC)

@@ -34,7 +34,7 @@ from sdcore.composition import get_services
 from sdcore.domain.models import ModelType, TaskStatus
 from sdcore.errors import InvalidInputError
 from sdcore.usecases import models as model_cases
-from sdcore.usecases import submit as submit_cases
+from sdcore.usecases import styles as style_cases
 from sdcore.usecases import tasks as task_cases
 from sdcore.usecases.submit import Idempotency
 
@@ -65,9 +65,10 @@ def _answer(body: Txt2ImgBody | Img2ImgBody | ExtrasBody) -> Response[TaskResult
     key = header(router, "Idempotency-Key")
     idempotency = Idempotency(key, body.model_dump(mode="json")) if key is not None else None
     wait_s = svc.settings.sync_timeout_s if request_type == "sync" else 0
+    styles = [] if isinstance(body, ExtrasBody) else body.styles
     with front_door_waits(router):
-        done = submit_cases.submit_and_wait(
-            svc, principal(router), body.to_submission(), idempotency, wait_s
+        done = style_cases.submit_styled(
+            svc, principal(router), body.to_submission(), styles, idempotency, wait_s
         )
     if request_type == "async" or not done.task.status.terminal:
         return Response(202, content_types.APPLICATION_JSON, TaskAccepted.of(done.task))

@@ -41,9 +41,10 @@ from sdcore.api.webui_schemas import (
     WebuiTxt2Img,
 )
 from sdcore.composition import get_services
-from sdcore.domain.models import Model, ModelFormat, ModelType
+from sdcore.domain.models import Model, ModelFormat, ModelType, TaskKind
 from sdcore.usecases import webui as webui_cases
 from sdcore.webui.samplers import SAMPLER_ALIASES, SAMPLERS, SCHEDULES, UPSCALERS, sampler_options
+from sdcore.webui.scripts import script_names
 from sdcore.webui.titles import checkpoint_title
 
 router = APIGatewayRouter()
@@ -64,8 +65,18 @@ def _generate(body: WebuiTxt2Img | WebuiImg2Img) -> Images:
         body = body.model_copy(update={"taskId": tag})
     svc = get_services()
     request = body.to_submission(body.requested_checkpoint())
+    asked = webui_cases.WebuiRequest(
+        frozenset(body.model_fields_set),
+        body.override_settings,
+        body.styles,
+        script=body.script_name or None,
+        script_args=body.script_args,
+        scheduler=body.scheduler,
+    )
     with front_door_waits(router):
-        done = webui_cases.generate(svc, principal(router), request, svc.settings.webui_timeout_s)
+        done = webui_cases.generate(
+            svc, principal(router), request, svc.settings.webui_timeout_s, asked
+        )
     info = dict(done.task.info)
     info.setdefault("infotexts", [])
     info["task_id"] = done.task.public_id
@@ -98,7 +109,7 @@ def webui_extra_single(body: WebuiExtrasSingle) -> ExtrasImage:
     svc = get_services()
     with front_door_waits(router):
         done = webui_cases.generate(
-            svc, principal(router), body.to_submission(), svc.settings.webui_timeout_s, False
+            svc, principal(router), body.to_submission(), svc.settings.webui_timeout_s
         )
     return ExtrasImage(image=_b64(done.images)[0])
 
@@ -158,19 +169,19 @@ def webui_skip() -> Empty:
 
 @documented(router.get, f"{PREFIX}/options", tags=[WEBUI])
 def webui_get_options() -> Options:
-    """The caller's options."""
-    found = webui_cases.options(get_services(), principal(router))
-    title = found.checkpoint_title
-    digest = title.rsplit("[", 1)[-1].rstrip("]") if "[" in title else ""
-    return Options(sd_model_checkpoint=title, sd_vae=found.vae, sd_checkpoint_hash=digest)
+    """Every webui setting: the webui's defaults overlaid with what the caller set."""
+    return Options(**webui_cases.options(get_services(), principal(router)))
 
 
 @documented(router.post, f"{PREFIX}/options", tags=[WEBUI])
 def webui_set_options(body: OptionsBody) -> Empty:
-    """Change the caller's default checkpoint (sd_model_checkpoint) and VAE (sd_vae)."""
-    webui_cases.set_options(
-        get_services(), principal(router), body.sd_model_checkpoint, body.sd_vae
-    )
+    """Change the caller's settings (any webui setting; 422 naming an unknown or bad one).
+
+    Those that change generation apply to the caller's webui requests that leave them out:
+    sd_model_checkpoint, sd_vae, CLIP_stop_at_last_layers, eta_noise_seed_delta, randn_source
+    (GPU or CPU), eta_ancestral and s_noise.
+    """
+    webui_cases.set_options(get_services(), principal(router), body.model_dump(exclude_unset=True))
     return Empty()
 
 
@@ -280,8 +291,10 @@ def webui_schedulers() -> list[Scheduler]:
 
 @documented(router.get, f"{PREFIX}/scripts", tags=[WEBUI])
 def webui_scripts() -> Scripts:
-    """No webui scripts run here."""
-    return Scripts()
+    """The webui scripts a txt2img or img2img request may name in `script_name`."""
+    return Scripts(
+        txt2img=list(script_names(TaskKind.TXT2IMG)), img2img=list(script_names(TaskKind.IMG2IMG))
+    )
 
 
 @documented(router.post, f"{PREFIX}/refresh-checkpoints", tags=[WEBUI])

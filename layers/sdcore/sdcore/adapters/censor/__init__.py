@@ -1,0 +1,1 @@
+"""Censor adapters that run wherever the inference function runs (both backends)."""
