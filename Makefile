@@ -9,10 +9,11 @@ export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions
 
 .PHONY: install run test lint format validate-template build clean bench docs
 
+# --no-compile: modules are byte-compiled when first imported, not all of torch's at install
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-compile -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip install -q --no-deps mediapipe==1.2.3
 	$(BIN)/python -m sdcore.engine.face_detector_model
@@ -28,7 +29,7 @@ test: install
 	$(BIN)/mypy layers/sdcore/sdcore local/sdlocal
 	$(BIN)/lint-imports
 	$(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

@@ -188,9 +188,14 @@ def _scheduler_configs() -> dict[str, str]:
 
 @pytest.mark.parametrize("name", sorted(_scheduler_configs()))
 def test_every_sampler_and_schedule_builds_on_each_scheduler_config(name: str) -> None:
+    """Every sampler with every schedule family on the SD 1.x config; on the others (v
+    prediction, other betas), every sampler with its own and one borrowed schedule: what a
+    config changes is the sigma table, not how a schedule is placed on it."""
     config = json.loads(_scheduler_configs()[name])
+    every = ("Automatic", "Karras", "Exponential", "Beta", "SGM Uniform")
+    schedules = every if name == "demo-shapes" else ("Automatic", "Karras")
     for sampler in SAMPLERS:
-        for schedule in ("Automatic", "Karras", "Exponential", "Beta", "SGM Uniform"):
+        for schedule in schedules:
             scheduler = make_scheduler(sampler, schedule, config, [0])
             scheduler.set_timesteps(4)
 
