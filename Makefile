@@ -9,11 +9,10 @@ export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions
 
 .PHONY: install run test lint format validate-template build clean bench docs
 
-# --no-compile: modules are byte-compiled when first imported, not all of torch's at install
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-compile -r requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	$(BIN)/pip install -q --no-deps mediapipe==1.2.3
 	$(BIN)/python -m sdcore.engine.face_detector_model

@@ -11,7 +11,7 @@ SAM_VERSION=1.170.0
 if [[ ! -x .venv-sam/bin/sam ]]; then
     echo "creating .venv-sam with aws-sam-cli==${SAM_VERSION}" >&2
     "$PYTHON" -m venv .venv-sam
-    .venv-sam/bin/pip install --quiet --no-compile "aws-sam-cli==${SAM_VERSION}"
+    .venv-sam/bin/pip install --quiet "aws-sam-cli==${SAM_VERSION}"
 fi
 
 AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-testing} \
