@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from sdcore.api.schemas import wire_parameters
+from sdcore.api.wire import wire_parameters
 from sdcore.clock import iso
 from sdcore.domain.models import (
     ApiKey,

@@ -6,20 +6,16 @@ from __future__ import annotations
 import builtins
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from enum import IntEnum
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from PIL import Image
 from pydantic import BaseModel
 
 from sdcore.domain.models import (
     ApiKey,
     FunctionChanges,
     FunctionRecord,
-    GenerationParams,
     Lease,
     Model,
     ModelChanges,
@@ -30,6 +26,30 @@ from sdcore.domain.models import (
     TaskTransition,
     User,
     UserChanges,
+)
+from sdcore.ports.engine import (  # noqa: F401 (the engine port, re-exported)
+    Engine as Engine,
+)
+from sdcore.ports.engine import (
+    EngineFactory as EngineFactory,
+)
+from sdcore.ports.engine import (
+    EngineInputs as EngineInputs,
+)
+from sdcore.ports.engine import (
+    EngineResult as EngineResult,
+)
+from sdcore.ports.engine import (
+    NetworkFile as NetworkFile,
+)
+from sdcore.ports.engine import (
+    StepAction as StepAction,
+)
+from sdcore.ports.engine import (
+    StepCallback as StepCallback,
+)
+from sdcore.ports.engine import (
+    StepInfo as StepInfo,
 )
 
 
@@ -395,106 +415,3 @@ class WorkerFleet(ABC):
 def function_name(prefix: str, model_name: str) -> str:
     """Function names come from a hash of the model name: model names may hold any character."""
     return f"{prefix}-{hashlib.sha256(model_name.encode()).hexdigest()[:16]}"
-
-
-# --- the engine ------------------------------------------------------------------------------
-
-
-@dataclass
-class StepInfo:
-    """Where a running task is: image job `job_no` of `job_count`, step `step` of `steps`."""
-
-    step: int
-    steps: int
-    job_no: int
-    job_count: int
-    elapsed_s: float
-    step_s: float | None = None  # mean seconds per step so far (None until two were timed)
-    # a cheap preview of the current latents (no VAE decode); None: no known approximation
-    preview: Callable[[], Image.Image] | None = field(default=None, repr=False)
-
-    @property
-    def progress(self) -> float:
-        if self.job_count == 0 or self.steps == 0:
-            return 0.0
-        return min(1.0, (self.job_no + self.step / self.steps) / self.job_count)
-
-    @property
-    def eta_s(self) -> float | None:
-        """Seconds left: the steps still to run at the measured step time; before two steps
-        were timed, extrapolated from the elapsed time."""
-        if self.step_s is not None and self.steps > 0:
-            left = (self.steps - self.step) + (self.job_count - self.job_no - 1) * self.steps
-            return max(0, left) * self.step_s
-        p = self.progress
-        return None if p <= 0 else self.elapsed_s * (1 - p) / p
-
-
-class StepAction(IntEnum):
-    """What a step callback asks for. A plain bool works too: True is STOP, False CONTINUE."""
-
-    CONTINUE = 0
-    STOP = 1  # cancel the task: no more steps, no more images
-    SKIP = 2  # end the current job (one n_iter batch) early; the next job runs
-
-
-# Called after every denoising step; its answer (a StepAction or a bool) steers the run.
-StepCallback = Callable[[StepInfo], "StepAction | bool"]
-
-
-@dataclass(frozen=True)
-class NetworkFile:
-    """A registered extra model (LoRA, VAE, embedding) fetched to local disk for a task."""
-
-    name: str
-    sha256: str
-    path: Path  # a .safetensors file, or a diffusers folder (a VAE)
-    webui_hash: str = ""  # a LoRA's hash as the webui computes it (see modelfiles), if known
-
-
-@dataclass
-class EngineInputs:
-    init_images: list[Image.Image] = field(default_factory=list)
-    mask: Image.Image | None = None
-    loras: dict[str, NetworkFile] = field(default_factory=dict)  # by the name in `<lora:...>`
-    vae: NetworkFile | None = None  # `sd_vae`; None = the checkpoint's own
-    embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
-    upscalers: dict[str, NetworkFile] = field(default_factory=dict)  # extras: registered models
-    face_restorers: dict[str, NetworkFile] = field(default_factory=dict)  # by name or label
-
-
-@dataclass
-class EngineResult:
-    images: list[Image.Image]
-    infotexts: list[str]  # one per image: the webui "parameters" text stored in the PNG
-    info: dict[str, Any]  # seeds, sizes, sampler, timings; JSON-serialisable
-    interrupted: bool = False
-
-
-class Engine(ABC):
-    """One loaded checkpoint. `load` once per execution environment, `run` per task."""
-
-    @abstractmethod
-    def load(self) -> None:
-        """Load the model (from local files only, never the network)."""
-
-    @abstractmethod
-    def run(
-        self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
-    ) -> EngineResult:
-        """Generate. Raises InvalidInputError for parameters the model cannot honour."""
-
-
-class EngineFactory(Protocol):
-    """Builds one checkpoint's engine from local disk (diffusers'; tests pass scripted ones)."""
-
-    def __call__(
-        self,
-        model_path: Path,
-        model_name: str,
-        model_hash: str,
-        *,
-        config_dir: Path | None,
-        device: str,
-        allow_pickle: bool,
-    ) -> Engine: ...

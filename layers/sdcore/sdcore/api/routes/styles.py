@@ -7,7 +7,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from sdcore.api.routes.common import GENERATION, documented, json_body, principal
-from sdcore.api.schemas import StyleBody, StyleFields
+from sdcore.api.style_schemas import StyleBody, StyleFields
 from sdcore.api.webui_responses import PromptStyle
 from sdcore.composition import get_services
 from sdcore.domain.models import PromptStyle as DomainStyle
