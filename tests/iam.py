@@ -16,6 +16,7 @@ import fnmatch
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -318,13 +319,29 @@ def _function_on(frame: Any) -> str | None:
 
 
 def calling_function() -> str | None:
-    """The function whose handler is on this thread's stack, else on another thread's (a
-    function's own threads, e.g. the heartbeat of a running task); None: test code itself."""
+    """The function whose handler is on this thread's stack, else the function that started
+    this thread (a function's own threads, e.g. the heartbeat of a running task); None: test
+    code itself. Other threads' stacks are never walked: a running thread's frames may be
+    freed while another thread reads them (the interpreter crashed doing so)."""
     found = _function_on(sys._getframe(1))
-    if found is None:
-        for frame in sys._current_frames().values():
-            found = found or _function_on(frame)
-    return found
+    return found or getattr(threading.current_thread(), _STARTED_BY, None)
+
+
+_STARTED_BY = "_iam_started_by"
+_thread_start = threading.Thread.start
+
+
+def _start_recording_function(self: threading.Thread) -> None:
+    """Thread.start, marking the new thread with the function that starts it (its handler on
+    the starting thread's stack, or the function that started the starting thread)."""
+    starter = _function_on(sys._getframe(1))
+    starter = starter or getattr(threading.current_thread(), _STARTED_BY, None)
+    if starter is not None:
+        setattr(self, _STARTED_BY, starter)
+    _thread_start(self)
+
+
+threading.Thread.start = _start_recording_function  # type: ignore[method-assign]
 
 
 def snapshot_env() -> dict[str, str]:
