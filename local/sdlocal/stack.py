@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import signal
+import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -28,6 +30,10 @@ log = logging.getLogger("sdlocal.stack")
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = REPO / "models" / "demo-shapes.safetensors"
+# the demo checkpoint's canny ControlNet (a diffusers folder, trained by
+# scripts/train_demo_controlnet.py), registered next to it under this name
+DEMO_CONTROLNET = REPO / "models" / "demo-controlnet"
+DEMO_CONTROLNET_NAME = "demo-canny"
 # the queues whose dead letters control ends (as on AWS), and the names they go by
 DEAD_LETTERS = {"tasks": "tasks-dlq", "model-jobs": "model-jobs-dlq"}
 
@@ -37,6 +43,28 @@ def register_demo(base_url: str, name: str, api_key: str | None) -> None:
     scripts/train_demo_model.py) through the ordinary admin upload path."""
     upload_model(base_url, DEMO_CHECKPOINT, name, "checkpoint", config="demo-shapes",
                  api_key=api_key)  # fmt: skip
+
+
+def pack_folder(folder: Path, archive: Path) -> Path:
+    """An uncompressed tar of a diffusers folder's files, as the admin upload takes a folder:
+    the same bytes (and so the same sha256) every time for the same files."""
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            info = tar.gettarinfo(str(path), arcname=path.name)
+            info.mtime, info.mode = 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    return archive
+
+
+def register_demo_controlnet(base_url: str, api_key: str | None) -> None:
+    """Register the shipped demo ControlNet (models/demo-controlnet/, a diffusers folder) through
+    the ordinary admin upload path, as the tar of its folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = pack_folder(DEMO_CONTROLNET, Path(tmp) / "demo-controlnet.tar")
+        upload_model(base_url, archive, DEMO_CONTROLNET_NAME, "controlnet", api_key=api_key)
 
 
 def credentials(data_dir: Path) -> dict[str, str]:
@@ -153,18 +181,24 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = local_settings(args.port)
-    # until the demo is registered, /health says so (503 starting); then, until it is verified,
-    # the proxy's own readiness does
-    stack = Stack(settings, starting=None if args.no_demo else "the demo model is being registered")
+    # until the demo models are registered, /health says so (503 starting); then, until the
+    # checkpoint is verified, the proxy's own readiness does
+    starting = None if args.no_demo else "the demo models are being registered"
+    stack = Stack(settings, starting=starting)
     created = bootstrap_local(stack.svc, settings.data_dir)
     stack.start()
     if not args.no_demo:
+        admin_key = credentials(settings.data_dir).get("admin_key")
         try:
             stack.svc.models.get(settings.default_model)
         except NotFoundError:
             log.info("registering the demo checkpoint %r", settings.default_model)
-            admin_key = credentials(settings.data_dir).get("admin_key")
             register_demo(stack.base_url, settings.default_model, admin_key)
+        try:
+            stack.svc.models.get(DEMO_CONTROLNET_NAME)
+        except NotFoundError:
+            log.info("registering the demo ControlNet %r", DEMO_CONTROLNET_NAME)
+            register_demo_controlnet(stack.base_url, admin_key)
     stack.server.started()
     _announce(stack, settings, created)
     done = threading.Event()

@@ -68,6 +68,13 @@ def test_models_lists_the_demo_checkpoint(api: httpx.Client) -> None:
     assert demo["registeredTime"].endswith("Z")
 
 
+def test_the_demo_controlnet_is_registered_before_the_stack_says_ready(
+    api: httpx.Client,
+) -> None:
+    # /health answered 200 (the fixture waited for it): both demo models are registered
+    assert api.get("/sdapi/v1/controlnet/model_list").json() == {"model_list": ["demo-canny"]}
+
+
 def test_sync_txt2img_returns_a_url_serving_a_png(api: httpx.Client) -> None:
     # When
     resp = api.post("/txt2img", json={"prompt": "a red circle", "seed": 7, "steps": 4})
