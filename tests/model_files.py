@@ -1,6 +1,8 @@
-"""Tiny model files with the key layouts of each model type, written by hand (no torch): a
+"""Tiny model files with the key layouts of each model type, written without torch: a
 safetensors header (names, dtypes, shapes, offsets) and zeroed data. What `sdcore.guards.modelfiles`
-checks is the layout, so these are what a real file of each type looks like to it."""
+checks is the layout, so these are what a real file of each type looks like to it. A checkpoint
+holds every tensor its config loads (the layout `sdcore.guards.checkpoint_fit` computes, which
+tests/unit/engine/test_checkpoint_fit.py holds against diffusers' own loader)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ import json
 import tarfile
 from math import prod
 
+from sdcore import configs
+from sdcore.guards.checkpoint_fit import expected_parts
+from sdcore.guards.model_layouts import config_architecture
+
 Shapes = dict[str, list[int]]
 
 
 def safetensors(
     shapes: Shapes, dtype: str = "F16", metadata: dict[str, str] | None = None
 ) -> bytes:
-    width = {"F16": 2, "F32": 4, "U8": 1}[dtype]
+    width = {"F16": 2, "F32": 4, "U8": 1, "F8_E4M3": 1}[dtype]
     header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, shape in shapes.items():
@@ -27,22 +33,25 @@ def safetensors(
     return len(raw).to_bytes(8, "little") + raw + b"\0" * offset
 
 
-def checkpoint_shapes(channels: int = 32) -> Shapes:
-    """The LDM/webui single-file layout (a few tensors of each part), `channels` base width."""
-    unet = "model.diffusion_model."
-    vae = "first_stage_model."
-    clip = "cond_stage_model.transformer.text_model."
-    return {
-        f"{unet}input_blocks.0.0.weight": [channels, 4, 3, 3],
-        f"{unet}input_blocks.0.0.bias": [channels],
-        f"{unet}time_embed.0.weight": [channels * 4, channels],
-        f"{unet}out.2.weight": [4, channels, 3, 3],
-        f"{vae}encoder.conv_in.weight": [32, 3, 3, 3],
-        f"{vae}decoder.conv_out.weight": [3, 32, 3, 3],
-        f"{vae}quant_conv.weight": [8, 8, 1, 1],
-        f"{clip}embeddings.token_embedding.weight": [1000, 32],
-        f"{clip}final_layer_norm.weight": [32],
-    }
+def checkpoint_shapes(config: str = "tiny-sd") -> Shapes:
+    """The LDM/webui single-file layout of the shipped config `config`: every tensor it loads."""
+    folder = configs.config_dir(config)
+    arch = config_architecture(folder)
+    assert arch is not None
+    shapes: Shapes = {}
+    for prefix, layout in expected_parts(folder, arch).values():
+        for key, want in layout.items():
+            first = want.shapes[0]  # any size goes where None: SD 2.x's unused text projection
+            shapes[prefix + key] = [int(d if d is not None else first[0] or 0) for d in first]
+    return shapes
+
+
+def checkpoint(
+    extra: Shapes | None = None, metadata: dict[str, str] | None = None, config: str = "tiny-sd"
+) -> bytes:
+    """A single-file checkpoint of config `config` (and the `extra` tensors) in fp8, as some
+    checkpoints ship: one byte a weight keeps the tiny one at 2.7 MB, inside one 5 MiB part."""
+    return safetensors({**checkpoint_shapes(config), **(extra or {})}, "F8_E4M3", metadata)
 
 
 def vae_shapes() -> Shapes:
@@ -174,7 +183,7 @@ def diffusers_tar(
 
 
 BY_TYPE = {
-    "checkpoint": lambda: safetensors(checkpoint_shapes()),
+    "checkpoint": checkpoint,
     "vae": lambda: safetensors(vae_shapes()),
     "lora": lambda: safetensors(lora_shapes()),
     "embedding": lambda: safetensors(embedding_shapes()),

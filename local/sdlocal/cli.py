@@ -7,10 +7,12 @@
     sd models list [--type lora] | sd models show sd15 | sd models delete sd15
     sd models upload model.safetensors --name sd15 [--update] (resumes when run again)
     sd models import https://host/model.safetensors --name sd15 [--sha256 HEX]
+    sd templates list|get|put|delete|export|import ... | sd batch PROMPT --folder TAG
 
 --url (env SD_URL, default http://127.0.0.1:7860); --key (env SD_API_KEY, else the local stack's
 ${SD_DATA_DIR:-./local-data}/credentials.json: admin_key for `models upload|import|show|delete`,
-user_key otherwise). Exit status: 0 ok, 1 API error or failed task (message on stderr), 2 usage.
+user_key otherwise; admin_key for --shared templates). Exit status: 0 ok, 1 API error or failed
+task (message on stderr), 2 usage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from sdlocal import cli_templates
 from sdlocal.client import (
     TERMINAL_STATUSES,
     AdminModel,
@@ -37,7 +40,8 @@ from sdlocal.client import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:7860"
-MODEL_TYPES = ["checkpoint", "vae", "lora", "embedding", "upscaler", "controlnet"]
+MODEL_TYPES = ["checkpoint", "vae", "lora", "embedding", "upscaler", "controlnet",
+               "face_restorer", "captioner", "tagger", "segmenter"]  # fmt: skip
 ADMIN_COMMANDS = {("models", a) for a in ("upload", "import", "show", "delete", "rename")}
 
 
@@ -61,11 +65,8 @@ def resolve_key(args: argparse.Namespace) -> str | None:
         creds = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    wanted = (
-        "admin_key"
-        if (args.command, getattr(args, "action", None)) in ADMIN_COMMANDS
-        else "user_key"
-    )
+    admin = (args.command, getattr(args, "action", None)) in ADMIN_COMMANDS
+    wanted = "admin_key" if admin or getattr(args, "shared", False) else "user_key"
     key = creds.get(wanted) if isinstance(creds, dict) else None
     return str(key) if key else None
 
@@ -174,6 +175,47 @@ def cmd_img2img(client: Client, args: argparse.Namespace) -> int:
         **_common_fields(args),
     )
     return _finish(client, args, answer)
+
+
+def cmd_remove(client: Client, args: argparse.Namespace) -> int:
+    if not args.photo.is_file():
+        raise UsageError(f"no such file: {args.photo}")
+    args.wait = not args.async_  # the progress bar until the task ends, then the download
+    answer = client.remove(
+        args.photo,
+        prompt=args.prompt,
+        target=args.target,
+        segmenter=args.segmenter,
+        mask_mode="box" if args.box else None,
+        dilate=args.dilate,
+        blur=args.blur,
+        denoising_strength=args.denoise,
+        async_=True,
+        **_common_fields(args),
+    )
+    return _finish(client, args, answer)
+
+
+def _remove_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("photo", type=Path, help="the photo file")
+    parser.add_argument("--prompt", default="", help="what to paint instead")
+    parser.add_argument("--target", help="the class to remove (default: person)")
+    parser.add_argument("--segmenter", help="a registered segmenter model (default: built-in)")
+    parser.add_argument("--box", action="store_true", help="mask its bounding boxes")
+    parser.add_argument("--dilate", type=int, help="px the mask grows by")
+    parser.add_argument("--blur", type=int, help="px of blur on the mask's edge")
+    parser.add_argument("--denoise", type=float, help="denoising_strength 0..1")
+    for flag, kind, help_ in [("--negative", str, "negative prompt"), ("--steps", int, None),
+                              ("--seed", int, None), ("--width", int, None),
+                              ("--height", int, None), ("--sampler", str, "sampler_name"),
+                              ("--cfg", float, "cfg_scale"),
+                              ("--model", str, "stable_diffusion_model")]:  # fmt: skip
+        parser.add_argument(flag, type=kind, help=help_)
+    parser.add_argument(
+        "--async", dest="async_", action="store_true", help="answer the task id at once"
+    )
+    parser.add_argument("--out", type=Path, help="download the photo and mask here (default .)")
+    parser.set_defaults(run=cmd_remove, batch=None)
 
 
 # --- tasks and models ------------------------------------------------------------------------
@@ -347,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     img2img.add_argument("--denoise", type=float, help="denoising_strength 0..1")
     img2img.set_defaults(run=cmd_img2img)
 
+    remove = commands.add_parser(
+        "remove", parents=[common], help="remove people (or another class) from a photo"
+    )
+    _remove_args(remove)
+
     tasks = commands.add_parser("tasks", help="list, show or cancel tasks")
     task_actions = tasks.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = task_actions.add_parser(
@@ -392,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "delete", parents=[common], help="delete a model (admin key)"
     ).add_argument("name")
     models.set_defaults(run=cmd_models)
+    cli_templates.add_commands(commands, common)
     return parser
 
 

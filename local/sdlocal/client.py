@@ -477,6 +477,120 @@ class Client:
         }
         return self._generate("/extra_images", body, async_, idempotency_key)
 
+    def remove(
+        self,
+        image: ImageArg,
+        *,
+        prompt: str = "",
+        target: str | None = None,
+        mask_mode: str | None = None,
+        dilate: int | None = None,
+        blur: int | None = None,
+        async_: bool = False,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> TaskResult:
+        """POST /edits/remove: paint `target` (default person) out of the photo. The result's
+        images are the edited photo, then the mask used."""
+        body = {
+            "image": encode_image(image),
+            "prompt": prompt,
+            "target": target,
+            "maskMode": mask_mode,
+            "dilate": dilate,
+            "blur": blur,
+            **extra,
+        }
+        return self._generate("/edits/remove", body, async_, idempotency_key)
+
+    # -- templates and batches (JSON documents as the API answers them)
+
+    def templates(self) -> list[dict[str, Any]]:
+        """GET /templates: yours, then the shared ones."""
+        return cast(list[dict[str, Any]], self._json("GET", "/templates"))
+
+    def template(self, name: str, shared: bool = False) -> dict[str, Any]:
+        params = {"shared": "true"} if shared else None
+        path = f"/templates/{quote(name, safe='')}"
+        return cast(dict[str, Any], self._json("GET", path, params=params))
+
+    def put_template(
+        self, name: str, document: Mapping[str, Any], shared: bool = False
+    ) -> dict[str, Any]:
+        """PUT /templates/{name}: its next version (with `version` in `document`: only if that
+        is the stored one)."""
+        params = {"shared": "true"} if shared else None
+        path = f"/templates/{quote(name, safe='')}"
+        return cast(dict[str, Any], self._json("PUT", path, json=dict(document), params=params))
+
+    def delete_template(self, name: str, shared: bool = False) -> None:
+        params = {"shared": "true"} if shared else None
+        self._request("DELETE", f"/templates/{quote(name, safe='')}", params=params)
+
+    def run_template(
+        self,
+        name: str,
+        prompt: str = "",
+        *,
+        init_images: list[ImageArg] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        async_: bool = False,
+        idempotency_key: str | None = None,
+    ) -> TaskResult:
+        """POST /templates/{name}/run: one task of the template with `prompt` merged in."""
+        body = {
+            "prompt": prompt,
+            "init_images": [encode_image(i) for i in init_images] if init_images else None,
+            "overrides": dict(overrides) if overrides else None,
+        }
+        path = f"/templates/{quote(name, safe='')}/run"
+        return self._generate(path, body, async_, idempotency_key)
+
+    def batch(
+        self,
+        prompt: str,
+        *,
+        templates: list[str] | None = None,
+        folder: str | None = None,
+        init_images: list[ImageArg] | None = None,
+        grid: bool = True,
+    ) -> dict[str, Any]:
+        """POST /batches: one task per template (by name, or a folder's)."""
+        body = {
+            "prompt": prompt,
+            "templates": templates,
+            "folder": folder,
+            "init_images": [encode_image(i) for i in init_images] if init_images else None,
+            "grid": grid,
+        }
+        return cast(dict[str, Any], self._json("POST", "/batches", json=_drop_none(body)))
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self._json("GET", f"/batches/{quote(batch_id, safe='')}"))
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        path = f"/batches/{quote(batch_id, safe='')}/cancellation"
+        return cast(dict[str, Any], self._json("POST", path))
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        timeout_s: float = 3600,
+        poll_s: float = 1.0,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll GET /batches/{id} until every task ended and the grid (if asked for) is in."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = self.get_batch(batch_id)
+            if on_progress is not None:
+                on_progress(state)
+            if state["status"] != "running":
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"batch {batch_id} still running after {timeout_s:g} s")
+            time.sleep(poll_s)
+
     # -- tasks
 
     def result(self, task_id: str) -> TaskResult:

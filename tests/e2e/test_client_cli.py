@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from sdlocal.client import ApiError, ChecksumError, Client, Progress, UploadEvent
+from tests.data.fetch_photos import fetch
 from tests.support_stack import REPO, SOURCE_PATH, RunningStack
 
 pytestmark = pytest.mark.slow
@@ -169,6 +172,27 @@ def test_cli_txt2img_wait_downloads_the_images(stack: RunningStack, tmp_path: Pa
     assert json.loads(shown.stdout)["images"] == body["images"]
 
 
+def test_cli_remove_paints_the_person_out_with_the_demo_model(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    # Given the test photo at the demo checkpoint's size
+    photo = tmp_path / "astronaut.png"
+    Image.open(fetch()).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS).save(photo)
+    # When
+    flags = ["--box", "--dilate", "2", "--blur", "2", "--steps", "4", "--seed", "3"]
+    run = sd(stack, "remove", str(photo), "--prompt", "a grey wall", *flags,
+             "--out", str(tmp_path / "out"))  # fmt: skip
+    # Then: the edited photo and the mask, the rest of the photo untouched, with progress shown
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    assert body["status"] == "succeeded" and body["info"]["maskMode"] == "box", body
+    assert 0.3 < body["info"]["maskCoverage"] < 1 and "100%" in run.stderr
+    edited, mask = (np.asarray(Image.open(f).convert("RGB")).astype(int) for f in body["files"])
+    before, masked = np.asarray(Image.open(photo)).astype(int), mask[..., 0]
+    assert np.array_equal(edited[masked == 0], before[masked == 0])
+    assert np.abs(edited[masked == 255] - before[masked == 255]).mean() > 10
+
+
 def test_cli_exit_codes(stack: RunningStack) -> None:
     missing = sd(stack, "tasks", "show", "no-such-task")
     assert missing.returncode == 1
@@ -293,3 +317,27 @@ def test_download_refuses_an_image_whose_md5_differs(tmp_path: Path) -> None:
     with Client("http://api", transport=transport) as sd_client, pytest.raises(ChecksumError):
         sd_client.download(result, tmp_path)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_batch_of_a_folder_returns_a_labelled_grid(
+    stack: RunningStack, client: Client, tmp_path: Path
+) -> None:
+    # Given a folder of three templates that differ in steps and guidance
+    for name, steps, cfg in (("flat", 2, 7), ("sharp", 3, 7), ("soft", 3, 4)):
+        doc = {"steps": steps, "cfg_scale": cfg, "seed": 5, "folder": "looks",
+               "promptTemplate": "{prompt}, white background"}  # fmt: skip
+        client.put_template(name, doc)
+    # When
+    run = sd(stack, "batch", "a red circle", "--folder", "looks", "--out", str(tmp_path))
+    # Then: three tasks, and a grid of their pictures under their labels
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    assert body["status"] == "succeeded" and len(body["tasks"]) == 3, body
+    assert body["tasks"][2]["label"] == "soft\ncfg_scale: 4\nsteps: 3"
+    grid = Image.open(body["files"][0])
+    cell = Image.open(client.download(client.result(body["tasks"][0]["taskId"]), tmp_path)[0])
+    assert grid.width == 3 * cell.width and grid.height > cell.height
+    # and the simple API runs a template as a style, in its envelope
+    answer = httpx.post(f"{stack.url}/simple/txt2img", headers=stack.headers, timeout=120,
+                        json={"prompt": "a red circle", "style": "flat"}).json()  # fmt: skip
+    assert answer["code"] == 0 and answer["msg"] == "ok" and len(answer["data"]["images"]) == 1

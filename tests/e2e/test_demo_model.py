@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from PIL import Image
 
+from sdlocal.demo import control
 from sdlocal.demo.shapes import classify, draw
 from tests.support_stack import RunningStack
 
@@ -73,3 +75,42 @@ def test_img2img_turns_a_red_circle_blue(api: httpx.Client) -> None:
     )
     color, _, background = classify(image)
     assert color == "blue" and background == "white"
+
+
+def _webui(api: httpx.Client, body: dict) -> list[Image.Image]:
+    resp = api.post("/sdapi/v1/txt2img", json=body)
+    assert resp.status_code == 200, resp.text
+    images = resp.json()["images"]
+    return [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in images]
+
+
+def _b64(array: object) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")  # type: ignore[arg-type]
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_demo_controlnet_puts_the_circle_where_the_control_says(api: httpx.Client) -> None:
+    # a webui client's request: a canny map of a circle at the top left, `a blue circle`
+    picture = draw(("blue", "circle", "white"), side=22, left=4, top=5)
+    edges = control.canny(picture)
+    target = control.edge_centroid(edges)
+    assert target is not None
+    unit = {"image": _b64(edges), "module": "none", "model": "demo-canny"}
+    hits = []
+    for seed in SEEDS:
+        images = _webui(api, {"prompt": "a blue circle", "seed": seed,
+                              "alwayson_scripts": {"controlnet": {"args": [unit]}}})  # fmt: skip
+        assert len(images) == 2 and images[1].size == (64, 64)  # the picture, then the map
+        found = control.centroid(images[0])
+        hits.append(found is not None and math.dist(found, target) <= 4)
+        assert classify(images[0])[0] == "blue"
+    assert sum(hits) >= 2, hits
+    # two units: the canny module run on the picture itself, and the map as it is
+    units = [{"image": _b64(picture), "module": "canny", "model": "demo-canny", "weight": 0.6},
+             {**unit, "weight": 0.6}]  # fmt: skip
+    images = _webui(api, {"prompt": "a blue circle", "seed": 1,
+                          "alwayson_scripts": {"controlnet": {"args": units}}})  # fmt: skip
+    assert len(images) == 3
+    found = control.centroid(images[0])
+    assert found is not None and math.dist(found, target) <= 6, (found, target)

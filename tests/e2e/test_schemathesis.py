@@ -130,6 +130,7 @@ def _nested(depth: int, kind: str) -> str:
 IMAGE_ROUTES = [
     ("/img2img", lambda im, mask: {"init_images": [im], "mask": mask, "steps": 1}),
     ("/extra_images", lambda im, _: {"image": im}),
+    ("/edits/remove", lambda im, _: {"image": im, "steps": 1}),
     ("/sdapi/v1/png-info", lambda im, _: {"image": im}),
 ]
 

@@ -1,9 +1,10 @@
 """Admin function routes (/admin/functions...) on the local backend, with real-shaped events.
 
-Workers are stood in for by short-lived processes whose command line is a worker's (python -c
-sleep ... sdcore.adapters.local.runtime --function <name>): no torch import, and the fleet
-judges them by pid and command line as it judges real ones. Every process started here is
-killed at the end.
+Workers are stood in for by processes whose command line is a worker's (python -c sleep ...
+sdcore.adapters.local.runtime --function <name>): no torch import, and the fleet judges them by
+pid and command line as it judges real ones. A test goes on only once the fleet's own judgement
+sees the stand-in as a worker (not after some time), and a stand-in lives until the test kills it
+(not for a while). Every process started here is killed at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from sdcore.domain.models import FunctionRecord, Model, ModelStatus
 from sdcore.ports import function_name
 from tests.functional.events import Context, api
 
-SLEEP = "import time; time.sleep(60)"
+SLEEP = "import signal; signal.pause()"  # until killed: the test decides when it is gone
 _POPEN = subprocess.Popen  # the real one, for when a test patches it
 
 
@@ -51,10 +52,11 @@ def _worker_like(name: str, procs: list[subprocess.Popen[bytes]], **kw: Any) -> 
     )
     procs.append(proc)
     # Popen returns once the child has called exec, which may not have replaced its command
-    # line yet (the fleet reads it to tell a worker): wait until it shows the worker's
-    cmdline = Path(f"/proc/{proc.pid}/cmdline")
-    deadline = time.monotonic() + 10
-    while cmdline.exists() and name.encode() not in cmdline.read_bytes():
+    # line yet (the fleet reads it to tell a worker): wait until the fleet's own test says it
+    # is the worker of `name`, as a listing will judge it
+    deadline = time.monotonic() + 30
+    while not fleet_module._is_worker(proc.pid, name):
+        assert proc.poll() is None, f"the stand-in worker exited ({proc.returncode})"
         assert time.monotonic() < deadline, "the stand-in worker never showed its command line"
         time.sleep(0.01)
     return proc
@@ -166,7 +168,7 @@ def test_a_worker_owned_by_the_fleet_restarts_with_the_new_env(
 
     def popen(args: list[str], env: dict[str, str], **kw: Any) -> Any:
         spawned.append(env)
-        return _worker_like(args[-1], procs, env=env, **kw)
+        return _worker_like(args[args.index("--function") + 1], procs, env=env, **kw)
 
     monkeypatch.setattr(fleet_module.subprocess, "Popen", popen)
     _model("demo")

@@ -43,6 +43,7 @@ def _b64(data: bytes) -> str:
         ("/img2img", lambda png: {"prompt": "x", "init_images": [png]}, "init_images"),
         ("/img2img", lambda png: {"prompt": "x", "init_images": [SMALL], "mask": png}, "mask"),
         ("/extra_images", lambda png: {"image": png}, "image"),
+        ("/edits/remove", lambda png: {"image": png}, "image"),
         ("/sdapi/v1/extra-single-image", lambda png: {"image": png}, "image"),
     ],
 )

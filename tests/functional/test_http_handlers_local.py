@@ -56,7 +56,7 @@ def _upload(name: str, data: bytes, sha256: str | None = None) -> tuple[int, obj
 
 
 def _safetensors() -> bytes:
-    return model_files.safetensors(model_files.checkpoint_shapes())
+    return model_files.checkpoint()
 
 
 def test_health(local_env: Path) -> None:

@@ -139,7 +139,7 @@ def test_the_sweep_aborts_abandoned_multipart_uploads(
 
 
 def test_delete_removes_the_lambda_function(env: dict) -> None:
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     plan = start("doomed", data)
     complete("doomed", [put(plan, data, 1)])
     svc = composition.get_services()

@@ -93,8 +93,7 @@ def submit(model: str) -> tuple[int, Any]:
 
 def big_checkpoint(size: int) -> bytes:
     """A valid checkpoint of about `size` bytes (a large tensor pads it out)."""
-    shapes = {**mf.checkpoint_shapes(), "model.diffusion_model.pad.weight": [size // 2]}
-    return mf.safetensors(shapes)
+    return mf.checkpoint({"model.diffusion_model.pad.weight": [size]})
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ def test_a_truncated_upload_leaves_the_model_unusable(env: Path) -> None:
 
 
 def test_a_wrong_sha256_leaves_the_model_unusable_and_a_new_upload_replaces_it(env: Path) -> None:
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     model = upload("bad", data, sha256="ab" * 32)
     assert model["error"].startswith("sha256 mismatch: registered " + "ab" * 32)
     assert model["pending"]["error"] == model["error"]
@@ -180,7 +179,7 @@ def test_a_pickle_checkpoint_needs_sd_allow_pickle_then_loads_and_runs(
 
 
 def test_a_damaged_part_is_refused_by_its_content_md5(env: Path) -> None:
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     plan = start("damaged", data)
     wrong = base64.b64encode(hashlib.md5(b"other bytes").digest()).decode()
     with pytest.raises(InvalidInputError, match="Content-MD5"):
@@ -189,7 +188,7 @@ def test_a_damaged_part_is_refused_by_its_content_md5(env: Path) -> None:
 
 
 def test_aborting_an_upload(env: Path) -> None:
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     plan = start("gone", data)
     put_part(plan, data, 1)
     status, body = call(admin, "DELETE", "/admin/models/gone/upload")
@@ -200,7 +199,7 @@ def test_aborting_an_upload(env: Path) -> None:
 
 
 def test_bad_input_is_a_422_naming_the_field(env: Path) -> None:
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     body = {"name": "x", "size": len(data), "sha256": "0" * 64}
     status, answer = call(admin, "POST", "/admin/models", {**body, "config": "sdxl-nope"})
     assert status == 422 and answer["detail"][0]["loc"] == ["body", "config"]
@@ -378,8 +377,8 @@ def test_an_update_while_a_task_runs(env: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(inference_app, "load_engine", load_engine)
     monkeypatch.setattr(inference_app, "_engine", None)
     monkeypatch.setattr(RecordingEngine, "loads", [])
-    v1 = mf.safetensors(mf.checkpoint_shapes(), metadata={"v": "1"})
-    v2 = mf.safetensors(mf.checkpoint_shapes(), metadata={"v": "2"})
+    v1 = mf.checkpoint(metadata={"v": "1"})
+    v2 = mf.checkpoint(metadata={"v": "2"})
     upload("demo", v1)
     _, first = submit("demo")
     _, second = submit("demo")
@@ -412,7 +411,7 @@ def test_an_update_while_a_task_runs(env: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_failed_update_keeps_the_current_version(env: Path) -> None:
-    v1 = mf.safetensors(mf.checkpoint_shapes())
+    v1 = mf.checkpoint()
     upload("stable", v1)
     model = upload("stable", mf.safetensors(mf.vae_shapes()), update=True)
     assert model["status"] == "unloaded" and model["error"] is None and model["version"] == 1
@@ -422,20 +421,20 @@ def test_a_failed_update_keeps_the_current_version(env: Path) -> None:
 
 
 def test_rename(env: Path) -> None:
-    upload("old-name", mf.safetensors(mf.checkpoint_shapes()))
+    upload("old-name", mf.checkpoint())
     status, model = call(admin, "POST", "/admin/models/old-name/rename", {"newName": "new-name"})
     assert status == 200 and model["name"] == "new-name" and model["status"] == "unloaded"
     assert call(admin, "GET", "/admin/models/old-name")[0] == 404
     assert submit("new-name")[0] == 202
     status, body = call(admin, "POST", "/admin/models/new-name/rename", {"newName": "bad name!"})
     assert status == 422 and body["detail"][0]["loc"] == ["body", "newName"]
-    upload("other", mf.safetensors(mf.checkpoint_shapes(), metadata={"o": "1"}))
+    upload("other", mf.checkpoint(metadata={"o": "1"}))
     assert call(admin, "POST", "/admin/models/other/rename", {"newName": "new-name"})[0] == 409
 
 
 def test_delete_removes_the_function_files_and_cached_copies(env: Path) -> None:
     svc = get_services()
-    model = upload("doomed", mf.safetensors(mf.checkpoint_shapes()))
+    model = upload("doomed", mf.checkpoint())
     name = function_name(svc.settings.function_prefix, "doomed")
     svc.functions.put(FunctionRecord(name=name, model="doomed", status="active", created_at=0))
     cached = svc.settings.model_cache_dir / model["sha256"]
@@ -460,9 +459,9 @@ def test_the_sweep_ends_abandoned_uploads_dead_jobs_and_marks_unloaded(
     env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     svc = get_services()
-    data = mf.safetensors(mf.checkpoint_shapes())
-    upload("held", mf.safetensors(mf.checkpoint_shapes(), metadata={"h": "1"}))
-    upload("busy", mf.safetensors(mf.checkpoint_shapes(), metadata={"b": "1"}))
+    data = mf.checkpoint()
+    upload("held", mf.checkpoint(metadata={"h": "1"}))
+    upload("busy", mf.checkpoint(metadata={"b": "1"}))
     start("stale", data)  # never completed
     plan = start("slow", data)
     call(admin, "POST", "/admin/models/slow/complete", {"parts": [put_part(plan, data, 1)]})
@@ -532,7 +531,7 @@ def test_the_local_job_loop_runs_a_job_cut_short_by_a_restart_once_more(
 
 def test_a_verification_that_died_after_joining_the_parts_is_run_again(env: Path) -> None:
     svc = get_services()
-    data = mf.safetensors(mf.checkpoint_shapes())
+    data = mf.checkpoint()
     plan = start("again", data)
     part = put_part(plan, data, 1)
     status, _ = call(admin, "POST", "/admin/models/again/complete", {"parts": [part]})

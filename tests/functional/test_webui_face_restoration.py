@@ -93,3 +93,14 @@ def test_extras_visibility_and_weight_reach_the_task(stack: Path) -> None:
     body = {**image, "upscaler_1": "None", "codeformer_visibility": 0.7, "codeformer_weight": 0.3}
     p = _queued("/sdapi/v1/extra-single-image", body).params
     assert (p.face_restorers, p.codeformer_weight) == ([("CodeFormer", 0.7)], 0.3)
+
+
+def test_a_pasted_infotext_turns_restoration_on_and_merges_settings(stack: Path) -> None:
+    _register_codeformer()
+    text = "a face\nSteps: 4, Sampler: Euler a, Seed: 7, Face restoration: codeformer-v0.1, "
+    text += "Size: 64x64, Eta: 0.5"
+    body = {"infotext": text, "override_settings": {"s_noise": 0.9}}
+    p = _queued("/sdapi/v1/txt2img", body).params
+    assert p.face_restorers == [("codeformer-v0.1", 1.0)] and p.seed == 7
+    # the request's override_settings and the pasted ones are merged key by key
+    assert (p.eta_ancestral, p.s_noise) == (0.5, 0.9)

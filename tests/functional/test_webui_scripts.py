@@ -166,6 +166,10 @@ def test_sd_upscale_reads_only_the_callers_own_image(worker: Path) -> None:
     body = {"prompt": "x", "init_images": ["inputs/someone-else/t/0.png"], **script}
     status, answer = call("POST", "/sdapi/v1/img2img", body)
     assert status == 422 and answer["detail"][0]["loc"] == ["body", "init_images", 0]
-    body["script_args"] = [None, 32, "ESRGAN_4x", 2]  # a registered model is not fetched here
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), "red").save(buf, format="PNG")
+    body |= {"init_images": [base64.b64encode(buf.getvalue()).decode()], "width": 64, "height": 64}
+    body["script_args"] = [None, 32, "ESRGAN_4x", 2]  # no such upscaler model is registered
     status, answer = call("POST", "/sdapi/v1/img2img", body)
     assert status == 422 and "ESRGAN_4x" in answer["detail"][0]["msg"]
+    assert answer["detail"][0]["loc"] == ["body", "script_args"]

@@ -12,7 +12,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from proxy_function.docs import DOC_PATHS, docs
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
-from sdcore.api.routes import account, native, styles, webui, webui_info
+from sdcore.api.routes import (
+    account,
+    controlnet,
+    native,
+    simple,
+    styles,
+    templates,
+    webui,
+    webui_info,
+)
 
 logger = Logger(service="proxy")
 app = APIGatewayRestResolver(enable_validation=True)
@@ -22,10 +31,14 @@ app.include_router(styles.router)
 app.include_router(account.router)
 app.include_router(webui.router)
 app.include_router(webui_info.router)
+app.include_router(controlnet.router)
+app.include_router(templates.router)
+app.include_router(simple.router)
 register_error_handlers(app)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     resolver = docs if event.get("path") in DOC_PATHS else app
-    return resolver.resolve(event, context)
+    # the simple API answers its errors in its own envelope
+    return simple.enveloped(event, resolver.resolve(event, context))

@@ -11,7 +11,17 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     HTTPBearer,
 )
 
-from sdcore.api.routes import account, admin, native, styles, webui, webui_info
+from sdcore.api.routes import (
+    account,
+    admin,
+    controlnet,
+    native,
+    simple,
+    styles,
+    templates,
+    webui,
+    webui_info,
+)
 from sdcore.api.routes.common import TAGS
 
 DOC_PATHS = frozenset({"/docs", "/openapi.json"})
@@ -31,6 +41,9 @@ for _router in (
     account.router,
     webui.router,
     webui_info.router,
+    controlnet.router,
+    templates.router,
+    simple.router,
     admin.router,
 ):
     docs.include_router(_router)

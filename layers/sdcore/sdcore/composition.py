@@ -37,10 +37,13 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         SqliteTaskStore,
         SqliteUserStore,
     )
+    from sdcore.adapters.local.templates import SqliteBatchStore, SqliteTemplateStore
+    from sdcore.usecases.control import worker_gone
 
     db = Database(settings.data_dir / "state.db")
     functions = SqliteFunctionStore(db)
-    return Services(
+    fleet = ProcessWorkerFleet(db, functions, settings, clock)
+    services = Services(
         settings=settings,
         tasks=SqliteTaskStore(db),
         models=SqliteModelStore(db),
@@ -48,14 +51,20 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         slots=SqliteSlotStore(db),
         queue=SqliteQueue(db, "tasks", now=clock.now),
         blobs=FileBlobStore(settings.data_dir, settings.base_url, now=clock.now),
-        fleet=ProcessWorkerFleet(db, functions, settings, clock),
+        fleet=fleet,
         users=SqliteUserStore(db),
         idempotency=SqlitePersistenceLayer(db),
         clock=clock,
         ids=ids,
         jobs=SqliteQueue(db, "model-jobs", max_receives=3, now=clock.now),
         censor=_censor(settings),
+        templates=SqliteTemplateStore(db),
+        batches=SqliteBatchStore(db),
     )
+    # a worker process this one spawned died holding tasks: they are lost now, not when their
+    # heartbeat goes stale (the reaper stays for what no parent sees)
+    fleet.on_exit = lambda held: worker_gone(services, held)
+    return services
 
 
 def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
@@ -75,6 +84,7 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         SageMakerAsyncFleet,
         SqsQueue,
     )
+    from sdcore.adapters.aws.template_store import DynamoDBBatchStore, DynamoDBTemplateStore
 
     dynamodb = boto3.client("dynamodb")
     sqs = boto3.client("sqs")
@@ -121,6 +131,9 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         ids=ids,
         jobs=SqsQueue(sqs, settings.jobs_queue_url) if settings.jobs_queue_url else None,
         censor=_censor(settings),
+        # in the users table, under prefixes of their own (adapters/aws/template_store.py)
+        templates=DynamoDBTemplateStore(dynamodb, settings.users_table),
+        batches=DynamoDBBatchStore(dynamodb, settings.users_table),
     )
 
 

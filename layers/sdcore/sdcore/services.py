@@ -17,6 +17,7 @@ from sdcore.ports import (
     WorkerFleet,
 )
 from sdcore.ports.censor import Censor
+from sdcore.ports.templates import BatchStore, TemplateStore
 from sdcore.settings import Settings
 
 
@@ -39,3 +40,6 @@ class Services:
     jobs: Queue | None = None
     # judges decoded pictures (SD_CENSOR); built lazily: only the inference function loads it
     censor: Censor | None = None
+    # users' and shared templates, and the batches that ran them
+    templates: TemplateStore | None = None
+    batches: BatchStore | None = None

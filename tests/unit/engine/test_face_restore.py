@@ -288,6 +288,29 @@ def test_the_shipped_detector_finds_a_drawn_face(shipped_detector: FaceDetector)
     assert shipped_detector.detect(Image.new("RGB", (128, 128), (90, 110, 140))) == []
 
 
+def test_the_shipped_detector_finds_small_faces_in_tiles(shipped_detector: FaceDetector) -> None:
+    # two faces of 48 and 96 px in a 512x384 picture: too small for the detector's 128x128
+    # view of the whole, found in its tiles, each once
+    picture = Image.new("RGB", (512, 384), (90, 110, 140))
+    picture.paste(_drawn_face().resize((48, 48)), (40, 300))
+    picture.paste(_drawn_face().resize((96, 96)), (360, 60))
+    faces = shipped_detector.detect(picture)
+    assert len(faces) == 2
+    big, small = ((f.box[0] + f.box[2]) / 2 for f in faces), faces[1].box
+    assert abs(next(big) - 408) < 8 and abs(next(big) - 64) < 8  # largest first
+    assert 40 <= small[0] < small[2] <= 88 and 300 <= small[1] < small[3] <= 348
+
+
+def test_detection_tiles_cover_the_picture_down_to_the_detectors_size() -> None:
+    from sdcore.engine.face_detect import tiles
+
+    assert tiles(128, 128) == [(0, 0, 128, 128)]
+    boxes = tiles(512, 384)
+    assert boxes[0] == (0, 0, 512, 384) and {b[2] - b[0] for b in boxes[1:]} == {384, 192, 128}
+    assert all(b[2] <= 512 and b[3] <= 384 for b in boxes)
+    assert (512 - 128, 384 - 128, 512, 384) in boxes  # the last tiles flush with the edges
+
+
 def test_extras_restores_a_drawn_face_with_the_shipped_detector(
     engine: DiffusersEngine,
     shipped_detector: FaceDetector,
@@ -304,3 +327,13 @@ def test_extras_restores_a_drawn_face_with_the_shipped_detector(
     source = np.asarray(picture).astype(int)
     assert np.abs(out[114:144, 114:144] - source[114:144, 114:144]).mean() > 5  # the face
     assert np.array_equal(out[:24, :24], source[:24, :24])  # far from it, untouched
+
+
+def test_the_infotext_names_the_restorer_where_the_webui_does() -> None:
+    from sdcore.webui.infotext import generation_infotext
+
+    text = generation_infotext(
+        gen(face_restorers=[("CodeFormer", 1.0)]), seed=5, subseed=0, width=64, height=64,
+        model_name="m", model_hash="h", sampler="Euler", schedule="Automatic",
+    )  # fmt: skip
+    assert ", Seed: 5, Face restoration: CodeFormer, Size: 64x64," in text

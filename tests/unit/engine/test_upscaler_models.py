@@ -15,6 +15,7 @@ from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.engine.upscalers import RRDBNet, load_upscaler
 from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs, NetworkFile
+from sdcore.webui.scripts import plan_script
 
 from .support import Steps, gen
 
@@ -144,3 +145,24 @@ def test_large_pictures_are_upscaled_in_overlapping_tiles(tmp_path: Path) -> Non
     assert run_upscaler(model, picture, 2, tile=192).size == (140, 100)
     same = run_upscaler(model, picture, 2, tile=192)
     assert np.array_equal(np.asarray(same), np.asarray(whole))
+
+
+def test_sd_upscale_runs_a_registered_upscaler_model(
+    engine: DiffusersEngine, tmp_path: Path
+) -> None:
+    # a zero-weight compact x2 model is an exact nearest-neighbour x2: SD upscale by it redraws
+    # the very tile SD upscale by "Nearest" does; a trained one another
+    source = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), np.uint8))
+    base = gen(kind="img2img", prompt="red", steps=2, seed=3, width=64, height=64,
+               denoising_strength=0.5, init_images=["inputs/x.png"])  # fmt: skip
+
+    def sd_upscale(upscaler: str, file: NetworkFile | None = None) -> np.ndarray:
+        params = plan_script("SD upscale", [None, 0, upscaler, 2.0], base)
+        inputs = EngineInputs(init_images=[source], upscalers={upscaler: file} if file else {})
+        return np.asarray(engine.run(params, inputs, Steps()).images[0])
+
+    zero = _srvgg(tmp_path / "zero.safetensors", zero=True)
+    nearest = sd_upscale("Nearest")
+    assert np.array_equal(sd_upscale(zero.name, zero), nearest)
+    trained = _srvgg(tmp_path / "x2.safetensors")
+    assert not np.array_equal(sd_upscale(trained.name, trained), nearest)

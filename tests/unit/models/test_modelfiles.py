@@ -11,12 +11,28 @@ from pathlib import Path
 import pytest
 
 from sdcore.domain.models import ModelFormat, ModelType
-from sdcore.guards.modelfiles import ModelFileError, inspect_stream
+from sdcore.guards.modelfiles import (
+    ARCHITECTURE_CONFIGS,
+    ConfigFor,
+    ModelFileError,
+    inspect_stream,
+)
 from tests import model_files as mf
 
 CONFIGS = Path(__file__).resolve().parents[3] / "layers/sdcore/sdcore/configs"
-TINY = json.loads((CONFIGS / "tiny-sd" / "unet" / "config.json").read_text())
-SD15 = json.loads((CONFIGS / "sd15" / "unet" / "config.json").read_text())
+
+
+def loads_with(name: str) -> ConfigFor:
+    """A checkpoint registered with config `name` loads with that folder."""
+    return lambda arch: CONFIGS / name
+
+
+def auto(arch: str) -> Path:
+    """`auto`: the shipped config of the file's architecture."""
+    return CONFIGS / ARCHITECTURE_CONFIGS[arch]
+
+
+TINY, SD15 = loads_with("tiny-sd"), loads_with("sd15")
 
 
 def chunked(data: bytes, size: int = 1000) -> list[bytes]:
@@ -24,7 +40,7 @@ def chunked(data: bytes, size: int = 1000) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
-def check(data: bytes, kind: str, config: dict | None = None):
+def check(data: bytes, kind: str, config: ConfigFor | None = None):
     return inspect_stream(chunked(data), ModelType(kind), config)
 
 
@@ -94,8 +110,6 @@ def test_a_malformed_header_is_refused():
 
 
 def test_checkpoint_rules():
-    with pytest.raises(ModelFileError, match="config expects 320"):
-        check(mf.safetensors(mf.checkpoint_shapes(32)), "checkpoint", SD15)
     no_vae = {k: v for k, v in mf.checkpoint_shapes().items() if "first_stage" not in k}
     with pytest.raises(ModelFileError, match="no tensors under first_stage_model"):
         check(mf.safetensors(no_vae), "checkpoint", TINY)
@@ -154,57 +168,91 @@ def test_files_written_by_diffusers_itself_pass(tmp_path):
 
 # --- architectures -------------------------------------------------------------------------------
 
-SD2_TEXT = "cond_stage_model.model."
-XL_TEXT = ("conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model.")
+TINY_OF = {"sd1": "tiny-sd", "sd2": "tiny-sd2", "sdxl": "tiny-sdxl"}
 
 
-def arch_shapes(arch: str, context: int) -> dict[str, list[int]]:
-    """The checkpoint layout with the text encoder(s) of `arch` and a cross-attention that takes
-    `context`-wide text embeddings."""
-    shapes = {
-        k: v for k, v in mf.checkpoint_shapes(320).items() if not k.startswith("cond_stage_model")
-    }
-    shapes["model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] = [
-        320,
-        context,
-    ]
-    if arch == "sd1":
-        shapes["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = [768]
-    elif arch == "sd2":
-        shapes[f"{SD2_TEXT}token_embedding.weight"] = [49408, 1024]
-    elif arch == "sdxl":
-        shapes[f"{XL_TEXT[0]}final_layer_norm.weight"] = [768]
-        shapes[f"{XL_TEXT[1]}positional_embedding"] = [77, 1280]
-    else:  # an SDXL refiner: only the OpenCLIP encoder, as embedder 0
-        shapes["conditioner.embedders.0.model.text_projection"] = [1280, 1280]
-    return shapes
+def arch_shapes(arch: str) -> dict[str, list[int]]:
+    """A whole single file of `arch` (the tiny config of it), or an SDXL refiner's layout."""
+    if arch in TINY_OF:
+        return mf.checkpoint_shapes(TINY_OF[arch])
+    shapes = {k: v for k, v in mf.checkpoint_shapes().items() if k.startswith(("model.", "first"))}
+    return {**shapes, "conditioner.embedders.0.model.text_projection": [1280, 1280]}
 
 
-def unet_json(name: str) -> dict:
-    return json.loads((CONFIGS / name / "unet" / "config.json").read_text())
-
-
-@pytest.mark.parametrize(("arch", "context"), [("sd1", 768), ("sd2", 1024), ("sdxl", 2048)])
-def test_the_architecture_is_recorded_for_listings(arch: str, context: int) -> None:
-    found = check(mf.safetensors(arch_shapes(arch, context)), "checkpoint")
+@pytest.mark.parametrize("arch", ["sd1", "sd2", "sdxl"])
+def test_the_architecture_is_recorded_for_listings(arch: str) -> None:
+    found = check(mf.safetensors(arch_shapes(arch)), "checkpoint", loads_with(TINY_OF[arch]))
     assert found.details == {"architecture": arch, "inpainting": False}
 
 
 def test_a_config_of_another_architecture_is_refused_naming_both() -> None:
-    xl = mf.safetensors(arch_shapes("sdxl", 2048))
-    with pytest.raises(ModelFileError, match=r"it is SDXL \(text embeddings 2048 wide\).*768"):
+    xl = mf.safetensors(arch_shapes("sdxl"))
+    with pytest.raises(ModelFileError, match=r"it is SDXL, the config 'sd15' is for SD 1.x"):
         check(xl, "checkpoint", SD15)
-    assert check(xl, "checkpoint", unet_json("sdxl")).details["architecture"] == "sdxl"
-    sd2 = mf.safetensors(arch_shapes("sd2", 1024))
+    sd2 = mf.safetensors(arch_shapes("sd2"))
     with pytest.raises(ModelFileError, match="it is SD 2.x"):
-        check(sd2, "checkpoint", unet_json("sdxl"))
-    assert check(sd2, "checkpoint", unet_json("sd2-base")).details["architecture"] == "sd2"
+        check(sd2, "checkpoint", loads_with("tiny-sdxl"))
+
+
+# --- every tensor against the config it loads with --------------------------------------------
+
+
+def test_a_file_that_does_not_fit_its_config_is_refused_naming_the_differences() -> None:
+    """A 32-wide SD 1.x file: `auto` picks sd15 by its keys, whose tensors are 768 wide."""
+    data = mf.checkpoint()
+    for config in (auto, SD15):
+        with pytest.raises(ModelFileError) as refused:
+            check(data, "checkpoint", config)
+        why = str(refused.value)
+        assert why.startswith("it does not fit the config sd15: UNet: ")
+        assert (
+            "text encoder: embeddings.position_embedding.weight is [77, 32], "
+            "config sd15 expects [77, 768]"
+        ) in why
+        assert "VAE: encoder.conv_in.weight is [32, 3, 3, 3], config sd15 expects" in why
+        assert "uploaded as a diffusers folder" in why and "which carries its own configs" in why
+    assert check(data, "checkpoint", TINY).details["architecture"] == "sd1"
+
+
+def test_a_missing_or_misshapen_tensor_is_named() -> None:
+    shapes = mf.checkpoint_shapes()
+    key = "model.diffusion_model.output_blocks.1.2.conv.weight"  # the first upsampler
+    missing = {k: v for k, v in shapes.items() if k != key}
+    assert len(missing) == len(shapes) - 1
+    with pytest.raises(ModelFileError, match=r"UNet: output_blocks.1.2.conv.weight is missing"):
+        check(mf.safetensors(missing), "checkpoint", TINY)
+    layer = "cond_stage_model.transformer.text_model.encoder.layers.1.mlp.fc2.weight"
+    odd = {**shapes, layer: [32, 48]}
+    with pytest.raises(ModelFileError) as refused:
+        check(mf.safetensors(odd), "checkpoint", TINY)
+    assert str(refused.value).startswith(
+        "it does not fit the config tiny-sd: text encoder: encoder.layers.1.mlp.fc2.weight is "
+        "[32, 48], config tiny-sd expects [32, 64]. "
+    )
+    # what the loader does not take is not checked: EMA copies, SD 2.x's unused last layer
+    extra = {**shapes, "model_ema.decay": [], "cond_stage_model.transformer.x.weight": [3]}
+    assert check(mf.safetensors(extra), "checkpoint", TINY).tensors == len(extra)
+
+
+def test_an_inpainting_checkpoint_fits_with_its_nine_channel_first_conv() -> None:
+    shapes = mf.checkpoint_shapes()
+    shapes["model.diffusion_model.input_blocks.0.0.weight"] = [32, 9, 3, 3]
+    found = check(mf.safetensors(shapes), "checkpoint", TINY)
+    assert found.details == {"architecture": "sd1", "inpainting": True}
+
+
+def test_each_tiny_config_fits_its_own_architecture_with_auto_refused() -> None:
+    for arch, name in TINY_OF.items():
+        data = mf.checkpoint(config=name)
+        assert check(data, "checkpoint", loads_with(name)).details["architecture"] == arch
+        with pytest.raises(ModelFileError, match=f"config {ARCHITECTURE_CONFIGS[arch]}: UNet"):
+            check(data, "checkpoint", auto)
 
 
 def test_refiners_and_unknown_text_encoders_are_refused() -> None:
     with pytest.raises(ModelFileError, match="SDXL refiner"):
-        check(mf.safetensors(arch_shapes("refiner", 1280)), "checkpoint")
-    odd = arch_shapes("sd1", 768)
+        check(mf.safetensors(arch_shapes("refiner")), "checkpoint")
+    odd = arch_shapes("sd1")
     odd = {
         k.replace("cond_stage_model.transformer", "cond_stage_model.t5"): v for k, v in odd.items()
     }
@@ -245,15 +293,15 @@ def tensors(shapes: dict[str, list[int]]) -> dict:
 
 
 def test_pickle_checkpoints_are_refused_unless_allowed() -> None:
-    data = torch_zip({"state_dict": tensors(arch_shapes("sd1", 768)), "global_step": 7})
+    data = torch_zip({"state_dict": tensors(arch_shapes("sd1")), "global_step": 7})
     with pytest.raises(ModelFileError, match="SD_ALLOW_PICKLE"):
         check(data, "checkpoint")
-    found = inspect_stream(chunked(data, 4096), ModelType.CHECKPOINT, SD15, allow_pickle=True)
+    found = inspect_stream(chunked(data, 4096), ModelType.CHECKPOINT, TINY, allow_pickle=True)
     assert found.format is ModelFormat.PICKLE
     assert found.sha256 == hashlib.sha256(data).hexdigest() and found.size == len(data)
     assert found.details == {"architecture": "sd1", "inpainting": False}
     # its layout is checked like a single file's: an SDXL pickle with the sd15 config
-    xl = torch_zip(tensors(arch_shapes("sdxl", 2048)))  # a bare state dict also works
+    xl = torch_zip(tensors(arch_shapes("sdxl")))  # a bare state dict also works
     with pytest.raises(ModelFileError, match="it is SDXL"):
         inspect_stream([xl], ModelType.CHECKPOINT, SD15, allow_pickle=True)
     # only checkpoints: other types stay safetensors-only
@@ -271,7 +319,7 @@ class _RunsCode:
 
 def test_a_pickle_that_would_run_code_is_refused_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    data = torch_zip({"state_dict": tensors(arch_shapes("sd1", 768)), "x": _RunsCode(marker)})
+    data = torch_zip({"state_dict": tensors(arch_shapes("sd1")), "x": _RunsCode(marker)})
     with pytest.raises(ModelFileError, match="the pickle references"):
         inspect_stream([data], ModelType.CHECKPOINT, allow_pickle=True)
     assert not marker.exists()

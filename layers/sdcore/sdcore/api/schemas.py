@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 from typing import Annotated, Any, ClassVar
 
@@ -16,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from sdcore.api.controlnet_schemas import ControlUnitBody, ParsedControls, parse_units
 from sdcore.domain.models import (
     INPUT_PREFIXES,
     GenerationParams,
@@ -131,6 +133,13 @@ class _GenerationBody(_Body):
         description="the caller's prompt styles (GET /styles) to apply to the prompts, in order",
     )
 
+    controlnet: list[ControlUnitBody] = Field(
+        default_factory=list,
+        max_length=16,
+        description="ControlNet units, as the sd-webui-controlnet extension's (the webui routes "
+        "also take them as alwayson_scripts.controlnet.args); see docs/generation.md",
+    )
+
     script_name: str | None = Field(None, max_length=64, description="GET /sdapi/v1/scripts")
     script_args: list[Any] = Field(default_factory=list, max_length=32, description="its values")
 
@@ -160,6 +169,9 @@ class _GenerationBody(_Body):
                 pasted = request_fields(text, img2img=cls._pastes_img2img)
             except InvalidInputError as exc:
                 raise InvalidInputError("infotext", exc.message) from None
+            ours = data.get("override_settings")
+            if isinstance(ours, dict) and "override_settings" in pasted:  # key by key
+                data["override_settings"] = {**pasted["override_settings"], **ours}
             data = {**pasted, **data}
         return data
 
@@ -195,9 +207,25 @@ class _GenerationBody(_Body):
                 raise ValueError(exc.message) from None
         return value
 
+    def _control_source(self) -> tuple[Any, str, bool]:
+        """(the raw units, their wire path, whether the webui's defaults apply)."""
+        return self.controlnet, "controlnet", False
+
+    def _controls(self, kind: TaskKind) -> ParsedControls:
+        raw, path, webui = self._control_source()
+        return parse_units(raw, path, kind, webui, decode_image)
+
+    def to_submission(self, model: str | None = None) -> Submission:
+        submission = super().to_submission(model)
+        controls = self._controls(submission.params.kind)
+        return dataclasses.replace(
+            submission, control_images=controls.images, control_paths=controls.paths
+        )
+
     def _common(self, kind: TaskKind) -> dict[str, Any]:
         sampler, schedule = resolve(self.sampler_name or self.sampler_index, self.scheduler)
         return {
+            "controlnet": self._controls(kind).units,
             "kind": kind,
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,

@@ -30,6 +30,10 @@ class ExtrasImages(BaseModel):
     images: list[str]
 
 
+class Interrogation(BaseModel):
+    caption: str  # clip: "caption, medium, by artist, movement, flavors"; deepdanbooru: tags
+
+
 class PngInfo(BaseModel):
     info: str
     items: dict[str, str]

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sdcore.api.schemas import ExtrasBody, Img2ImgBody, Txt2ImgBody
+from sdcore.errors import InvalidInputError
 
 
 class _Override(BaseModel):
@@ -24,13 +25,31 @@ class _Override(BaseModel):
         eas = self.alwayson_scripts.get("sd_model_checkpoint")
         return explicit or override or (eas if isinstance(eas, str) else None)
 
+    def _webui_controls(self, native: Any) -> tuple[Any, str, bool]:
+        """The sd-webui-controlnet shape, `alwayson_scripts.controlnet.args`, else the native
+        `controlnet` list; the extension's defaults apply either way (its control map comes
+        back unless a unit says `save_detected_map: false`)."""
+        # the webui matches always-on script names case-insensitively ("ControlNet")
+        name = next((k for k in self.alwayson_scripts if k.lower() == "controlnet"), None)
+        if name is None:
+            return native, "controlnet", True
+        script = self.alwayson_scripts[name]
+        path = f"alwayson_scripts.{name}.args"
+        if not isinstance(script, dict) or not isinstance(script.get("args"), list):
+            raise InvalidInputError(path, "a list of ControlNet units under args")
+        return script["args"], path, True
+
 
 class WebuiTxt2Img(Txt2ImgBody, _Override):
-    pass
+    def _control_source(self) -> tuple[Any, str, bool]:
+        return self._webui_controls(self.controlnet)
 
 
 class WebuiImg2Img(Img2ImgBody, _Override):
     init_images: list[str] = Field(default_factory=list, max_length=8)
+
+    def _control_source(self) -> tuple[Any, str, bool]:
+        return self._webui_controls(self.controlnet)
 
     @model_validator(mode="after")
     def _image_link(self) -> WebuiImg2Img:
@@ -67,6 +86,17 @@ class PngInfoBody(BaseModel):
     )
 
     image: str = Field(..., min_length=1)
+
+
+class InterrogateBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"image": "data:image/png;base64,iVBORw0KGgo...", "model": "clip"}]
+        }  # fmt: skip
+    )
+
+    image: str = Field(..., min_length=1)
+    model: str = Field("clip", description="clip (captioner) or deepdanbooru (tagger)")
 
 
 class OptionsBody(BaseModel):

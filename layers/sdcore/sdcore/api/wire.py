@@ -12,6 +12,9 @@ _FACE_LABELS = ("GFPGAN", "CodeFormer")
 def wire_parameters(task: Task) -> dict[str, Any]:
     """The request's parameters in webui words, as the task recorded them."""
     p = task.params
+    if p.interrogate is not None:
+        return {"stable_diffusion_model": task.model, "model": p.interrogate.method.value,
+                "interrogator": p.interrogate.model}  # fmt: skip
     if p.kind is TaskKind.EXTRAS:
         return {
             "stable_diffusion_model": task.model,
@@ -75,4 +78,11 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             inpaint_full_res=p.inpaint_full_res,
             inpaint_full_res_padding=p.inpaint_full_res_padding,
         )
+    if p.remove is not None:  # POST /edits/remove: its photo, and its mask recipe for mask_blur
+        r = p.remove
+        for name in ("init_images", "mask", "mask_blur", "inpainting_mask_invert"):
+            out.pop(name, None)
+        out.update(image=p.init_images[0] if p.init_images else None, target=r.target,
+                   segmenter=r.segmenter, maskMode=r.mask_mode.value, dilate=r.dilate,
+                   blur=r.blur, threshold=r.threshold)  # fmt: skip
     return out

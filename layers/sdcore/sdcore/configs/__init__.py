@@ -9,9 +9,7 @@ against the one it will load with. Data and paths only: torch-free, read by both
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 
@@ -24,12 +22,6 @@ def config_dir(name: str) -> Path:
 def checkpoint_configs() -> list[str]:
     """Names of the configs a checkpoint may be registered with (those with a UNet)."""
     return sorted(p.name for p in ROOT.iterdir() if (p / "unet").is_dir())
-
-
-def unet_config(name: str) -> dict[str, Any] | None:
-    """Config `name`'s UNet config, or None when there is no such config."""
-    path = ROOT / name / "unet" / "config.json"
-    return dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def pipeline_config(name: str = "sd15") -> Path:

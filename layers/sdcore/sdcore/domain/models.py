@@ -236,6 +236,9 @@ class ModelType(StrEnum):
     UPSCALER = "upscaler"
     FACE_RESTORER = "face_restorer"
     CONTROLNET = "controlnet"
+    CAPTIONER = "captioner"  # BLIP captioning + CLIP ranking folder (webui interrogate "clip")
+    TAGGER = "tagger"  # multi-label image classifier folder (interrogate "deepdanbooru")
+    SEGMENTER = "segmenter"  # semantic segmentation folder (POST /edits/remove)
 
 
 class ModelStatus(StrEnum):

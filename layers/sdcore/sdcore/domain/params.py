@@ -6,6 +6,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from sdcore.domain.controlnet import ControlUnit
+from sdcore.domain.interrogate import InterrogateSpec
+from sdcore.domain.removal import RemoveSpec
 from sdcore.domain.scripts import ScriptPlan
 
 
@@ -13,6 +16,7 @@ class TaskKind(StrEnum):
     TXT2IMG = "txt2img"
     IMG2IMG = "img2img"
     EXTRAS = "extras"
+    INTERROGATE = "interrogate"  # a caption or tags of one image, no pictures out
 
 
 class GenerationParams(BaseModel):
@@ -84,10 +88,18 @@ class GenerationParams(BaseModel):
     s_noise: float = 1.0
     # a webui script (`script_name` + `script_args`): its jobs and grids (see domain.scripts)
     script: ScriptPlan | None = None
+    # ControlNet units (the sd-webui-controlnet extension's, enabled ones only), summed
+    controlnet: list[ControlUnit] = Field(default_factory=list)
+    # interrogate: the method, the registered model and the webui options it runs with
+    interrogate: InterrogateSpec | None = None
+    # an img2img task whose mask the worker draws first: segment, mask, inpaint (domain.removal)
+    remove: RemoveSpec | None = None
 
     @property
     def image_count(self) -> int:
-        return 1 if self.kind is TaskKind.EXTRAS else self.batch_size * self.batches
+        if self.kind in (TaskKind.EXTRAS, TaskKind.INTERROGATE):
+            return 1
+        return self.batch_size * self.batches
 
     def script_jobs(self) -> list[GenerationParams]:
         """A script task's jobs, each this task's parameters with the job's changes."""

@@ -43,7 +43,8 @@ from diffusers.schedulers.scheduling_euler_ancestral_discrete import (
     EulerAncestralDiscreteSchedulerOutput,
 )
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
+
+from sdcore.engine.philox import randn_tensor
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:

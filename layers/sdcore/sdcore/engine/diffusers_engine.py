@@ -16,12 +16,17 @@ from PIL import Image
 
 from sdcore.domain.models import GenerationParams, TaskKind
 from sdcore.engine.checkpoints import peak_memory_mb, pick_device
+from sdcore.engine.controlnet import ControlNetCache
 from sdcore.engine.extras import FaceRestorer, restore_faces, upscale
 from sdcore.engine.face_detect import default_detector
 from sdcore.engine.face_restore import FaceDetector, FaceRestorerCache
+from sdcore.engine.interrogate import InterrogatorCache
+from sdcore.engine.jobs import size
 from sdcore.engine.model import LoadedModel, load_model
 from sdcore.engine.pipeline import generate
+from sdcore.engine.removal import remove
 from sdcore.engine.report import resample_info
+from sdcore.engine.segmenters import SegmenterCache
 from sdcore.engine.upscalers import UpscalerCache
 from sdcore.errors import InvalidInputError
 from sdcore.ports import Engine, EngineInputs, EngineResult, StepCallback
@@ -74,6 +79,9 @@ class DiffusersEngine(Engine):
         self.load_s: float | None = None
         self._model: LoadedModel | None = None
         self._upscalers = UpscalerCache()
+        self._controlnets = ControlNetCache()  # ControlNet models, loaded once
+        self._interrogators = InterrogatorCache()
+        self._segmenters = SegmenterCache()  # removals' segmenters, created when first needed
         # the shipped face detector unless one is given, created when a task first needs it
         self._faces = FaceRestorerCache(face_detector, find_detector=default_detector)
 
@@ -134,11 +142,21 @@ class DiffusersEngine(Engine):
     def _run(
         self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
     ) -> EngineResult:
+        if params.kind is TaskKind.INTERROGATE:
+            return self._interrogate(params, inputs)
         model = self.model
         if params.kind is TaskKind.EXTRAS:
             return self._extras(params, inputs)
+        if params.remove is not None:  # segment, then inpaint the mask (engine.removal)
+            segmenter = self._segmenters.get(inputs.segmenter, self.device)
+            inpaint = lambda job, found: self._run(job, found, on_step)  # noqa: E731
+            return remove(params, inputs, segmenter, size(model, params), inpaint)
         pipes = [model.txt2img, model.img2img, model.inpaint]
-        with model.networks.applied(params.prompt, inputs, pipes):
+        first_size = size(model, params)
+        with (
+            model.networks.applied(params.prompt, inputs, pipes),
+            self._controlnets.applied(model.txt2img.unet, params, inputs, first_size) as control,
+        ):
             result = generate(
                 model,
                 params,
@@ -152,7 +170,22 @@ class DiffusersEngine(Engine):
             result.images = self._faces.restore(
                 file, "restore_faces", self.device, result.images, params.codeformer_weight
             )
+        if control is not None:  # the control maps asked for, after the pictures
+            maps = control.maps()
+            result.images.extend(maps)
+            result.infotexts.extend("" for _ in maps)
         return result
+
+    def _interrogate(self, params: GenerationParams, inputs: EngineInputs) -> EngineResult:
+        """A caption or tags of the task's image, in `info["caption"]`; no pictures."""
+        if params.interrogate is None or not inputs.init_images:
+            raise InvalidInputError("image", "interrogate needs an image")
+        started = time.perf_counter()
+        text = self._interrogators.run(
+            params.interrogate, inputs.interrogator, inputs.init_images[0], self.device
+        )
+        info = {"caption": text, "time_s": round(time.perf_counter() - started, 3)}
+        return EngineResult(images=[], infotexts=[], info=info)
 
     def _restorer(self, params: GenerationParams, inputs: EngineInputs) -> FaceRestorer:
         """Extras' face restorers: (name, image) -> the image restored."""

@@ -19,19 +19,24 @@ WHEEL = "mediapipe==0.10.21"
 MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
 
 
-def main() -> None:
-    if MODEL_FILE.is_file() and hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest() == MODEL_SHA256:
+def fetch(member: str, target: Path, sha256: str) -> None:
+    """Put the wheel's `member` at `target` unless a file with that digest is already there."""
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return
     with tempfile.TemporaryDirectory() as tmp:
         pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp]
         subprocess.run(pip, check=True)
         wheel = next(Path(tmp).glob("mediapipe-*.whl"))
-        data = zipfile.ZipFile(wheel).read(MEMBER)
+        data = zipfile.ZipFile(wheel).read(member)
     digest = hashlib.sha256(data).hexdigest()
-    if digest != MODEL_SHA256:
-        sys.exit(f"{MEMBER}: sha256 {digest}, expected {MODEL_SHA256}")
-    MODEL_FILE.parent.mkdir(parents=True, exist_ok=True)
-    MODEL_FILE.write_bytes(data)
+    if digest != sha256:
+        sys.exit(f"{member}: sha256 {digest}, expected {sha256}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def main() -> None:
+    fetch(MEMBER, MODEL_FILE, MODEL_SHA256)
 
 
 if __name__ == "__main__":

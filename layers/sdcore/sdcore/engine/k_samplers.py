@@ -34,9 +34,9 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteSchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from sdcore.engine.ancestral import ancestral_step
+from sdcore.engine.philox import randn_tensor
 
 # (sigma, x) per model evaluation in, denoised predictions back, the final x returned
 Loop = Generator[tuple[float, torch.Tensor], torch.Tensor, torch.Tensor]

@@ -8,14 +8,19 @@ strength, noise drawn from v_i is spherically interpolated with it (`slerp`). Wi
 image's own noise, so a seed keeps its composition across sizes.
 
 The webui's `randn_source` picks the device the noise is drawn on ("CPU", this service's
-default; "GPU": the pipeline's device, so the picture matches a webui on that GPU), and its
+default; "GPU": the pipeline's device, so the picture matches a webui on that GPU; "NV": an
+NVIDIA GPU's numbers on any device, see `philox`), and its
 `eta_noise_seed_delta` (ENSD) reseeds the generator the sampler goes on with at seed + ENSD.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
+
+from sdcore.engine.philox import PhiloxGenerator
 
 # SD 1.x latent channels -> RGB, the widely used linear fit to the VAE decoder (the webui's
 # "Approx cheap" preview uses the same factors)
@@ -53,9 +58,18 @@ def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     ).unsqueeze(1) * high
 
 
-def _randn(seed: int, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
-    generator = torch.Generator(device).manual_seed(seed)
+def _generator(seed: int, device: torch.device | str, nv: bool) -> Any:
+    return PhiloxGenerator(seed) if nv else torch.Generator(device).manual_seed(seed)
+
+
+def _draw(generator: Any, shape: tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+    if isinstance(generator, PhiloxGenerator):
+        return generator.randn_tensor(shape).to(device)
     return torch.randn(shape, generator=generator, device=device)
+
+
+def _randn(seed: int, shape: tuple[int, ...], device: torch.device | str, nv: bool) -> torch.Tensor:
+    return _draw(_generator(seed, device, nv), shape, device)
 
 
 def _paste_centred(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -78,20 +92,22 @@ def image_noise(
     resize_from: tuple[int, int] | None = None,
     ensd: int = 0,
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Generator]:
+    nv: bool = False,
+) -> tuple[torch.Tensor, Any]:
     """One image's initial noise, (C, H, W) float32 on `device`, and its generator (which drew
     the image-size noise first, whatever the options, and goes on to the sampler; with `ensd`,
     a generator seeded at seed + ensd goes on instead, as the webui's ENSD).
 
-    `resize_from` is the (latent height, latent width) the seed's noise is drawn at."""
-    generator = torch.Generator(device).manual_seed(seed)
-    noise = torch.randn(shape, generator=generator, device=device)
+    `resize_from` is the (latent height, latent width) the seed's noise is drawn at; `nv`
+    draws with the webui's NV generators (`philox.PhiloxGenerator`) instead of torch's."""
+    generator = _generator(seed, device, nv)
+    noise = _draw(generator, shape, device)
     source_shape = (shape[0], *resize_from) if resize_from else shape
-    source = noise if source_shape == shape else _randn(seed, source_shape, device)
+    source = noise if source_shape == shape else _randn(seed, source_shape, device, nv)
     if subseed is not None and subseed_strength > 0:
-        source = slerp(subseed_strength, source, _randn(subseed, source_shape, device))
+        source = slerp(subseed_strength, source, _randn(subseed, source_shape, device, nv))
     if ensd:
-        generator = torch.Generator(device).manual_seed(seed + ensd)
+        generator = _generator(seed + ensd, device, nv)
     if source_shape != shape:
         return _paste_centred(source, noise), generator
     return source, generator

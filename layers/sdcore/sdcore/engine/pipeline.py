@@ -14,6 +14,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 
 from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.engine import philox
+from sdcore.engine.controlnet import controlled
 from sdcore.engine.extras import Upscaler
 from sdcore.engine.hires import HiresPlan
 from sdcore.engine.jobs import Job, prepare_job
@@ -51,7 +53,7 @@ def generate(
     """
     if params.script is not None:  # a webui script: its jobs, each a generation, then grids
         return run_script(params, inputs, on_step, lambda p, i, step: generate(
-            model, p, i, step, upscalers, identity))  # fmt: skip
+            model, p, i, step, upscalers, identity), upscalers)  # fmt: skip
     started = time.perf_counter()
     job = prepare_job(model, params, inputs, inputs.upscalers)
     sampler, schedule = resolve(params.sampler, params.scheduler)
@@ -104,8 +106,12 @@ def draw_noise(
 ) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Each image's starting noise from its own seed (and variation seed): one generator per
     image, so image i is the same whatever the batch size; on the CPU (so whatever the device
-    too) unless the webui's `randn_source` asks for the pipeline's device ("GPU")."""
+    too) unless the webui's `randn_source` asks for the pipeline's device ("GPU") or for an
+    NVIDIA GPU's numbers ("NV", drawn on the CPU; the sampler's later noise too)."""
     device = pipe.device if params.randn_source == "GPU" else "cpu"
+    nv = params.randn_source == "NV"
+    if nv:
+        philox.install()
     drawn = [
         image_noise(
             shape,
@@ -115,6 +121,7 @@ def draw_noise(
             seeds.resize_from,
             params.eta_noise_seed_delta,
             device,
+            nv,
         )  # fmt: skip
         for s, v in zip(seeds.seeds[part], seeds.subseeds[part], strict=True)
     ]
@@ -171,7 +178,7 @@ def denoise(
         guidance_scale=params.guidance,
         num_images_per_prompt=len(generators),
         generator=generators,
-        callback_on_step_end=progress,
+        callback_on_step_end=controlled(pipe, progress),
         output_type="latent" if job.hires is not None and job.hires.latent else "pil",
         **kwargs,
     )
@@ -224,7 +231,7 @@ def second_pass(
         guidance_scale=params.guidance,
         num_images_per_prompt=len(generators),
         generator=generators,
-        callback_on_step_end=progress,
+        callback_on_step_end=controlled(pipe, progress, hires=True),
         output_type="pil",
     )
     return list(out.images)

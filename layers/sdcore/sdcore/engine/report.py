@@ -14,6 +14,7 @@ from sdcore.engine.hires import HiresPlan
 from sdcore.engine.networks import network_fields
 from sdcore.engine.noise import SD1_LATENT_RGB, SDXL_LATENT_RGB, latent_preview
 from sdcore.ports import EngineInputs, StepAction, StepCallback, StepInfo
+from sdcore.webui.controlnet import infotext_fields
 from sdcore.webui.infotext import generation_infotext
 
 
@@ -111,6 +112,12 @@ class RunFacts:
     device: str
 
 
+def control_hashes(params: GenerationParams, inputs: EngineInputs) -> dict[str, str]:
+    """Each ControlNet unit's model name -> its file's sha256."""
+    pairs = zip(params.controlnet, inputs.controls, strict=True)
+    return {unit.model: given.file.sha256 for unit, given in pairs}
+
+
 def infotexts(
     params: GenerationParams, inputs: EngineInputs, seeds: Seeds, facts: RunFacts, count: int
 ) -> list[str]:
@@ -122,8 +129,7 @@ def infotexts(
             else ()
         ),
         *network_fields(inputs),
-        # the webui writes its face_restoration_model option's value
-        *(("Face restoration", name) for name, _ in params.face_restorers[:1]),
+        *infotext_fields(params.controlnet, control_hashes(params, inputs)),
     ]
     return [
         generation_infotext(

@@ -6,7 +6,7 @@ redraws the upscaled image tile by tile and blends the tiles back."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PIL import Image
@@ -16,9 +16,13 @@ from sdcore.domain.scripts import ScriptPlan, TileUpscale
 from sdcore.engine.grids import combine, labelled_grid, split, tile_layout, titled_row
 from sdcore.errors import InvalidInputError
 from sdcore.ports import EngineInputs, EngineResult, StepAction, StepCallback, StepInfo
+from sdcore.webui.scripts import SD_UPSCALE_RESAMPLERS as BUILT_IN
 from sdcore.webui.scripts import upscaled_size
 
 # one generation of the task's engine: (params, inputs, step callback) -> result
+# a registered upscaler model: (image, scale) -> the image upscaled by scale
+UpscaleModel = Callable[[Image.Image, float], Image.Image]
+_LANCZOS = Image.Resampling.LANCZOS
 RunOne = Callable[[GenerationParams, EngineInputs, StepCallback], EngineResult]
 
 
@@ -48,7 +52,11 @@ def _run_all(
 
 
 def run_script(
-    params: GenerationParams, inputs: EngineInputs, on_step: StepCallback, run_one: RunOne
+    params: GenerationParams,
+    inputs: EngineInputs,
+    on_step: StepCallback,
+    run_one: RunOne,
+    upscalers: Callable[[], Mapping[str, UpscaleModel]] = dict,
 ) -> EngineResult:
     """The task's script: its jobs (or tiles), then its grids, as one result.
 
@@ -60,7 +68,9 @@ def run_script(
     plan = params.script
     assert plan is not None
     if plan.tile_upscale is not None:
-        return _tile_upscale(params, plan.tile_upscale, inputs, on_step, run_one)
+        big = upscaled(inputs.init_images[0].convert("RGB") if inputs.init_images else None,
+                       plan.tile_upscale, upscalers)  # fmt: skip
+        return _tile_upscale(params, plan.tile_upscale, big, inputs, on_step, run_one)
     jobs = params.script_jobs()
     results = _run_all([(job, inputs) for job in jobs], on_step, run_one)
     return _assemble(plan, results, len(jobs))
@@ -99,26 +109,35 @@ def _assemble(plan: ScriptPlan, results: list[EngineResult], count: int) -> Engi
     return EngineResult(images=images, infotexts=texts, info=info, interrupted=info["interrupted"])
 
 
-def upscaled(image: Image.Image, upscaler: str, scale: float) -> Image.Image:
-    """The webui's resampler upscale: to `scale` times the size rounded down to 8 px, Nearest
-    or else Lanczos ("None" too: it resizes the picture as the webui's does)."""
-    width, height = upscaled_size(image.width, image.height, scale)
-    method = Image.Resampling.NEAREST if upscaler == "Nearest" else Image.Resampling.LANCZOS
+def upscaled(
+    image: Image.Image | None,
+    plan: TileUpscale,
+    upscalers: Callable[[], Mapping[str, UpscaleModel]],
+) -> Image.Image:
+    """The image SD upscale redraws: `scale` times the size rounded down to 8 px; by Nearest,
+    by Lanczos ("None" too: it resizes the picture as the webui's does), or by a registered
+    upscaler model as far as that size needs, then Lanczos-resized to it exactly (the webui's
+    `Upscaler.upscale`)."""
+    if image is None:
+        raise InvalidInputError("init_images", "SD upscale needs an image")
+    width, height = upscaled_size(image.width, image.height, plan.scale)
+    if plan.upscaler not in BUILT_IN:
+        big = upscalers()[plan.upscaler](image, max(width / image.width, height / image.height))
+        return big if big.size == (width, height) else big.resize((width, height), _LANCZOS)
+    method = Image.Resampling.NEAREST if plan.upscaler == "Nearest" else _LANCZOS
     return image.resize((width, height), method)
 
 
 def _tile_upscale(
     params: GenerationParams,
     plan: TileUpscale,
+    big: Image.Image,
     inputs: EngineInputs,
     on_step: StepCallback,
     run_one: RunOne,
 ) -> EngineResult:
     """Per picture (one per `n_iter`, seed + n): the init image upscaled, each tile redrawn by
     img2img at the task's width x height with the picture's seed, the tiles blended back."""
-    if not inputs.init_images:
-        raise InvalidInputError("init_images", "SD upscale needs an image")
-    big = upscaled(inputs.init_images[0].convert("RGB"), plan.upscaler, plan.scale)
     tile_w, tile_h = params.width or 512, params.height or 512
     if big.width < tile_w or big.height < tile_h:
         raise InvalidInputError(

@@ -260,6 +260,8 @@ class UpscalerCache:
                     field = "upscaler_1" if name == params.upscaler else "upscaler_2"
                     if params.kind is TaskKind.TXT2IMG:
                         field = "hr_upscaler"
+                    if params.script is not None and params.script.tile_upscale is not None:
+                        field = "script_args"
                     raise InvalidInputError(field, f"upscaler {name!r}: {exc}") from exc
             self._loaded[file.sha256] = model
             while len(self._loaded) > self.keep:

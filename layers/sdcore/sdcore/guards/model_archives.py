@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from sdcore.domain.models import ModelType
+from sdcore.guards import interrogator_folders
 from sdcore.guards.model_bytes import (
     MAX_JSON,
     ModelFileError,
@@ -128,8 +129,11 @@ def folder_architecture(folder: Folder) -> str | None:
     return "sd2" if isinstance(text, dict) and text.get("hidden_size") == 1024 else "sd1"
 
 
-def check_folder(folder: Folder, model_type: ModelType) -> None:
-    """Refuse a diffusers folder unless it is a `model_type` the engine's loaders take."""
+def check_folder(folder: Folder, model_type: ModelType) -> dict[str, Any]:
+    """Refuse a diffusers (or, for interrogation, transformers) folder unless it is a
+    `model_type` the engine's loaders take; what the listing's details show of it."""
+    if model_type.value in interrogator_folders.CHECKS:
+        return interrogator_folders.CHECKS[model_type.value](folder)
     if model_type is ModelType.CHECKPOINT:
         index = folder.json.get("model_index.json")
         if not isinstance(index, dict) or not str(index.get("_class_name", "")).endswith(
@@ -149,7 +153,7 @@ def check_folder(folder: Folder, model_type: ModelType) -> None:
         if conv(unet, "conv_in.weight") is None:
             raise ModelFileError("unet/ weights have no conv_in: not a diffusers UNet")
         check_vae(vae)
-        return
+        return {"architecture": folder_architecture(folder)}
     expected = {ModelType.VAE: "AutoencoderKL", ModelType.CONTROLNET: "ControlNetModel"}
     if model_type not in expected:
         raise ModelFileError(
@@ -167,6 +171,7 @@ def check_folder(folder: Folder, model_type: ModelType) -> None:
     if not shapes:
         raise ModelFileError("no .safetensors weights beside config.json")
     check_tensors(shapes, model_type, None)
+    return {}
 
 
 # --- torch zip pickles (.ckpt), when allowed ----------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 from sdcore.domain.models import ModelType
 from sdcore.guards import face_layouts
+from sdcore.guards.checkpoint_fit import check_fit
 from sdcore.guards.model_bytes import ModelFileError, Shapes
 
 LORA_MARKERS = (
@@ -18,6 +19,7 @@ LORA_MARKERS = (
     "hada_w", "hada_t", "lokr_w", "lokr_t", ".alpha", "dora_scale",
 )  # fmt: skip
 BASE_PREFIXES = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")
+ConfigFor = Callable[[str], Path]  # architecture -> the config folder a checkpoint loads with
 
 
 # --- what a set of tensors looks like ------------------------------------------------------------
@@ -123,16 +125,7 @@ def architecture_mismatch(found: str, folder: Path) -> str | None:
     )
 
 
-def _context_width(shapes: Shapes) -> int | None:
-    """The width of the text embeddings the UNet's cross-attention takes (768 SD 1.x, 1024
-    SD 2.x, 2048 SDXL)."""
-    for key, shape in shapes.items():
-        if key.startswith("model.diffusion_model.") and key.endswith("attn2.to_k.weight"):
-            return shape[1] if len(shape) == 2 else None
-    return None
-
-
-def _check_checkpoint(shapes: Shapes, config: dict[str, Any] | None) -> None:
+def _check_checkpoint(shapes: Shapes, config: ConfigFor | None) -> None:
     missing = [p for p in ("model.diffusion_model.", "first_stage_model.") if not _has(shapes, p)]
     if not (_has(shapes, "cond_stage_model.") or _has(shapes, "conditioner.")):
         missing.append("cond_stage_model. (or conditioner.)")
@@ -148,19 +141,12 @@ def _check_checkpoint(shapes: Shapes, config: dict[str, Any] | None) -> None:
     conv_out = conv(shapes, "first_stage_model.decoder.conv_out.weight")
     if conv_out is None or conv_out[0] != 3:
         raise ModelFileError("the VAE's decoder.conv_out is missing or does not give RGB")
-    if config is not None:  # the architecture the checkpoint will be loaded as
-        want = config.get("block_out_channels", [None])[0]
-        if want is not None and conv_in[0] != want:
-            raise ModelFileError(
-                f"its UNet has {conv_in[0]} base channels, the config expects {want}: "
-                "pick the config of its architecture (or auto)"
-            )
-        width, want = _context_width(shapes), config.get("cross_attention_dim")
-        if width is not None and want is not None and width != want:
-            raise ModelFileError(
-                f"it is {ARCHITECTURE_LABELS[arch]} (text embeddings {width} wide), the config "
-                f"expects {want}: pick the config of its architecture (or auto)"
-            )
+    if config is not None:  # the config folder it will be loaded with
+        folder = config(arch)
+        why = architecture_mismatch(arch, folder)
+        if why is not None:
+            raise ModelFileError(why)
+        check_fit(shapes, folder, arch)
 
 
 def check_vae(shapes: Shapes) -> None:
@@ -253,13 +239,19 @@ def describe(shapes: Shapes, model_type: ModelType) -> dict[str, Any]:
         return {"scale": {12: 2, 27: 3, 48: 4}[max(outs)]} if outs else {}
     if model_type is ModelType.FACE_RESTORER:
         return {"architecture": face_layouts.architecture(shapes)}
+    if model_type is ModelType.CONTROLNET:  # its architecture by the prompt embeddings' width
+        widths = {
+            s[1] for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and len(s) == 2
+        }
+        arch = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(max(widths)) if widths else None
+        return {"architecture": arch} if arch else {}
     if model_type is ModelType.CHECKPOINT:
         conv_in = conv(shapes, "model.diffusion_model.input_blocks.0.0.weight") or [0, 0]
         return {"architecture": checkpoint_architecture(shapes), "inpainting": conv_in[1] == 9}
     return {}
 
 
-def check_tensors(shapes: Shapes, model_type: ModelType, config: dict[str, Any] | None) -> None:
+def check_tensors(shapes: Shapes, model_type: ModelType, config: ConfigFor | None) -> None:
     """Refuse `shapes` unless they have the key layout of `model_type`.
 
     Raises
@@ -267,6 +259,11 @@ def check_tensors(shapes: Shapes, model_type: ModelType, config: dict[str, Any] 
     ModelFileError
         With the reason; naming the type the file looks like when it is another one.
     """
+    if model_type in (ModelType.CAPTIONER, ModelType.TAGGER, ModelType.SEGMENTER):
+        raise ModelFileError(
+            f"{a_or_an(model_type.value)} is a transformers folder: upload it as an "
+            "uncompressed tar"
+        )
     seems = looks_like(shapes)
     if seems is not None and seems is not model_type:
         raise ModelFileError(

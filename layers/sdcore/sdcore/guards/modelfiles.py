@@ -13,8 +13,10 @@ What each type must look like (the key layouts the webui and diffusers write):
 - checkpoint: the original (LDM/webui) single-file layout, `model.diffusion_model.*` (UNet),
   `first_stage_model.*` (VAE) and the text encoders: SD 1.x `cond_stage_model.transformer.*`
   (CLIP), SD 2.x `cond_stage_model.model.*` (OpenCLIP), SDXL `conditioner.embedders.0/1.*`
-  (CLIP + OpenCLIP); or a diffusers StableDiffusion(XL)Pipeline folder (`model_index.json`;
-  unet, vae, text encoders in safetensors). Its architecture goes in the listing's details.
+  (CLIP + OpenCLIP), with every tensor the config it loads with takes (`checkpoint_fit`);
+  or a diffusers StableDiffusion(XL)Pipeline folder (`model_index.json`; unet, vae, text
+  encoders in safetensors), which carries its own configs. Its architecture goes in the
+  listing's details.
 - vae: `encoder.*` and `decoder.*` (webui `.vae.safetensors` and diffusers AutoencoderKL), or a
   diffusers AutoencoderKL folder.
 - lora: pairs of low-rank factors (kohya `lora_down`/`lora_up`, PEFT `lora_A`/`lora_B`, diffusers
@@ -26,6 +28,10 @@ What each type must look like (the key layouts the webui and diffusers write):
 - controlnet: `control_model.input_hint_block.*` + `zero_convs` (LDM) or
   `controlnet_cond_embedding.*` + `controlnet_down_blocks.*` (diffusers), or a diffusers
   ControlNetModel folder.
+- captioner, tagger: transformers folders only (a BLIP captioner with its CLIP model in `clip/`;
+  a multi-label image classifier whose labels are the tags), see `interrogator_folders`.
+- segmenter: a transformers semantic segmentation folder only (its classes in `id2label`), see
+  `interrogator_folders`.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdcore.domain.models import ModelFormat, ModelType
-from sdcore.guards.model_archives import check_folder, folder_architecture, read_tar, read_torch_zip
+from sdcore.guards.model_archives import check_folder, read_tar, read_torch_zip
 from sdcore.guards.model_bytes import (
     ModelFileError,
     Stream,
@@ -45,6 +51,7 @@ from sdcore.guards.model_bytes import (
 )
 from sdcore.guards.model_layouts import (
     ARCHITECTURE_CONFIGS,
+    ConfigFor,
     architecture_mismatch,
     check_tensors,
     checkpoint_architecture,
@@ -54,6 +61,7 @@ from sdcore.guards.model_layouts import (
 
 __all__ = [
     "ARCHITECTURE_CONFIGS",
+    "ConfigFor",
     "Inspection",
     "ModelFileError",
     "architecture_mismatch",
@@ -78,14 +86,16 @@ class Inspection:
 def inspect_stream(
     chunks: Iterable[bytes],
     model_type: ModelType,
-    config: dict[str, Any] | None = None,
+    config: ConfigFor | None = None,
     on_bytes: Callable[[int], None] | None = None,
     allow_pickle: bool = False,
 ) -> Inspection:
     """Read a whole model file once: its SHA-256, its size and whether it is a `model_type`.
 
-    `config`: the UNet config a single-file checkpoint will be loaded with (its base channels
-    are compared). `on_bytes(total)` is called as bytes are read (progress). `allow_pickle`:
+    `config(architecture)`: the config folder a single-file checkpoint of that architecture
+    will be loaded with; every tensor the loader takes (UNet, VAE, text encoders) is held
+    against it by name and shape. None checks the key layout alone.
+    `on_bytes(total)` is called as bytes are read (progress). `allow_pickle`:
     a checkpoint may be a torch zip pickle (`.ckpt`).
 
     Raises
@@ -104,7 +114,7 @@ def inspect_stream(
 
 
 def _inspect(
-    stream: Stream, model_type: ModelType, config: dict[str, Any] | None, allow_pickle: bool
+    stream: Stream, model_type: ModelType, config: ConfigFor | None, allow_pickle: bool
 ) -> Inspection:
     head = stream.peek(512)
     if is_safetensors(head):
@@ -128,9 +138,7 @@ def _inspect(
     elif len(head) >= 262 and head[257:262] == b"ustar":
         fmt = ModelFormat.DIFFUSERS
         folder = read_tar(stream)
-        check_folder(folder, model_type)
-        arch = folder_architecture(folder) if model_type is ModelType.CHECKPOINT else None
-        details = {"architecture": arch} if arch else {}
+        details = check_folder(folder, model_type)
         stream.drain()
         count = sum(len(s) for s in folder.shapes.values())
     elif head[:2] == b"PK" and allow_pickle and model_type is ModelType.CHECKPOINT:

@@ -27,6 +27,9 @@ from sdcore.domain.models import (
     User,
     UserChanges,
 )
+from sdcore.ports.engine import (
+    ControlInput as ControlInput,
+)
 from sdcore.ports.engine import (  # noqa: F401 (the engine port, re-exported)
     Engine as Engine,
 )

@@ -70,6 +70,16 @@ class NetworkFile:
 
 
 @dataclass
+class ControlInput:
+    """A ControlNet unit's model on local disk and its images (None: img2img's init image and
+    mask), in the order of the task's `controlnet` units."""
+
+    file: NetworkFile
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+
+
+@dataclass
 class EngineInputs:
     init_images: list[Image.Image] = field(default_factory=list)
     mask: Image.Image | None = None
@@ -78,6 +88,9 @@ class EngineInputs:
     embeddings: list[NetworkFile] = field(default_factory=list)  # those the prompts name
     upscalers: dict[str, NetworkFile] = field(default_factory=dict)  # extras: registered models
     face_restorers: dict[str, NetworkFile] = field(default_factory=dict)  # by name or label
+    controls: list[ControlInput] = field(default_factory=list)  # the task's ControlNet units
+    interrogator: NetworkFile | None = None  # interrogate: the captioner or tagger folder
+    segmenter: NetworkFile | None = None  # a removal's registered segmenter (None: built-in)
 
 
 @dataclass

@@ -156,28 +156,57 @@ def _reap_never_started(svc: Services) -> list[str]:
 
 
 def _reap_running(svc: Services) -> list[str]:
-    now = svc.clock.now()
-    cutoff = now - svc.settings.heartbeat_stale_s
+    cutoff = svc.clock.now() - svc.settings.heartbeat_stale_s
     reaped = []
     for task in svc.tasks.list_by_status(TaskStatus.RUNNING, limit=500):
         beat = task.heartbeat_at or task.started_at or task.created_at
-        if beat >= cutoff:
-            continue
-        runs = max(task.attempts, 1)  # a running task has started at least once
-        retry = runs < svc.settings.max_attempts
-        change = task.requeue(f"worker lost (attempt {runs})") if retry else task.lose(now)
-        try:
-            moved = svc.tasks.transition(task.task_id, change)
-        except StaleWriteError:
-            continue
-        reaped.append(task.task_id)
-        _release(svc, task)
-        if retry:
-            log.warning("task %s lost its worker; retrying", task.task_id)
-            svc.queue.send({"taskId": task.task_id}, priority=task.priority)
-        else:
-            task_ended(svc, moved)
+        if beat < cutoff and _lose(svc, task):
+            reaped.append(task.task_id)
     return reaped
+
+
+def _lose(svc: Services, task: Task) -> bool:
+    """A running task whose worker is gone: back to the queue while it has attempts left
+    (SD_MAX_ATTEMPTS), else `failed: worker lost`; its slots come back. False if it was no
+    longer running."""
+    runs = max(task.attempts, 1)  # a running task has started at least once
+    retry = runs < svc.settings.max_attempts
+    change = task.requeue(f"worker lost (attempt {runs})") if retry else task.lose(svc.clock.now())
+    try:
+        moved = svc.tasks.transition(task.task_id, change)
+    except StaleWriteError:
+        return False
+    _release(svc, task)
+    if retry:
+        log.warning("task %s lost its worker; retrying", task.task_id)
+        svc.queue.send({"taskId": task.task_id}, priority=task.priority)
+    else:
+        task_ended(svc, moved)
+    return True
+
+
+def worker_gone(svc: Services, held: list[dict[str, Any]]) -> list[str]:
+    """The invocations a worker held when it was seen to exit (a local worker process, whose
+    parent learns of its death at once, where elsewhere only the stopped heartbeat tells). A
+    task it was running is lost as the reaper loses it (retried or `failed: worker lost`, its
+    slots back); one it had not started yet (it died loading the model) is handed to its
+    function again, within the start timeout the reaper keeps. Returns the ids lost."""
+    lost = []
+    for payload in held:
+        try:
+            task = svc.tasks.get(str(payload.get("taskId")))
+        except NotFoundError:
+            continue
+        if task.status is TaskStatus.RUNNING:
+            if _lose(svc, task):
+                lost.append(task.task_id)
+        elif task.status is TaskStatus.QUEUED and task.dispatched_at is not None:
+            try:
+                model = svc.models.get(task.model)
+            except NotFoundError:
+                continue  # the reaper ends it when its start timeout passes
+            svc.fleet.invoke(svc.fleet.ensure(model), payload)
+    return lost
 
 
 def _abort(svc: Services, task_id: str, lease: Lease | None, reason: str) -> str:

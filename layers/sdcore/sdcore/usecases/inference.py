@@ -23,12 +23,13 @@ from sdcore.domain.models import (
     TaskStatus,
 )
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
-from sdcore.ports import Engine, EngineInputs, StepAction, StepInfo
+from sdcore.ports import ControlInput, Engine, EngineInputs, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.model_cache import network_file
 from sdcore.usecases.networks import (
+    INTERROGATOR_TYPES,
     face_restorer_names,
     registered_upscalers,
     resolve_face_restorer,
@@ -164,7 +165,14 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
     for name, field in face_restorer_names(params):
         model = resolve_face_restorer(svc, name, field)
         inputs.face_restorers[name] = network_file(svc, model.name, ModelType.FACE_RESTORER, field)
-    if params.kind is TaskKind.EXTRAS:
+    if params.interrogate is not None:
+        spec = params.interrogate
+        model_type = INTERROGATOR_TYPES[spec.method]
+        inputs.interrogator = network_file(svc, spec.model, model_type, "model")
+    if params.remove is not None and params.remove.segmenter is not None:
+        name = params.remove.segmenter
+        inputs.segmenter = network_file(svc, name, ModelType.SEGMENTER, "segmenter")
+    if params.kind in (TaskKind.EXTRAS, TaskKind.INTERROGATE):
         return inputs
     # the task's extra networks, fetched like checkpoints (blob store -> local model cache)
     _, loras = extract_networks(params.prompt, "prompt")
@@ -177,6 +185,14 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
         network_file(svc, m.name, ModelType.EMBEDDING, "prompt")
         for m in svc.models.list()
         if m.type is ModelType.EMBEDDING and m.usable and mentions(m.name, *texts)
+    ]
+    inputs.controls = [  # the ControlNet units' models and images
+        ControlInput(
+            network_file(svc, unit.model, ModelType.CONTROLNET, f"controlnet[{n}].model"),
+            load(unit.image) if unit.image else None,
+            load(unit.mask) if unit.mask else None,
+        )
+        for n, unit in enumerate(params.controlnet)
     ]
     return inputs
 

@@ -9,6 +9,7 @@ a thread of the local stack locally), so the admin API answers at once.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from sdcore import configs
@@ -23,9 +24,10 @@ from sdcore.domain.models import (
 )
 from sdcore.errors import InvalidInputError, NotFoundError, StaleWriteError
 from sdcore.guards.modelfiles import (
+    ARCHITECTURE_CONFIGS,
+    ConfigFor,
     Inspection,
     ModelFileError,
-    architecture_mismatch,
     inspect_stream,
 )
 from sdcore.guards.netguard import stream_url
@@ -35,7 +37,6 @@ from sdcore.usecases.models import (
     MAX_MODEL_BYTES,
     drop_cache,
     find_model,
-    unet_config,
 )
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
         found = inspect_stream(
             svc.blobs.iter_chunks(pending.key),
             model.type,
-            unet_config(model.type, pending.config),
+            _loads_with(pending.config) if model.type is ModelType.CHECKPOINT else None,
             on_bytes=progress,
             allow_pickle=svc.settings.allow_pickle,
         )
@@ -174,14 +175,20 @@ def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:
         reason = f"sha256 mismatch: registered {pending.sha256}, received {found.sha256}"
         _fail(svc, model, progress.pending, reason)
         return "failed"
-    arch = found.details.get("architecture")
-    if model.type is ModelType.CHECKPOINT and arch and pending.config != AUTO_CONFIG:
-        why = architecture_mismatch(str(arch), configs.config_dir(pending.config))
-        if why is not None:
-            _fail(svc, model, progress.pending, f"not a valid checkpoint: {why}")
-            return "failed"
     _promote(svc, model, progress.pending, found)
     return "verified"
+
+
+def _loads_with(config: str) -> ConfigFor:
+    """The config folder a single-file checkpoint registered with `config` loads with: that
+    one, or with `auto` the shipped config of its architecture (as the engine picks it)."""
+
+    def folder(architecture: str) -> Path:
+        return configs.config_dir(
+            ARCHITECTURE_CONFIGS[architecture] if config == AUTO_CONFIG else config
+        )
+
+    return folder
 
 
 def _fail(svc: Services, model: Model, pending: PendingVersion, reason: str) -> None:

@@ -69,10 +69,6 @@ def _check_config(model_type: ModelType, config: str) -> None:
         )
 
 
-def unet_config(model_type: ModelType, config: str) -> dict[str, Any] | None:
-    return configs.unet_config(config) if model_type is ModelType.CHECKPOINT else None
-
-
 def find_model(svc: Services, name: str) -> Model | None:
     try:
         return svc.models.get(name)

@@ -3,6 +3,7 @@ models) checked when it is submitted and fetched again when it runs."""
 
 from __future__ import annotations
 
+from sdcore.domain.interrogate import InterrogateMethod
 from sdcore.domain.models import GenerationParams, Model, ModelType, TaskKind
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
 from sdcore.services import Services
@@ -13,6 +14,13 @@ from sdcore.webui.samplers import (
     NO_UPSCALER,
     UPSCALERS,
 )
+from sdcore.webui.scripts import SD_UPSCALE_RESAMPLERS
+
+# the model type each interrogate method runs on
+INTERROGATOR_TYPES = {
+    InterrogateMethod.CLIP: ModelType.CAPTIONER,
+    InterrogateMethod.DEEPDANBOORU: ModelType.TAGGER,
+}
 
 
 def resolve_model(
@@ -72,6 +80,9 @@ def check_networks(svc: Services, params: GenerationParams) -> None:
         resolve_network(svc, name, ModelType.UPSCALER, field)
     for name, field in face_restorer_names(params):
         resolve_face_restorer(svc, name, field)
+    if params.interrogate is not None:
+        spec = params.interrogate
+        resolve_network(svc, spec.model, INTERROGATOR_TYPES[spec.method], "model")
 
 
 def face_restorer_names(params: GenerationParams) -> list[tuple[str, str]]:
@@ -116,10 +127,14 @@ def resolve_face_restorer(svc: Services, name: str, field: str) -> Model:
 
 def registered_upscalers(params: GenerationParams) -> list[tuple[str, str]]:
     """(name, field) of the upscaler models a task names (not the built-in ones): extras'
-    `upscaler_1`/`upscaler_2`, txt2img's hires `hr_upscaler`."""
+    `upscaler_1`/`upscaler_2`, txt2img's hires `hr_upscaler`, SD upscale's (`script_args`)."""
     if params.kind is TaskKind.TXT2IMG and params.hires:
         builtin = (*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS)
         return [] if params.hr_upscaler in builtin else [(params.hr_upscaler, "hr_upscaler")]
+    tiled = params.script.tile_upscale if params.script is not None else None
+    if tiled is not None:  # img2img's SD upscale
+        builtin = SD_UPSCALE_RESAMPLERS
+        return [] if tiled.upscaler in builtin else [(tiled.upscaler, "script_args")]
     if params.kind is not TaskKind.EXTRAS:
         return []
     named = [(params.upscaler, "upscaler_1")]

@@ -23,9 +23,11 @@ from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, OverC
 from sdcore.guards.netguard import check_url, fetch_url
 from sdcore.services import Services
 from sdcore.usecases.auth import Principal, check_queue_quota
+from sdcore.usecases.controlnet import check_controls
 from sdcore.usecases.idempotency import submit_once
 from sdcore.usecases.networks import check_networks, registered_upscalers, resolve_model
 from sdcore.usecases.prompts import check_prompts
+from sdcore.usecases.removal import check_removal
 from sdcore.usecases.tasks import (
     TASK_ID_RE,
     TaskOutcome,
@@ -103,9 +105,9 @@ def native_side(model: Model) -> int:
 
 def task_work(params: GenerationParams, model: Model) -> int:
     """What a task costs, in pixel-steps: width x height x the steps that really run, for
-    every image, plus the hires fix's second pass; a script's, all its jobs'. Extras (a
-    resample) cost none."""
-    if params.kind is TaskKind.EXTRAS:
+    every image, plus the hires fix's second pass, and half as much again per ControlNet unit;
+    a script's, all its jobs'. Extras (a resample) cost none."""
+    if params.kind in (TaskKind.EXTRAS, TaskKind.INTERROGATE):
         return 0
     if params.script is not None:  # a webui script: every job counts (SD upscale: every tile)
         upscale = params.script.tile_upscale
@@ -123,6 +125,8 @@ def task_work(params: GenerationParams, model: Model) -> int:
         hr_h = params.hr_resize_y or int(height * scale)
         hr_steps = params.hr_second_pass_steps or params.steps
         work += hr_w * hr_h * max(1, int(hr_steps * params.denoising_strength))
+    # each ControlNet unit runs its encoder half of a UNet again at every step
+    work += work * len(params.controlnet) // 2
     return work * params.image_count
 
 
@@ -167,6 +171,8 @@ def submit_task(
     task_id: str | None = None,
     priority: int = 0,
     active_limit: int | None = None,
+    control_images: dict[tuple[int, str], ImageInput] | None = None,
+    control_paths: list[str] | None = None,
 ) -> Task:
     """Record a task and queue it for control. `priority` 1 (high) runs before 0 (normal).
 
@@ -197,17 +203,24 @@ def submit_task(
         check_url(webhook, field="webhook", allow_private=svc.settings.allow_private_urls)
     model = resolve_model(svc, model_name)
     check_networks(svc, params)
+    check_removal(svc, params, mask is not None)
     side = native_side(model)
     check_generation(params, (side, side), [name for name, _ in registered_upscalers(params)])
     check_work(svc, params, model, is_admin)
+    control_images = control_images or {}
+    check_controls(svc, params, model, control_paths or [], set(control_images), mask is not None)
     task_id = task_id or svc.ids.new_id()
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
+    if control_images:  # stored under the task's inputs too, each in its unit
+        stored = _store_inputs(svc, owner, is_admin, f"{task_id}/controlnet",
+                               list(control_images.values()))  # fmt: skip
+        params = _control_units(params, dict(zip(control_images, stored, strict=True)))
     if mask is not None:
         params = params.model_copy(update={"init_images": keys[:-1], "mask": keys[-1]})
     else:
         params = params.model_copy(update={"init_images": keys})
     if params.kind is not TaskKind.TXT2IMG and not params.init_images:
-        field = "image" if params.kind is TaskKind.EXTRAS else "init_images"
+        field = "init_images" if params.kind is TaskKind.IMG2IMG else "image"
         raise InvalidInputError(field, "an input image is required")
     now = svc.clock.now()
     task = Task(
@@ -235,6 +248,14 @@ def submit_task(
     return task
 
 
+def _control_units(params: GenerationParams, keys: dict[tuple[int, str], str]) -> GenerationParams:
+    """The ControlNet units with their stored images' keys."""
+    units = [u.model_copy() for u in params.controlnet]
+    for (n, role), key in keys.items():
+        setattr(units[n], role, key)
+    return params.model_copy(update={"controlnet": units})
+
+
 @dataclass(frozen=True)
 class Submission:
     """A generation request in domain words, as the API edge parsed it."""
@@ -246,6 +267,9 @@ class Submission:
     webhook: str | None = None
     task_id: str | None = None  # client-chosen: a repeated submit returns the same task
     priority: int = 0
+    # ControlNet units' images ((unit, "image" | "mask") -> input) and each unit's wire path
+    control_images: dict[tuple[int, str], ImageInput] = dataclasses.field(default_factory=dict)
+    control_paths: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -291,6 +315,8 @@ def submit(
             task_id=request.task_id,
             priority=request.priority,
             active_limit=svc.settings.max_queued_per_user,
+            control_images=request.control_images,
+            control_paths=request.control_paths,
         )
         return task.task_id
 

@@ -87,6 +87,8 @@ def generation_infotext(
         ("Schedule type", None if schedule == AUTOMATIC else schedule),
         ("CFG scale", float(params.guidance)),
         ("Seed", seed),
+        # the webui writes its face_restoration_model option's value
+        ("Face restoration", params.face_restorers[0][0] if params.face_restorers else None),
         ("Size", f"{width}x{height}"),
         ("Model hash", model_hash[:10] or None),
         ("Model", model_name),
@@ -222,7 +224,8 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
     """The request fields a pasted infotext sets (webui names, typed). Values that do not parse
     as their type are left out; the model (`Model`, `Model hash`) is not taken from it. `Eta`
     and `Sigma noise` set the webui options `eta_ancestral` and `s_noise`, in
-    `override_settings`.
+    `override_settings`; `Face restoration` turns `restore_faces` on with that model as the
+    `face_restoration_model` option.
 
     Raises
     ------
@@ -244,7 +247,10 @@ def request_fields(text: str, img2img: bool = False) -> dict[str, Any]:
             out[name] = _typed(parsed[key], kind)
         except (ValueError, OverflowError):  # "abc", "nan", "1e999"
             continue
-    options = {}
+    options: dict[str, Any] = {}
+    if parsed.get("Face restoration"):  # the picture was restored, by the webui's option's model
+        out["restore_faces"] = True
+        options["face_restoration_model"] = parsed["Face restoration"]
     for key, option in _OPTION_FIELDS.items():
         try:
             value = float(parsed[key]) if key in parsed else math.nan

@@ -387,11 +387,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 # the webui refuses these through its API (restrict_api): they govern the server, not a caller
 RESTRICTED = frozenset({"api_enable_requests", "api_forbid_local_requests", "api_useragent"})
-# what this service cannot do: a value that asks for it is refused, naming why
-UNSUPPORTED: dict[tuple[str, Any], str] = {
-    ("randn_source", "NV"): "the NV (Philox) generator is not available here: use GPU or CPU",
-}
-
 # what this service does where it differs from the webui's defaults: the starting noise is
 # drawn on the CPU unless a caller asks for GPU
 SERVICE: dict[str, Any] = {"randn_source": "CPU"}
@@ -465,8 +460,6 @@ def check_option(key: str, value: Any) -> Any:
         raise InvalidInputError(key, f"at most {TEXT_MAX} characters")
     if key in CHOICES and value not in CHOICES[key]:
         raise InvalidInputError(key, f"must be one of {', '.join(CHOICES[key])}")
-    if isinstance(value, str) and (key, value) in UNSUPPORTED:
-        raise InvalidInputError(key, UNSUPPORTED[key, value])
     return value
 
 

@@ -3,10 +3,11 @@ resolves (torch-free, so the API edge validates cheaply; the engine maps the res
 
 The webui (1.9+) splits what older versions called "DPM++ 2M Karras" into a sampler ("DPM++ 2M")
 and a schedule type ("Karras"); it still accepts the old suffixed names, and so do we. A schedule
-of "Automatic" means the sampler's own default: Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a and
-Restart, Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun and DPM++ 3M SDE, the model's uniform
-sigmas for the rest. DPM fast and DPM adaptive space their own steps (log-uniform between the
-model's smallest and largest sigma), so, like the timestep samplers, they take no schedule type.
+of "Automatic" means the sampler's own default: Karras for DPM++ 2M, DPM++ SDE, DPM++ 2S a,
+DPM2, DPM2 a and Restart, Exponential for DPM++ 2M SDE, DPM++ 2M SDE Heun and DPM++ 3M SDE,
+the model's uniform sigmas for the rest. DPM fast and DPM adaptive space their own steps
+(log-uniform between the model's smallest and largest sigma), so, like the timestep samplers,
+they take no schedule type.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ SCHEDULES: tuple[Schedule, ...] = (
 DEFAULT_SCHEDULE: dict[str, str] = {
     "DPM++ 2S a": "Karras",
     "DPM++ 2M": "Karras",
+    "DPM2": "Karras",
+    "DPM2 a": "Karras",
     "DPM++ SDE": "Karras",
     "DPM++ 2M SDE": "Exponential",
     "DPM++ 2M SDE Heun": "Exponential",

@@ -131,8 +131,8 @@ def _hr_upscaler(cell: Cell, value: Any, _values: list[Any]) -> None:
 
 
 def _rng(cell: Cell, value: Any, _values: list[Any]) -> None:
-    if value not in ("GPU", "CPU"):
-        raise InvalidInputError("script_args", f"RNG source {value!r}: GPU or CPU (no NV here)")
+    if value not in ("GPU", "CPU", "NV"):
+        raise InvalidInputError("script_args", f"RNG source {value!r}: GPU, CPU or NV")
     cell["randn_source"] = value
 
 

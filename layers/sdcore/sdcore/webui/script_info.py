@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from sdcore.domain.models import TaskKind
+from sdcore.domain.removal import DEFAULT_BLUR, DEFAULT_DILATE, MAX_BLUR, MAX_DILATE
 from sdcore.webui.script_axes import axis_options
 from sdcore.webui.scripts import (
     PROMPT_MATRIX,
     PROMPTS_FROM_FILE,
+    REMOVE_PEOPLE,
     SD_UPSCALE,
     XYZ_PLOT,
     script_names,
@@ -61,6 +63,14 @@ def _args(name: str, kind: TaskKind) -> list[dict[str, Any]]:
         ]
     if name == XYZ_PLOT:
         return _xyz(kind)
+    if name == REMOVE_PEOPLE:
+        return [
+            _arg("Target", "person"),
+            _arg("Mask mode", "mask", choices=["mask", "box"]),
+            _arg("Dilate (px)", DEFAULT_DILATE, minimum=0, maximum=MAX_DILATE, step=1),
+            _arg("Blur (px)", DEFAULT_BLUR, minimum=0, maximum=MAX_BLUR, step=1),
+            _arg("Segmenter", ""),
+        ]
     assert name == SD_UPSCALE
     return [
         _arg(None, None),  # the webui's info text: no value

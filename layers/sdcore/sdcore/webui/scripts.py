@@ -21,6 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.domain.removal import (
+    DEFAULT_BLUR,
+    DEFAULT_DILATE,
+    MAX_BLUR,
+    MAX_DILATE,
+    MaskMode,
+    RemoveSpec,
+)
 from sdcore.domain.scripts import ScriptGrid, ScriptPlan, TileUpscale
 from sdcore.errors import InvalidInputError
 from sdcore.webui.prompt_syntax import lora_tags
@@ -31,8 +39,12 @@ PROMPTS_FROM_FILE = "prompts from file or textbox"
 PROMPT_MATRIX = "prompt matrix"
 XYZ_PLOT = "x/y/z plot"
 SD_UPSCALE = "sd upscale"
+REMOVE_PEOPLE = "remove people"  # POST /edits/remove on the webui's img2img (domain.removal)
+# SD upscale's resamplers (the webui's first three upscalers); any other name is a registered
+# upscaler model, fetched for the task
+SD_UPSCALE_RESAMPLERS = (NO_UPSCALER, "Lanczos", "Nearest")
 TXT2IMG_SCRIPTS = (PROMPT_MATRIX, PROMPTS_FROM_FILE, XYZ_PLOT)
-IMG2IMG_SCRIPTS = (*TXT2IMG_SCRIPTS, SD_UPSCALE)
+IMG2IMG_SCRIPTS = (*TXT2IMG_SCRIPTS, SD_UPSCALE, REMOVE_PEOPLE)
 MAX_JOBS = 256  # a bound on one task's plan; the work budget bounds its cost
 MAX_SEED = 2**32 - 1
 ARGS = "script_args"
@@ -68,6 +80,8 @@ def plan_script(
     if key not in script_names(params.kind):
         valid = ", ".join(script_names(params.kind))
         raise InvalidInputError("script_name", f"unknown script {name!r}; valid: {valid}")
+    if key == REMOVE_PEOPLE:  # no jobs: the worker draws the mask, then inpaints
+        return params.model_copy(update={"remove": _remove_people(list(args))})
     planner: Callable[[list[Any], GenerationParams, str | None], ScriptPlan] = {
         PROMPTS_FROM_FILE: _prompts_from_file,
         PROMPT_MATRIX: _prompt_matrix,
@@ -81,6 +95,21 @@ def plan_script(
     for job in planned.script_jobs():
         _check_job(job, params)
     return planned
+
+
+def _remove_people(args: list[Any]) -> RemoveSpec:
+    """script_args: target, mask mode (mask|box), dilate px, blur px, segmenter ("": built-in)."""
+    target = str(_arg(args, 0, "person", "Target")).strip()
+    mode = _arg(args, 1, MaskMode.MASK.value, "Mask mode")
+    if mode not in tuple(MaskMode):
+        raise InvalidInputError(ARGS, f"Mask mode (script_args[1]) is mask or box, not {mode!r}")
+    dilate, blur = _arg(args, 2, DEFAULT_DILATE, "Dilate"), _arg(args, 3, DEFAULT_BLUR, "Blur")
+    for n, (value, high) in enumerate(((dilate, MAX_DILATE), (blur, MAX_BLUR)), start=2):
+        if not 0 <= value <= high:
+            raise InvalidInputError(ARGS, f"script_args[{n}] {value} is outside 0..{high}")
+    segmenter = str(_arg(args, 4, "", "Segmenter")).strip() or None
+    return RemoveSpec(target=target or "person", mask_mode=MaskMode(mode), dilate=int(dilate),
+                      blur=int(blur), segmenter=segmenter)  # fmt: skip
 
 
 def _check_job(job: GenerationParams, base: GenerationParams) -> None:
@@ -419,7 +448,7 @@ def _sd_upscale(args: list[Any], params: GenerationParams, _: str | None) -> Scr
     chosen = args[2] if len(args) > 2 and args[2] is not None else "Lanczos"
     scale = _arg(args, 3, 2.0, "scale_factor")
     if isinstance(chosen, int) and not isinstance(chosen, bool):
-        names = (NO_UPSCALER, "Lanczos", "Nearest")
+        names = SD_UPSCALE_RESAMPLERS
         if not 0 <= chosen < len(names):
             raise InvalidInputError(ARGS, "upscaler_index (script_args[2]): give a name")
         chosen = names[chosen]
@@ -431,10 +460,6 @@ def _sd_upscale(args: list[Any], params: GenerationParams, _: str | None) -> Scr
         raise InvalidInputError(ARGS, "overlap (script_args[1]) must be within 0..256")
     if params.batch_size > 1 or params.mask is not None:
         raise InvalidInputError("batch_size", "SD upscale redraws one image: batch size 1, no mask")
-    if chosen not in (NO_UPSCALER, "Lanczos", "Nearest"):  # the task fetches no model for it
-        raise InvalidInputError(
-            ARGS, f"upscaler {chosen!r}: SD upscale runs None, Lanczos, Nearest"
-        )
     seed = _fixed(params.seed)  # every tile of picture n is drawn with seed + n, as the webui
     jobs: list[dict[str, Any]] = [{"seed": seed + n, "batches": 1} for n in range(params.batches)]
     upscale = TileUpscale(upscaler=chosen, scale=scale, overlap=overlap)

@@ -5,11 +5,16 @@ counterpart of Lambda's asynchronous-invoke queue.
 A worker's process belongs to the fleet that spawned it (the local stack's control loop), but the
 admin function runs in other processes: so liveness is judged from the recorded pid, and an
 admin's update stops a running worker for its owner to start again with the new settings.
+
+The fleet that spawned a worker waits on it: when it exits holding invocations (killed, out of
+memory, crashed mid-task) they are taken from its queue and handed to `on_exit` at once, so its
+tasks end or are retried within moments, not when their heartbeat goes stale.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import shlex
 import signal
@@ -17,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,8 @@ from sdcore.settings import Settings
 
 # the process each function runs in (the handler it runs is a setting, as on Lambda)
 RUNTIME = "sdcore.adapters.local.runtime"
+
+log = logging.getLogger(__name__)
 
 
 def invocation_queue(db: Database, name: str, now: Any = None) -> SqliteQueue:
@@ -52,6 +60,8 @@ class ProcessWorkerFleet(WorkerFleet):
         self.clock = clock
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        # told of the invocations a worker this fleet spawned held when it exited
+        self.on_exit: Callable[[builtins.list[dict[str, Any]]], Any] | None = None
 
     def _alive(self, name: str) -> bool:
         proc = self._procs.get(name)
@@ -89,7 +99,27 @@ class ProcessWorkerFleet(WorkerFleet):
             stdin=subprocess.DEVNULL,
         )
         self._procs[record.name] = proc
+        threading.Thread(
+            target=self._watch, args=(record.name, proc), name=f"watch-{proc.pid}", daemon=True
+        ).start()
         return proc
+
+    def _watch(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for the worker to exit; then what it held (received, never finished) can never
+        finish: hand it to `on_exit`. Messages a successor received since are not its."""
+        proc.wait()
+        exited = self.clock.now()
+        if self.on_exit is None:
+            return  # nobody to tell: they go to a new worker when their visibility ends
+        try:
+            queue = invocation_queue(self.db, name, self.clock.now)
+            held = queue.take_received(exited, self.settings.lease_s)
+            if held:
+                log.warning("worker %s of %s exited (%s) holding %d invocation(s)",
+                            proc.pid, name, proc.returncode, len(held))  # fmt: skip
+                self.on_exit([message.body for message in held])
+        except Exception:
+            log.exception("handling the exit of worker %s of %s failed", proc.pid, name)
 
     def ensure(self, model: Model) -> FunctionRecord:
         name = function_name(self.settings.function_prefix, model.name)

@@ -75,6 +75,21 @@ class SqliteQueue(Queue):
                 )
         return out
 
+    def take_received(self, received_by: float, visibility_s: float) -> list[Message]:
+        """Remove and return the messages received at or before `received_by` (with
+        `visibility_s`) and neither deleted nor visible again: what a consumer that died then
+        was holding."""
+        now = self.now()
+        with self.db.write() as conn:
+            rows = conn.execute(
+                "SELECT id, receipt, body, receive_count FROM messages WHERE queue=?"
+                " AND receipt IS NOT NULL AND visible_at>? AND visible_at<=?",
+                (self.name, now, received_by + visibility_s),
+            ).fetchall()
+            conn.executemany("DELETE FROM messages WHERE id=?", [(row[0],) for row in rows])
+        return [Message(message_id=i, receipt=r, body=json.loads(b), receive_count=c)
+                for i, r, b, c in rows]  # fmt: skip
+
     def delete(self, receipt: str) -> None:
         with self.db.write() as conn:
             conn.execute("DELETE FROM messages WHERE receipt=?", (receipt,))

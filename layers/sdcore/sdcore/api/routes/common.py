@@ -13,6 +13,8 @@ from sdcore.usecases.auth import Principal
 GENERATION = "generation"
 TASKS = "tasks"
 MODELS = "models"
+TEMPLATES = "templates"
+SIMPLE = "simple"
 WEBUI = "webui"
 ADMIN_MODELS = "admin: models"
 ADMIN_FUNCTIONS = "admin: functions"
@@ -23,6 +25,8 @@ TAGS = [
     {"name": GENERATION, "description": "Submit txt2img, img2img and extras tasks."},
     {"name": TASKS, "description": "A task's result, progress and cancellation; history."},
     {"name": MODELS, "description": "The registered models and their status."},
+    {"name": TEMPLATES, "description": "Saved requests; batches of them compared in a grid."},
+    {"name": SIMPLE, "description": "A small API for app front ends, in one envelope."},
     {"name": WEBUI, "description": "AUTOMATIC1111 webui-compatible API: clients work unchanged."},
     {"name": ADMIN_MODELS, "description": "Upload, import, rename and delete models."},
     {"name": ADMIN_FUNCTIONS, "description": "The inference functions, one per checkpoint."},

@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from sdcore.api.front_door import front_door_waits
+from sdcore.api.removal_schemas import RemoveBody
 from sdcore.api.responses import (
     CancelResult,
     Health,
@@ -57,7 +58,9 @@ REQUEST_TYPE = (
 )
 
 
-def _answer(body: Txt2ImgBody | Img2ImgBody | ExtrasBody) -> Response[TaskResult | TaskAccepted]:
+def _answer(
+    body: Txt2ImgBody | Img2ImgBody | ExtrasBody | RemoveBody,
+) -> Response[TaskResult | TaskAccepted]:
     request_type = (header(router, "Request-Type") or "sync").lower()
     if request_type not in ("sync", "async"):
         raise InvalidInputError("Request-Type", "must be 'sync' or 'async'")
@@ -119,6 +122,17 @@ def img2img(body: Img2ImgBody) -> Response[TaskResult | TaskAccepted]:
 def extra_images(body: ExtrasBody) -> Response[TaskResult | TaskAccepted]:
     """Upscale one image (resamplers or a registered upscaler model).
 
+    Header Request-Type: sync (the default) or async.
+    """
+    return _answer(body)
+
+
+@documented(router.post, "/edits/remove", tags=[GENERATION], responses=SUBMIT_RESPONSES)
+def edits_remove(body: RemoveBody) -> Response[TaskResult | TaskAccepted]:
+    """Remove people (or any class a segmenter knows) from a photo and paint the place in.
+
+    The result's images are the edited photo, then the mask used; `info` has the segmenter,
+    the target and `maskCoverage` (0: nothing found, the photo comes back as it was).
     Header Request-Type: sync (the default) or async.
     """
     return _answer(body)

@@ -1,6 +1,6 @@
 """The webui's read-only listings and reports (`/sdapi/v1`), answered truthfully for this
 service: what it runs (its scripts with their arguments), what it does not (hypernetworks,
-face restorers, extensions: empty lists), and the memory of the process that answers."""
+extensions: empty lists), and the memory of the process that answers; and interrogation."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
+from sdcore.api.front_door import front_door_waits
 from sdcore.api.routes.common import WEBUI, documented, principal
+from sdcore.api.schemas import decode_image
 from sdcore.api.webui_responses import (
     Extension,
     FaceRestorer,
     Hypernetwork,
+    Interrogation,
     LatentUpscaleMode,
     Memory,
     PromptStyle,
@@ -20,9 +23,10 @@ from sdcore.api.webui_responses import (
     ScriptInfo,
     SdModule,
 )
+from sdcore.api.webui_schemas import InterrogateBody
 from sdcore.composition import get_services
 from sdcore.domain.models import Model, ModelFormat, ModelType
-from sdcore.errors import InvalidInputError
+from sdcore.usecases import interrogate as interrogate_cases
 from sdcore.usecases import styles as style_cases
 from sdcore.usecases import webui as webui_cases
 from sdcore.usecases import webui_info as info_cases
@@ -119,13 +123,21 @@ def webui_sd_modules() -> list[SdModule]:
     router.post,
     f"{PREFIX}/interrogate",
     tags=[WEBUI],
-    responses={422: {"description": "Always: no captioner models run here."}},
+    responses={
+        422: {"description": "`model` is not clip/deepdanbooru or none of its type is registered."},
+        504: {"description": "Still running after SD_WEBUI_TIMEOUT: `taskId` names the task."},
+    },
 )
-def webui_interrogate() -> dict[str, Any]:
-    """Not available: interrogation needs captioner models (CLIP/BLIP, DeepDanbooru).
-
-    Always answers 422 naming `model`.
-    """
-    raise InvalidInputError(
-        "model", "interrogate needs captioner models (CLIP/BLIP, DeepDanbooru), not run here"
-    )
+def webui_interrogate(body: InterrogateBody) -> Interrogation:
+    """A caption of the image (`clip`: a registered captioner) or its tags (`deepdanbooru`: a
+    registered tagger), written as the webui writes them; waits like txt2img."""
+    svc = get_services()
+    with front_door_waits(router):
+        caption = interrogate_cases.interrogate(
+            svc,
+            principal(router),
+            decode_image("image", body.image),
+            body.model,
+            svc.settings.webui_timeout_s,
+        )
+    return Interrogation(caption=caption)
