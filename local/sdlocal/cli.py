@@ -41,7 +41,8 @@ from sdlocal.client import (
 
 DEFAULT_URL = "http://127.0.0.1:7860"
 MODEL_TYPES = ["checkpoint", "vae", "lora", "embedding", "upscaler", "controlnet",
-               "face_restorer", "captioner", "tagger", "segmenter"]  # fmt: skip
+               "face_restorer", "captioner", "tagger", "segmenter",
+               "preprocessor"]  # fmt: skip
 ADMIN_COMMANDS = {("models", a) for a in ("upload", "import", "show", "delete", "rename")}
 
 

@@ -99,9 +99,15 @@ def test_the_extension_routes(stack: Path) -> None:
     edges = np.asarray(Image.open(io.BytesIO(base64.b64decode(found["images"][0]))).convert("L"))
     assert edges[22, 5:11].max() == 255 and edges[16:29, 16:29].max() == 0  # a ring
     status, body = _call("POST", "/sdapi/v1/controlnet/detect", {
-        "controlnet_module": "depth_midas", "controlnet_input_images": [_circle()]})  # fmt: skip
+        "controlnet_module": "openpose", "controlnet_input_images": [_circle()]})  # fmt: skip
     assert status == 422 and body["detail"][0]["loc"] == ["body", "controlnet_module"]
     assert "not available" in body["detail"][0]["msg"] and "canny" in body["detail"][0]["msg"]
+    # depth modules are listed (they need a registered preprocessor) and run on the workers
+    assert modules["module_detail"]["depth_midas"]["model_free"] is False
+    status, body = _call("POST", "/sdapi/v1/controlnet/detect", {
+        "controlnet_module": "depth_midas", "controlnet_input_images": [_circle()]})  # fmt: skip
+    assert status == 422 and body["detail"][0]["loc"] == ["body", "controlnet_module"]
+    assert "save_detected_map" in body["detail"][0]["msg"]
 
 
 def _unit(**fields: Any) -> dict[str, Any]:
@@ -154,6 +160,20 @@ def test_units_reach_the_engine_with_their_models_and_images(stack: Path) -> Non
     assert inputs.controls[0].image is not None and inputs.controls[0].image.size == (64, 64)
     result = get_services().tasks.get(body["taskId"])
     assert len(result.images) == 2  # the picture and the first unit's control map
+
+    # a depth module runs on the first registered preprocessor, refused while there is none
+    depth = [_unit(module="depth_anything")]
+    request = {"prompt": "x", "steps": 1, "alwayson_scripts": {"controlnet": {"args": depth}}}
+    status, body = _call("POST", "/sdapi/v1/txt2img", request)
+    assert status == 422 and body["detail"][0]["loc"][-1] == "module"
+    assert "no usable `preprocessor` model is registered" in body["detail"][0]["msg"]
+    _register("midas", ModelType.PREPROCESSOR, "DPTForDepthEstimation")
+    status, body = _call("POST", "/sdapi/v1/txt2img", request)
+    assert status in (202, 504), body
+    out = inference_app.lambda_handler({"taskId": body["taskId"]}, Context())
+    assert out["status"] == "succeeded"
+    control = Recording.seen[-1][1].controls[0]
+    assert control.preprocessor is not None and control.preprocessor.name == "midas"
 
     # natively: the same units under `controlnet`; pydantic names a bad field there too
     status, body = _call("POST", "/txt2img", {"prompt": "x", "controlnet": [_unit(weight=-1)]})

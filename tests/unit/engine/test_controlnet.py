@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import ControlNetModel
+from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
@@ -56,9 +56,16 @@ def nets(engine: DiffusersEngine, tmp_path_factory: pytest.TempPathFactory) -> l
     """Two tiny ControlNets: [folder, LDM file of the same weights, another (folder)]."""
     root = tmp_path_factory.mktemp("controlnet")
     files = []
+    # the checkpoint's own UNet weights: an earlier test may have left LoRA layers wrapping it
+    unet = engine.model.txt2img.unet
+    base = {
+        k.replace(".base_layer", ""): v for k, v in unet.state_dict().items() if "lora_" not in k
+    }
+    plain = UNet2DConditionModel.from_config(unet.config)
+    plain.load_state_dict(base)
     for seed in (0, 1):
         torch.manual_seed(seed)
-        net = ControlNetModel.from_unet(engine.model.txt2img.unet)
+        net = ControlNetModel.from_unet(plain)
         zero = [*net.controlnet_down_blocks, net.controlnet_mid_block,
                 net.controlnet_cond_embedding.conv_out]  # fmt: skip
         with torch.no_grad():
@@ -190,3 +197,43 @@ def test_a_controlnet_of_another_shape_is_refused_by_field(
     with pytest.raises(InvalidInputError) as err:
         _run(engine, [(unit, NetworkFile("wrong", "e" * 64, wrong))])
     assert err.value.field == "controlnet[0].model"
+
+
+@pytest.fixture(scope="module")
+def depth_model(tmp_path_factory: pytest.TempPathFactory) -> NetworkFile:
+    from tests.depth_models import save_depth_model
+
+    folder = save_depth_model(tmp_path_factory.mktemp("depth") / "dpt")
+    return NetworkFile("dpt", "d" * 64, folder)
+
+
+def test_a_depth_module_runs_the_preprocessor_model(
+    engine: DiffusersEngine, nets: list[NetworkFile], depth_model: NetworkFile,
+    baseline: tuple[Any, Any],
+) -> None:  # fmt: skip
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    # the map: the model's prediction at the processor resolution, 0..255 over its range
+    model = AutoModelForDepthEstimation.from_pretrained(str(depth_model.path))
+    processor = AutoImageProcessor.from_pretrained(str(depth_model.path))
+    with torch.no_grad():
+        predicted = model(**processor(images=_circle(), return_tensors="pt")).predicted_depth
+    depth = torch.nn.functional.interpolate(predicted[:, None], size=(64, 64), mode="bicubic")
+    want = depth[0, 0].numpy()
+    want = (want - want.min()) / (want.max() - want.min()) * 255
+    unit = ControlUnit(model="cn0", module="depth_midas", processor_res=64, return_map=True)
+    inputs = EngineInputs(controls=[ControlInput(nets[0], _circle(), preprocessor=depth_model)])
+    result = engine.run(gen(controlnet=[unit], steps=2), inputs, Steps())
+    shown = np.asarray(result.images[1], dtype=np.float32)
+    assert shown.shape == (64, 64, 3) and shown.min() == 0 and shown.max() == 255
+    assert np.array_equal(shown[..., 0], shown[..., 2])
+    assert np.abs(shown[..., 0] - want).max() <= 1
+    # the depth map guides the picture: not the picture of no unit, nor that of the plain
+    # image as the map (the tiny ControlNet's residuals depend on its hint only a little)
+    plain = _run(engine, [(ControlUnit(model="cn0", module="none"), nets[0])], steps=2)
+    assert np.abs(_px(result) - _px(baseline[0])).mean() > 1
+    assert not np.array_equal(_px(result), _px(plain))
+    # without its model (never so from a submitted task) the unit's module is named
+    with pytest.raises(InvalidInputError) as err:
+        _run(engine, [(unit, nets[0])], steps=2)
+    assert err.value.field == "controlnet[0].module"

@@ -239,6 +239,7 @@ class ModelType(StrEnum):
     CAPTIONER = "captioner"  # BLIP captioning + CLIP ranking folder (webui interrogate "clip")
     TAGGER = "tagger"  # multi-label image classifier folder (interrogate "deepdanbooru")
     SEGMENTER = "segmenter"  # semantic segmentation folder (POST /edits/remove)
+    PREPROCESSOR = "preprocessor"  # depth estimation folder (ControlNet depth modules)
 
 
 class ModelStatus(StrEnum):

@@ -15,7 +15,8 @@ and passes the sum of their residuals as `down_block_additional_residuals` /
   block's last: 1.0 on SD 1.x/2.x's 13; SDXL's 10 take the first 10 of those 13);
   "controlnet" also zeroes the residuals of the unconditional half of classifier-free
   guidance (the extension's cfg injection);
-- the control map is the preprocessor's output fitted to the pass's size by the unit's resize
+- the control map is the preprocessor's output (a depth module: the registered `preprocessor`
+  model's depth map, see sdcore.engine.depth) fitted to the pass's size by the unit's resize
   mode, RGB in [0, 1] (inpaint_only: -1 where masked), the same for every image of the batch.
 
 ControlNet models load once per worker, LDM single files (`control_model.*`), diffusers-layout
@@ -40,9 +41,11 @@ from safetensors.torch import load_file
 
 from sdcore.domain.controlnet import ControlMode, ControlUnit
 from sdcore.domain.models import GenerationParams
+from sdcore.engine.depth import DepthEstimators
 from sdcore.errors import InvalidInputError
 from sdcore.ports import ControlInput, EngineInputs, NetworkFile
 from sdcore.webui.control_maps import ControlMap, detect, fit, pixel_perfect_res
+from sdcore.webui.controlnet import DEPTH_MODULES
 
 MAX_CONTROLNETS = 4  # models kept loaded; the least recently used goes first
 SOFT_BASE = 0.825  # the extension's soft weights: weight * 0.825 ** (12 - i)
@@ -119,6 +122,7 @@ class ControlNetCache:
 
     def __init__(self) -> None:
         self._nets: OrderedDict[str, Any] = OrderedDict()
+        self.depth = DepthEstimators()  # the depth modules' preprocessor models
 
     def get(self, file: NetworkFile, unet: Any, field: str) -> Any:
         key = f"{file.sha256}:{id(unet)}"
@@ -144,7 +148,7 @@ class ControlNetCache:
                 Prepared(
                     unit,
                     self.get(c.file, unet, f"controlnet[{i}].model"),
-                    _map(unit, c, inputs, size, f"controlnet[{i}]"),
+                    _map(unit, c, inputs, size, f"controlnet[{i}]", self.depth, unet.device),
                 )  # fmt: skip
                 for i, (unit, c) in enumerate(zip(params.controlnet, inputs.controls, strict=True))
             ],
@@ -165,10 +169,17 @@ class ControlNetCache:
 
 
 def _map(
-    unit: ControlUnit, given: ControlInput, inputs: EngineInputs, size: tuple[int, int], where: str
+    unit: ControlUnit,
+    given: ControlInput,
+    inputs: EngineInputs,
+    size: tuple[int, int],
+    where: str,
+    depth: DepthEstimators,
+    device: Any,
 ) -> ControlMap:
     """The unit's control map: its preprocessor on its image (img2img: the init image and mask
-    when it has none of its own), at its (or the pixel-perfect) resolution."""
+    when it has none of its own), at its (or the pixel-perfect) resolution; a depth module's
+    by the task's `preprocessor` model."""
     source = given.image or (inputs.init_images[0] if inputs.init_images else None)
     if source is None:
         raise InvalidInputError(f"{where}.image", "a control image is needed")
@@ -176,6 +187,12 @@ def _map(
     res = unit.processor_res
     if unit.pixel_perfect:
         res = pixel_perfect_res(source.size, *size, unit.resize_mode)
+    if unit.module in DEPTH_MODULES:
+        if given.preprocessor is None:
+            raise InvalidInputError(f"{where}.module", "a depth module needs a preprocessor model")
+        return ControlMap(
+            depth.depth_map(given.preprocessor, source, res, device, f"{where}.module")
+        )
     try:
         return detect(unit.module, source, res, unit.threshold_a, unit.threshold_b, mask)
     except ValueError as exc:

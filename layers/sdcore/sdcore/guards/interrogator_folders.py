@@ -14,7 +14,13 @@ and the one a removal (`POST /edits/remove`) may load:
 - segmenter: a semantic segmentation folder (`config.json` naming a
   `...ForSemanticSegmentation` that transformers' `AutoModelForSemanticSegmentation` loads:
   SegFormer, BEiT, DPT, UperNet, MobileViT...; its classes as `id2label`, its weights, an image
-  processor)."""
+  processor);
+
+and the one a ControlNet depth module (`depth_midas`, `depth_anything`, ...) runs:
+
+- preprocessor: a depth estimation folder (`config.json` naming a `...ForDepthEstimation` that
+  transformers' `AutoModelForDepthEstimation` loads and whose output is relative inverse depth,
+  larger nearer: DPT (MiDaS) or Depth Anything; its weights, an image processor)."""
 
 from __future__ import annotations
 
@@ -144,4 +150,35 @@ def check_segmenter(folder: TransformersFolder) -> dict[str, Any]:
     return {"architecture": architecture, "labels": labels}
 
 
-CHECKS = {"captioner": check_captioner, "tagger": check_tagger, "segmenter": check_segmenter}
+# depth estimators whose output is relative inverse depth (larger = nearer), as MiDaS maps are
+DEPTH_ARCHITECTURES = ("DPTForDepthEstimation", "DepthAnythingForDepthEstimation")
+
+
+def check_preprocessor(folder: TransformersFolder) -> dict[str, Any]:
+    """Refuse a folder that is not a DPT or Depth Anything depth estimator; metric depth models
+    (ZoeDepth, GLPN, ...) are refused too, their maps would be the other way round."""
+    config = folder.json.get("config.json")
+    if not isinstance(config, dict):
+        raise ModelFileError("no config.json: not a transformers depth estimation model")
+    named = [str(n) for n in config.get("architectures") or []]
+    if not any(n.endswith("ForDepthEstimation") for n in named):
+        raise ModelFileError(
+            f"config.json names {named or 'no architecture'}, a preprocessor is a "
+            "...ForDepthEstimation model (AutoModelForDepthEstimation)"
+        )
+    architecture = next((n for n in named if n in DEPTH_ARCHITECTURES), None)
+    if architecture is None:
+        raise ModelFileError(
+            f"config.json names {named}: a preprocessor is one of {', '.join(DEPTH_ARCHITECTURES)}"
+            " (relative depth, as the ControlNet depth modules give)"
+        )
+    _model(folder, ".", architecture, "a preprocessor")
+    return {"kind": "depth", "architecture": architecture}
+
+
+CHECKS = {
+    "captioner": check_captioner,
+    "tagger": check_tagger,
+    "segmenter": check_segmenter,
+    "preprocessor": check_preprocessor,
+}

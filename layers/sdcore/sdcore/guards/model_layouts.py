@@ -259,7 +259,12 @@ def check_tensors(shapes: Shapes, model_type: ModelType, config: ConfigFor | Non
     ModelFileError
         With the reason; naming the type the file looks like when it is another one.
     """
-    if model_type in (ModelType.CAPTIONER, ModelType.TAGGER, ModelType.SEGMENTER):
+    if model_type in (
+        ModelType.CAPTIONER,
+        ModelType.TAGGER,
+        ModelType.SEGMENTER,
+        ModelType.PREPROCESSOR,
+    ):
         raise ModelFileError(
             f"{a_or_an(model_type.value)} is a transformers folder: upload it as an "
             "uncompressed tar"

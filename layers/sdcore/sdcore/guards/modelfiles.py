@@ -32,6 +32,8 @@ What each type must look like (the key layouts the webui and diffusers write):
   a multi-label image classifier whose labels are the tags), see `interrogator_folders`.
 - segmenter: a transformers semantic segmentation folder only (its classes in `id2label`), see
   `interrogator_folders`.
+- preprocessor: a transformers depth estimation folder only (DPT or Depth Anything), see
+  `interrogator_folders`.
 """
 
 from __future__ import annotations

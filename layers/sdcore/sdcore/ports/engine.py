@@ -77,6 +77,7 @@ class ControlInput:
     file: NetworkFile
     image: Image.Image | None = None
     mask: Image.Image | None = None
+    preprocessor: NetworkFile | None = None  # a depth module's `preprocessor` model folder
 
 
 @dataclass

@@ -12,9 +12,9 @@ from PIL import Image
 from sdcore.domain.models import GenerationParams, Model, ModelType, TaskKind
 from sdcore.errors import InvalidInputError
 from sdcore.services import Services
-from sdcore.usecases.networks import resolve_network
+from sdcore.usecases.networks import control_preprocessor, resolve_network
 from sdcore.webui.control_maps import detect
-from sdcore.webui.controlnet import module_name, processor_res, thresholds
+from sdcore.webui.controlnet import DEPTH_MODULES, module_name, processor_res, thresholds
 
 
 def check_controls(
@@ -27,13 +27,13 @@ def check_controls(
 ) -> None:
     """Each unit's model is a usable controlnet of the checkpoint's architecture (where both
     records name one); each has an image (img2img: its init image at least), inpaint_only a
-    mask. `paths`: each unit's wire path; `images`: the (unit, "image" | "mask") given;
-    `has_mask`: img2img's mask is given.
+    mask, a depth module a registered `preprocessor`. `paths`: each unit's wire path;
+    `images`: the (unit, "image" | "mask") given; `has_mask`: img2img's mask is given.
 
     Raises
     ------
     InvalidInputError
-        Naming the unit's field (`<path>.model`, `<path>.mask`).
+        Naming the unit's field (`<path>.model`, `<path>.mask`, `<path>.module`).
     ConflictError
         The ControlNet model is not ready.
     """
@@ -47,6 +47,7 @@ def check_controls(
                 f"{where}.model",
                 f"{unit.model} is an {arch} ControlNet; the checkpoint {checkpoint.name} is {want}",
             )
+        control_preprocessor(svc, unit.module, f"{where}.module")
         if unit.module == "inpaint_only" and (i, "mask") not in images and not has_mask:
             raise InvalidInputError(f"{where}.mask", "inpaint_only needs a mask (or img2img's)")
         if (i, "image") not in images and params.kind is not TaskKind.IMG2IMG:
@@ -63,9 +64,17 @@ def detect_maps(
 ) -> list[bytes]:
     """The extension's /controlnet/detect: each image's control map, as PNG bytes.
 
-    Raises InvalidInputError naming `controlnet_module` (a module that does not run here),
+    Raises InvalidInputError naming `controlnet_module` (a module that does not run here, or a
+    depth module: those run a model in the engine, their maps come back with a generation),
     `controlnet_input_images` (not an image) or `controlnet_masks` (inpaint_only without)."""
     name = module_name(module, "controlnet_module")
+    if name in DEPTH_MODULES:
+        raise InvalidInputError(
+            "controlnet_module",
+            f"{name!r} runs a depth model on the GPU workers: detect runs the model-free modules "
+            "only; a generation's unit returns its depth map with save_detected_map (webui) or "
+            "return_control_map",
+        )
     a, b = thresholds(name, threshold_a, threshold_b)
     out = []
     for i, data in enumerate(images):

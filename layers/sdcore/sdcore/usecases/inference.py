@@ -23,13 +23,14 @@ from sdcore.domain.models import (
     TaskStatus,
 )
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
-from sdcore.ports import ControlInput, Engine, EngineInputs, StepAction, StepInfo
+from sdcore.ports import ControlInput, Engine, EngineInputs, NetworkFile, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
 from sdcore.usecases.control import WAKE_ON_RELEASE
 from sdcore.usecases.model_cache import network_file
 from sdcore.usecases.networks import (
     INTERROGATOR_TYPES,
+    control_preprocessor,
     face_restorer_names,
     registered_upscalers,
     resolve_face_restorer,
@@ -191,10 +192,17 @@ def _load_inputs(svc: Services, task: Task) -> EngineInputs:
             network_file(svc, unit.model, ModelType.CONTROLNET, f"controlnet[{n}].model"),
             load(unit.image) if unit.image else None,
             load(unit.mask) if unit.mask else None,
+            _preprocessor(svc, unit.module, f"controlnet[{n}].module"),
         )
         for n, unit in enumerate(params.controlnet)
     ]
     return inputs
+
+
+def _preprocessor(svc: Services, module: str, field: str) -> NetworkFile | None:
+    """A depth module's `preprocessor` model on local disk (None: a model-free module)."""
+    model = control_preprocessor(svc, module, field)
+    return None if model is None else network_file(svc, model.name, ModelType.PREPROCESSOR, field)
 
 
 def _end(svc: Services, task: Task, to: TaskStatus, changes: TaskChanges | None = None) -> None:

@@ -7,6 +7,7 @@ from sdcore.domain.interrogate import InterrogateMethod
 from sdcore.domain.models import GenerationParams, Model, ModelType, TaskKind
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError
 from sdcore.services import Services
+from sdcore.webui.controlnet import DEPTH_MODULES
 from sdcore.webui.prompt_syntax import extract_networks
 from sdcore.webui.samplers import (
     HIRES_IMAGE_UPSCALERS,
@@ -67,6 +68,30 @@ def resolve_network(svc: Services, name: str, kind: ModelType, field: str) -> Mo
         reason = model.error or f"status is {model.status.value}"
         raise ConflictError(f"{kind.value} {name} is not ready: {reason}")
     return model
+
+
+def control_preprocessor(svc: Services, module: str, field: str) -> Model | None:
+    """The `preprocessor` model a ControlNet module runs: None for a model-free module; for a
+    depth module, the first usable registered preprocessor by name.
+
+    Raises
+    ------
+    InvalidInputError
+        A depth module with no usable preprocessor registered (naming `field`).
+    """
+    if module not in DEPTH_MODULES:
+        return None
+    found = sorted(
+        (m for m in svc.models.list() if m.type is ModelType.PREPROCESSOR and m.usable),
+        key=lambda m: m.name,
+    )
+    if not found:
+        raise InvalidInputError(
+            field,
+            f"{module!r} runs a depth estimation model and no usable `preprocessor` model is "
+            "registered: register one (a DPT or Depth Anything folder) to use the depth modules",
+        )
+    return found[0]
 
 
 def check_networks(svc: Services, params: GenerationParams) -> None:

@@ -1,8 +1,9 @@
 """The sd-webui-controlnet extension's vocabulary (torch-free): its preprocessor modules, their
 sliders and defaults, its control and resize mode names, and the infotext line of a unit.
 
-Modules that run here need no model (see sdcore.webui.control_maps); the extension's
-model-based annotators (depth, pose, line art, ...) are refused by name, as is
+Most modules that run here need no model (see sdcore.webui.control_maps); the depth modules
+run a registered `preprocessor` model (a depth estimation folder) in the engine. The
+extension's other model-based annotators (pose, line art, ...) are refused by name, as is
 `reference_only`, which rewrites the UNet's attention rather than adding residuals.
 """
 
@@ -46,12 +47,17 @@ MODULES: dict[str, tuple[Slider | None, Slider | None, Slider | None]] = {
     "tile_resample": (None, Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01), None),
     "inpaint_only": (None, None, None),
 }
+# the depth modules: each runs the registered `preprocessor` model (its first usable one by name)
+DEPTH_MODULES: dict[str, tuple[Slider | None, Slider | None, Slider | None]] = {
+    name: (_RES, None, None)
+    for name in ("depth", "depth_midas", "depth_zoe", "depth_anything", "depth_anything_v2")
+}
 # the extension's display names (`alias_names=true`) where they differ from the module's
 ALIASES = {"invert": "invert (from white bg & black line)"}
 # the extension's modules that need an annotator model (not shipped here)
 MODEL_MODULES = frozenset({
-    "depth", "depth_midas", "depth_leres", "depth_leres++", "depth_zoe", "depth_anything",
-    "depth_hand_refiner", "openpose", "openpose_full", "openpose_face", "openpose_faceonly",
+    "depth_leres", "depth_leres++", "depth_hand_refiner", "openpose", "openpose_full",
+    "openpose_face", "openpose_faceonly",
     "openpose_hand", "dw_openpose_full", "animal_openpose", "lineart", "lineart_realistic",
     "lineart_anime", "lineart_anime_denoise", "lineart_coarse", "lineart_standard", "mlsd",
     "normal_bae", "normal_midas", "seg_ofade20k", "seg_ofcoco", "seg_ufade20k", "softedge_hed",
@@ -107,9 +113,9 @@ def module_name(value: str, field: str) -> str:
     for name, alias in ALIASES.items():
         if value == alias:
             return name
-    if value in MODULES:
+    if value in MODULES or value in DEPTH_MODULES:
         return value
-    runs = ", ".join(MODULES)
+    runs = ", ".join([*MODULES, *DEPTH_MODULES])
     if value in REFERENCE_MODULES:
         why = "reference modules rewrite the UNet's attention, which this service does not do"
     elif value in MODEL_MODULES:
@@ -120,20 +126,24 @@ def module_name(value: str, field: str) -> str:
 
 
 def module_list(alias_names: bool) -> list[str]:
-    return [ALIASES.get(m, m) if alias_names else m for m in MODULES]
+    return [ALIASES.get(m, m) if alias_names else m for m in [*MODULES, *DEPTH_MODULES]]
 
 
 def module_detail() -> dict[str, Any]:
-    """Each module's sliders, as the extension's /controlnet/module_list `module_detail`."""
+    """Each module's sliders, as the extension's /controlnet/module_list `module_detail`
+    (`model_free: false`: a depth module, which needs a registered `preprocessor`)."""
     return {
-        name: {"model_free": True, "sliders": [s.wire() for s in sliders if s is not None]}
-        for name, sliders in MODULES.items()
+        name: {
+            "model_free": name in MODULES,
+            "sliders": [s.wire() for s in sliders if s is not None],
+        }
+        for name, sliders in {**MODULES, **DEPTH_MODULES}.items()
     }
 
 
 def thresholds(module: str, a: float, b: float) -> tuple[float, float]:
     """threshold_a/b with the module's defaults where the request gives -1 (or less)."""
-    _, slider_a, slider_b = MODULES[module]
+    _, slider_a, slider_b = MODULES.get(module) or DEPTH_MODULES[module]
     if a < 0 and slider_a is not None:
         a = slider_a.value
     if b < 0 and slider_b is not None:
