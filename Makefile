@@ -25,12 +25,19 @@ install: $(BIN)/.installed
 run: install
 	SD_DATA_DIR=$(SD_DATA_DIR) PORT=$(PORT) $(BIN)/python -m sdlocal.stack
 
+# The static checks (mostly one core) run beside the tests (two workers), so CI waits for the
+# longer of the two; their output is shown after the tests', and either failing fails the target.
+PYTEST_ARGS ?=
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy layers/sdcore/sdcore local/sdlocal
-	$(BIN)/lint-imports
-	$(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	checks=$$(mktemp); \
+	( $(BIN)/mypy layers/sdcore/sdcore local/sdlocal && $(BIN)/lint-imports \
+	  && $(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d) ) > $$checks 2>&1 & \
+	pid=$$!; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS); tests=$$?; \
+	wait $$pid; static=$$?; cat $$checks; rm -f $$checks; \
+	echo "tests: exit $$tests; mypy, lint-imports, mkdocs: exit $$static"; \
+	test $$tests -eq 0 -a $$static -eq 0
 
 lint: install
 	$(BIN)/ruff check .
