@@ -9,12 +9,9 @@ with the helmet she holds, as a removal should take it away), filled and saved a
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from sdcore.engine.face_detector_model import fetch as fetch_member
 
 HERE = Path(__file__).parent
 ASTRONAUT = HERE / "astronaut.png"
@@ -33,18 +30,7 @@ PERSON = [(228, 14), (262, 20), (290, 40), (302, 70), (300, 100), (292, 125), (2
 
 def fetch() -> Path:
     """The astronaut photo, fetched once."""
-    have = ASTRONAUT.read_bytes() if ASTRONAUT.is_file() else b""
-    if hashlib.sha256(have).hexdigest() == ASTRONAUT_SHA256:
-        return ASTRONAUT
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp]
-        subprocess.run(pip, check=True)
-        wheel = next(Path(tmp).glob("scikit_image-*.whl"))
-        data = zipfile.ZipFile(wheel).read(MEMBER)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != ASTRONAUT_SHA256:
-        sys.exit(f"{MEMBER}: sha256 {digest}, expected {ASTRONAUT_SHA256}")
-    ASTRONAUT.write_bytes(data)
+    fetch_member(MEMBER, ASTRONAUT, ASTRONAUT_SHA256, WHEEL)
     return ASTRONAUT
 
 

