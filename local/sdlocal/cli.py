@@ -130,7 +130,7 @@ def _wait_with_bar(client: Client, task_id: str) -> TaskResult:
         return client.wait(task_id, on_progress=on_progress, poll_s=0.3)
 
 
-def _finish(client: Client, args: argparse.Namespace, answer: TaskResult) -> int:
+def finish(client: Client, args: argparse.Namespace, answer: TaskResult) -> int:
     """Wait (--wait), download (--wait or --out), print the result; 1 if the task failed."""
     if args.async_ and not args.wait:
         _print_json(answer)
@@ -160,7 +160,7 @@ def _finish(client: Client, args: argparse.Namespace, answer: TaskResult) -> int
 
 def cmd_txt2img(client: Client, args: argparse.Namespace) -> int:
     answer = client.txt2img(args.prompt, async_=args.async_ or args.wait, **_common_fields(args))
-    return _finish(client, args, answer)
+    return finish(client, args, answer)
 
 
 def cmd_img2img(client: Client, args: argparse.Namespace) -> int:
@@ -175,7 +175,7 @@ def cmd_img2img(client: Client, args: argparse.Namespace) -> int:
         async_=args.async_ or args.wait,
         **_common_fields(args),
     )
-    return _finish(client, args, answer)
+    return finish(client, args, answer)
 
 
 def cmd_remove(client: Client, args: argparse.Namespace) -> int:
@@ -194,7 +194,7 @@ def cmd_remove(client: Client, args: argparse.Namespace) -> int:
         async_=True,
         **_common_fields(args),
     )
-    return _finish(client, args, answer)
+    return finish(client, args, answer)
 
 
 def _remove_args(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ batches of them followed with a progress bar until their comparison grid is in.
     sd templates list | sd templates get NAME | sd templates delete NAME
     sd templates put poster.json [--name poster] [--shared]
     sd templates export DIR [--shared] | sd templates import DIR [--shared]
-    sd batch "a red fox" --folder posters --out grids/
+    sd templates run poster "a red fox" [--image in.png] [--set steps=30] [--async] [--out DIR]
+    sd batch "a red fox" --folder posters --out grids/ [--set seed=7]
     sd batch "a red fox" --templates poster,anime --no-grid
 """
 
@@ -49,7 +50,41 @@ def _put(client: Client, path: Path, name: str | None, shared: bool) -> dict[str
     return client.put_template(name, body, shared=shared)
 
 
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--set FIELD=VALUE` pairs as request fields: a VALUE that parses as JSON is that value
+    (`steps=30`, `enable_hr=true`), else the string (`sampler_name=Euler a`)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        field, sep, text = pair.partition("=")
+        if not sep or not field:
+            raise SystemExit(f"sd: --set {pair}: give FIELD=VALUE")
+        try:
+            out[field] = json.loads(text)
+        except ValueError:
+            out[field] = text
+    return out
+
+
+def _run(client: Client, args: argparse.Namespace) -> int:
+    from sdlocal.cli import finish
+
+    for path in args.image:
+        if not path.is_file():
+            raise SystemExit(f"sd: no such file: {path}")
+    args.wait = not args.async_  # the progress bar until the task ends, then the download
+    answer = client.run_template(
+        args.name,
+        args.prompt,
+        init_images=list(args.image) or None,
+        overrides=overrides(args.set),
+        async_=True,
+    )
+    return finish(client, args, answer)
+
+
 def cmd_templates(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "run":
+        return _run(client, args)
     if args.action == "list":
         _print_json(client.templates())
     elif args.action == "get":
@@ -80,7 +115,13 @@ def cmd_batch(client: Client, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     names = [n for n in (args.templates or "").split(",") if n] or None
-    batch = client.batch(args.prompt, templates=names, folder=args.folder, grid=args.grid)
+    batch = client.batch(
+        args.prompt,
+        templates=names,
+        folder=args.folder,
+        grid=args.grid,
+        overrides=overrides(args.set),
+    )
     if not args.wait:
         _print_json(batch)
         return 0
@@ -106,6 +147,16 @@ def cmd_batch(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a request field over the template's (JSON value, else text); repeatable",
+    )
+
+
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     """`templates` and `batch` under the `sd` parser's subcommands."""
     templates = commands.add_parser("templates", help="your and the shared templates")
@@ -124,6 +175,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         folder = actions.add_parser(action, parents=[common], help=what)
         folder.add_argument("dir", type=Path, metavar="DIR")
         folder.add_argument("--shared", action="store_true", help="the shared templates")
+    run = actions.add_parser("run", parents=[common], help="one task of a template, downloaded")
+    run.add_argument("name")
+    run.add_argument("prompt", nargs="?", default="", help="merged into the template's prompt")
+    run.add_argument("--image", type=Path, action="append", default=[], help="an input image")
+    _set_argument(run)
+    run.add_argument("--async", dest="async_", action="store_true", help="print the task id")
+    run.add_argument("--out", type=Path, help="the pictures' folder (default .)")
     templates.set_defaults(run=cmd_templates)
 
     batch = commands.add_parser(
@@ -134,6 +192,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--templates", help="template names, comma-separated")
     which.add_argument("--folder", help="every template with this folder tag")
     batch.add_argument("--no-grid", dest="grid", action="store_false", help="no grid")
+    _set_argument(batch)
     batch.add_argument("--no-wait", dest="wait", action="store_false", help="print the batch id")
     batch.add_argument("--out", type=Path, default=Path("."), help="the grid's folder (default .)")
     batch.set_defaults(run=cmd_batch)

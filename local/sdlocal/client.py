@@ -554,16 +554,22 @@ class Client:
         folder: str | None = None,
         init_images: list[ImageArg] | None = None,
         grid: bool = True,
+        overrides: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """POST /batches: one task per template (by name, or a folder's)."""
+        """POST /batches: one task per template (by name, or a folder's), `overrides` applied
+        to each."""
         body = {
             "prompt": prompt,
             "templates": templates,
             "folder": folder,
             "init_images": [encode_image(i) for i in init_images] if init_images else None,
             "grid": grid,
+            "overrides": dict(overrides) if overrides else None,
         }
-        return cast(dict[str, Any], self._json("POST", "/batches", json=_drop_none(body)))
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = self._json("POST", "/batches", json=_drop_none(body), headers=headers)
+        return cast(dict[str, Any], answer)
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", f"/batches/{quote(batch_id, safe='')}"))

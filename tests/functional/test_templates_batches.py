@@ -172,6 +172,24 @@ def test_a_batch_is_cancelled_as_one(stack: Path) -> None:
     assert {t["status"] for t in state["tasks"]} == {"cancelled"} and state["grid"] is None
 
 
+def test_a_batch_takes_overrides_and_an_idempotency_key(stack: Path) -> None:
+    for name, steps in (("a", 2), ("b", 3)):
+        assert _call("POST", "/templates", {"name": name, "steps": steps, "cfg_scale": 5})[0] == 201
+    body = {"templates": ["a", "b"], "prompt": "x", "overrides": {"cfg_scale": 9}}
+    status, batch = _call("POST", "/batches", body, **{"Idempotency-Key": "k1"})
+    assert status == 202
+    tasks = [_task(t["taskId"]) for t in batch["tasks"]]
+    assert [(t.params.steps, t.params.guidance) for t in tasks] == [(2, 9), (3, 9)]
+    # the same key and body: the same batch, no new task; another body: a conflict
+    before = len(get_services().tasks.list_by_owner("user", limit=100))
+    again = _call("POST", "/batches", body, **{"Idempotency-Key": "k1"})[1]
+    assert again["batchId"] == batch["batchId"]
+    assert _call("POST", "/batches", {**body, "prompt": "y"}, **{"Idempotency-Key": "k1"})[0] == 409
+    status, refused = _call("POST", "/batches", {**body, "overrides": {"steps": 0}})
+    assert status == 422 and refused["detail"][0]["loc"] == ["body", "overrides", "steps"]
+    assert len(get_services().tasks.list_by_owner("user", limit=100)) == before
+
+
 def test_the_simple_api_answers_in_its_envelope(stack: Path) -> None:
     assert _call("POST", "/templates", {"name": "anime", "steps": 3, "prompt": "anime"})[0] == 201
     status, body = _call("POST", "/simple/txt2img", {"prompt": "a cat", "style": "anime",

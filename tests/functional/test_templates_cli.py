@@ -86,3 +86,24 @@ def test_templates_round_trip_through_files_and_run_as_a_batch(
     state = json.loads(capsys.readouterr().out)
     assert state["status"] == "succeeded" and [t["template"] for t in state["tasks"]] == ["a", "b"]
     assert Path(state["files"][0]).stat().st_size > 0
+
+
+def test_templates_run_and_batches_take_overrides(
+    sd: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "a.json"
+    doc.write_text(json.dumps({"name": "a", "steps": 2, "prompt": "{prompt}, watercolour"}))
+    assert sd("templates", "put", str(doc)) == 0
+    capsys.readouterr()
+    assert sd("templates", "run", "a", "a fox", "--set", "cfg_scale=9", "--async") == 0
+    task = get_services().tasks.get(json.loads(capsys.readouterr().out)["taskId"])
+    assert (task.params.prompt, task.params.guidance, task.params.steps) == (
+        "a fox, watercolour",
+        9,
+        2,
+    )
+    assert sd("batch", "a cat", "--templates", "a", "--set", "seed=7", "--no-wait") == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert get_services().tasks.get(batch["tasks"][0]["taskId"]).params.seed == 7
+    assert sd("templates", "run", "a", "x", "--set", "steps=0", "--async") == 1
+    assert "overrides.steps" in capsys.readouterr().err

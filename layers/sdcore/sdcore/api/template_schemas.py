@@ -166,6 +166,10 @@ class BatchBody(BaseModel):
     prompt: str = Field("", max_length=20_000)
     init_images: list[str] | None = Field(None, min_length=1, max_length=8)
     grid: bool = Field(True, description="draw a comparison grid when every task has ended")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="request fields applied to every template's request (not `prompt`)",
+    )
 
 
 class BatchTask(BaseModel):

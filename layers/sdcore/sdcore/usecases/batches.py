@@ -11,6 +11,7 @@ import io
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -20,8 +21,9 @@ from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.ports.templates import BatchStore
 from sdcore.services import Services
 from sdcore.usecases.auth import Principal
+from sdcore.usecases.idempotency import submit_once
 from sdcore.usecases.styles import apply_styles
-from sdcore.usecases.submit import Submission, submit
+from sdcore.usecases.submit import Idempotency, Submission, submit
 from sdcore.usecases.tasks import request_cancel
 from sdcore.usecases.templates import Build, get_template, list_templates, template_request
 from sdcore.webui.grids import captioned_grid
@@ -95,24 +97,54 @@ def create_batch(
     folder: str | None = None,
     init_images: list[str] | None = None,
     grid: bool = True,
+    overrides: dict[str, Any] | None = None,
+    idempotency: Idempotency | None = None,
 ) -> BatchState:
     """One task per template (`names`, or every template in `folder`, the caller's hiding the
-    shared of the same name), each with `prompt` merged in. Every request is checked before
-    the first task is recorded; a task refused at submit (quota, cap) cancels those before it.
+    shared of the same name), each with `prompt` merged in and `overrides` applied. Every
+    request is checked before the first task is recorded; a task refused at submit (quota, cap)
+    cancels those before it. An `idempotency` key makes a repeat answer the first batch.
 
     Raises
     ------
     InvalidInputError
         No or too many templates, an unknown name, an empty folder, a request a template makes
-        that its schema refuses.
+        that its schema refuses (an override's named `overrides.<field>`), a bad key.
     OverCapError
         The caller's quota ran out part way (the batch's tasks so far are cancelled).
+    ConflictError
+        The Idempotency-Key was used with another body.
     """
+    if idempotency is None:
+        return _create(svc, who, prompt, build, names, folder, init_images, grid, overrides)
+    if not 1 <= len(idempotency.key) <= 255:
+        raise InvalidInputError("Idempotency-Key", "1 to 255 characters")
+
+    def run() -> str:
+        made = _create(svc, who, prompt, build, names, folder, init_images, grid, overrides)
+        return made.batch.batch_id
+
+    # batch keys apart from task keys: the same key may name a task and a batch
+    batch_id = submit_once(svc, who.user, f"batch:{idempotency.key}", idempotency.body, run)
+    return get_batch(svc, who, batch_id)
+
+
+def _create(
+    svc: Services,
+    who: Principal,
+    prompt: str,
+    build: Build,
+    names: list[str] | None,
+    folder: str | None,
+    init_images: list[str] | None,
+    grid: bool,
+    overrides: dict[str, Any] | None,
+) -> BatchState:
     templates = _resolve(svc, who, names, folder)
     requests: list[Submission] = []
     for t in templates:
         try:
-            request, styles = template_request(t, prompt, build, init_images)
+            request, styles = template_request(t, prompt, build, init_images, overrides)
             requests.append(apply_styles(svc, who, request, styles))
         except InvalidInputError as exc:
             raise InvalidInputError(exc.field, f"template {t.name}: {exc.message}") from None

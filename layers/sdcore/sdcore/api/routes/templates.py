@@ -141,8 +141,10 @@ def run_template(name: str, body: RunBody) -> Response[TaskResult | TaskAccepted
 def create_batch(body: BatchBody) -> Response[BatchView]:
     """Run templates (by name, or a folder) as a batch: one task each, then a grid.
 
-    Poll GET /batches/{batchId}; the grid comes when every task has ended.
+    Poll GET /batches/{batchId}; the grid comes when every task has ended. An Idempotency-Key
+    makes a repeat answer the first batch.
     """
+    key = header(router, "Idempotency-Key")
     state = batch_cases.create_batch(
         get_services(),
         principal(router),
@@ -152,6 +154,8 @@ def create_batch(body: BatchBody) -> Response[BatchView]:
         folder=body.folder,
         init_images=body.init_images,
         grid=body.grid,
+        overrides=body.overrides,
+        idempotency=Idempotency(key, body.model_dump(mode="json")) if key is not None else None,
     )
     return Response(202, content_types.APPLICATION_JSON, BatchView.of(state))
 
