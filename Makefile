@@ -17,6 +17,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps mediapipe==1.2.3
 	$(BIN)/python -m sdcore.engine.face_detector_model
 	$(BIN)/python -m sdcore.engine.segmenter_model
+	$(BIN)/python -m sdcore.adapters.zh.cedict
 	$(BIN)/python tests/data/fetch_photos.py
 	touch $@
 

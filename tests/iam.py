@@ -136,6 +136,7 @@ def role_statements(function: str) -> list[tuple[str, str]]:
             allowed += MANAGED.get(str(arn).rsplit("/", 1)[-1], [])
     for document in documents:
         for statement in document["Statement"]:
+            statement = resolve(statement)  # a conditional statement: as if its condition held
             if statement.get("Effect") != "Allow":
                 continue
             actions = statement["Action"]

@@ -27,15 +27,13 @@ from typing import Any
 
 import httpx
 
-from sdlocal import cli_templates
+from sdlocal import cli_assist, cli_templates
+from sdlocal.cli_results import finish, print_json
 from sdlocal.client import (
-    TERMINAL_STATUSES,
     AdminModel,
     ApiError,
     ChecksumError,
     Client,
-    Progress,
-    TaskResult,
     UploadEvent,
 )
 
@@ -48,10 +46,6 @@ ADMIN_COMMANDS = {("models", a) for a in ("upload", "import", "show", "delete", 
 
 class UsageError(Exception):
     """Bad arguments found after parsing (exit status 2)."""
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def resolve_key(args: argparse.Namespace) -> str | None:
@@ -107,55 +101,6 @@ def _common_fields(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch,
         "stable_diffusion_model": args.model,
     }
-
-
-def _wait_with_bar(client: Client, task_id: str) -> TaskResult:
-    from tqdm import tqdm
-
-    with tqdm(total=100, unit="%", desc=task_id[:12], bar_format="{l_bar}{bar}| {postfix}") as bar:
-
-        def on_progress(p: Progress) -> None:
-            state = p.get("state") or {}
-            bar.n = round(100 * float(p.get("progress") or 0.0))
-            postfix: str = p["status"]
-            if state.get("samplingSteps"):
-                postfix += f" step {state['samplingStep']}/{state['samplingSteps']}"
-            if (state.get("jobCount") or 0) > 1:
-                postfix += f" job {state.get('jobNo', 0) + 1}/{state['jobCount']}"
-            if p["status"] == "running" and p.get("etaRelative"):
-                postfix += f" eta {p['etaRelative']:.1f}s"
-            bar.set_postfix_str(postfix, refresh=False)
-            bar.refresh()
-
-        return client.wait(task_id, on_progress=on_progress, poll_s=0.3)
-
-
-def finish(client: Client, args: argparse.Namespace, answer: TaskResult) -> int:
-    """Wait (--wait), download (--wait or --out), print the result; 1 if the task failed."""
-    if args.async_ and not args.wait:
-        _print_json(answer)
-        return 0
-    result = answer
-    if args.wait and answer["status"] not in TERMINAL_STATUSES:
-        result = _wait_with_bar(client, answer["taskId"])
-    elif answer["status"] not in TERMINAL_STATUSES:  # a sync request that outlasted the wait
-        _print_json(answer)
-        print(
-            f"task {answer['taskId']} is still {answer['status']}: "
-            f"`sd tasks show {answer['taskId']}` later, or use --wait",
-            file=sys.stderr,
-        )
-        return 0
-    out: dict[str, Any] = dict(result)
-    out_dir = args.out if args.out is not None else (Path(".") if args.wait else None)
-    if result["status"] == "succeeded" and out_dir is not None:
-        out["files"] = [str(p) for p in client.download(result, out_dir)]
-    _print_json(out)
-    if result["status"] != "succeeded":
-        reason = result.get("error") or result["status"]
-        print(f"task {result['taskId']} {result['status']}: {reason}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_txt2img(client: Client, args: argparse.Namespace) -> int:
@@ -224,11 +169,11 @@ def _remove_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_tasks(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        _print_json(list(client.list_tasks(status=args.status, limit=args.limit)))
+        print_json(list(client.list_tasks(status=args.status, limit=args.limit)))
     elif args.action == "show":
-        _print_json(client.result(args.task_id))
+        print_json(client.result(args.task_id))
     else:
-        _print_json(client.cancel(args.task_id))
+        print_json(client.cancel(args.task_id))
     return 0
 
 
@@ -291,7 +236,7 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
-    _print_json(done)
+    print_json(done)
     return 0
 
 
@@ -316,25 +261,25 @@ def _import(client: Client, args: argparse.Namespace) -> int:
         )
     finally:
         bars.close()
-    _print_json(model)
+    print_json(model)
     return 0
 
 
 def cmd_models(client: Client, args: argparse.Namespace) -> int:
     if args.action == "list":
-        _print_json([m for m in client.models() if args.type in (None, m["type"])])
+        print_json([m for m in client.models() if args.type in (None, m["type"])])
         return 0
     if args.action == "upload":
         return _upload(client, args)
     if args.action == "import":
         return _import(client, args)
     if args.action == "show":
-        _print_json(client.admin_model(args.name))
+        print_json(client.admin_model(args.name))
         return 0
     if args.action == "rename":
-        _print_json(client.rename_model(args.name, args.new_name))
+        print_json(client.rename_model(args.name, args.new_name))
         return 0
-    _print_json(client.delete_model(args.name))
+    print_json(client.delete_model(args.name))
     return 0
 
 
@@ -441,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).add_argument("name")
     models.set_defaults(run=cmd_models)
     cli_templates.add_commands(commands, common)
+    cli_assist.add_commands(commands, common)
     return parser
 
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
+from sdlocal.cli_results import finish
 from sdlocal.client import Client, TaskResult
 
 # what the API answers about a stored template that is not part of the document a user edits
@@ -66,8 +67,6 @@ def overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _run(client: Client, args: argparse.Namespace) -> int:
-    from sdlocal.cli import finish
-
     for path in args.image:
         if not path.is_file():
             raise SystemExit(f"sd: no such file: {path}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import threading
@@ -596,6 +597,53 @@ class Client:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"batch {batch_id} still running after {timeout_s:g} s")
             time.sleep(poll_s)
+
+    # -- the prompt assistant
+
+    def assist(
+        self,
+        text: str,
+        *,
+        template: str | None = None,
+        style: str | None = None,
+        language: str | None = None,
+    ) -> dict[str, str]:
+        """POST /prompts/assist: `{"prompt", "negative_prompt"}` for the words `text`."""
+        body = _drop_none(
+            {"text": text, "template": template, "style": style, "language": language}
+        )
+        return cast(dict[str, str], self._json("POST", "/prompts/assist", json=body))
+
+    def assist_events(
+        self,
+        text: str,
+        *,
+        template: str | None = None,
+        style: str | None = None,
+        language: str | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """POST /prompts/assist as server-sent events: `("token", {"text"})` as the reply is
+        written, then `("done", {"prompt", "negative_prompt"})`. An error event raises
+        ApiError with its status and body."""
+        body = _drop_none(
+            {"text": text, "template": template, "style": style, "language": language}
+        )
+        headers = {"Accept": "text/event-stream"}
+        path = "/prompts/assist"
+        with self._http.stream("POST", path, json=body, headers=headers) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise ApiError(resp.status_code, _body(resp), "POST", path)
+            name = "message"
+            for line in resp.iter_lines():
+                if line.startswith("event:"):
+                    name = line[len("event:") :].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[len("data:") :])
+                    if name == "error":
+                        status = int(data.pop("status", 500))
+                        raise ApiError(status, data, "POST", path)
+                    yield name, data
 
     # -- tasks
 

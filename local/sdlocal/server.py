@@ -39,8 +39,11 @@ from sdcore.api.front_door import (
     WAIT_SECONDS_HEADER,
     WAIT_TASK_HEADER,
 )
+from sdcore.api.streaming import streaming_to
 from sdcore.errors import DomainError
 from sdcore.settings import Settings
+from sdlocal import webapp
+from sdlocal.scrape import scrape
 from sdlocal.waits import INTERNAL, InFlight, TaskWaits
 
 log = logging.getLogger("sdcore.server")
@@ -52,6 +55,9 @@ READ_CHUNK = 1024 * 1024
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# a piece of a streamed answer as it is made: (status, headers, bytes)
+OnPiece = Callable[[int, dict[str, str], bytes], Awaitable[None]]
+PIECE = "piece"  # a worker's message carrying one; its answer (a dict) ends the request
 
 
 def _invoke(target: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +81,14 @@ def _worker_main(conn: Connection, parent: int, settings: Settings) -> None:
             target, event = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
+
+        def sink(status: int, headers: dict[str, str], piece: bytes) -> None:
+            message = (PIECE, status, headers, piece)
+            conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
         try:
-            response = _invoke(target, event)
+            with streaming_to(sink):  # a streamed route's pieces go out as they are made
+                response = _invoke(target, event)
         except Exception as exc:  # what Lambda reports for an unhandled error
             log.exception("unhandled error in the %s function", target)
             response = {
@@ -165,7 +177,11 @@ class WorkerPool:
         for worker in self.workers:
             self.idle.put_nowait(worker)
 
-    async def call(self, target: str, event: dict[str, Any]) -> dict[str, Any]:
+    async def call(
+        self, target: str, event: dict[str, Any], on_piece: OnPiece | None = None
+    ) -> dict[str, Any]:
+        """The function's answer to `event`; the pieces of a streamed answer, as they come, to
+        `on_piece` first (the answer then repeats them whole)."""
         assert self.idle is not None, "bind() first"
         loop = asyncio.get_running_loop()
         worker = await self.idle.get()
@@ -173,19 +189,14 @@ class WorkerPool:
             fd = worker.conn.fileno()
             os.set_blocking(fd, True)  # the loop's reader (uvloop) leaves the pipe non-blocking
             worker.conn.send_bytes(pickle.dumps((target, event), protocol=pickle.HIGHEST_PROTOCOL))
-            readable = loop.create_future()
-
-            def ready() -> None:
-                if not readable.done():
-                    readable.set_result(None)
-
-            loop.add_reader(fd, ready)
-            try:
-                await readable
-            finally:
-                loop.remove_reader(fd)
-                os.set_blocking(fd, True)  # the answer may be bigger than the pipe's buffer
-            response: dict[str, Any] = pickle.loads(worker.conn.recv_bytes())
+            while True:
+                message = await self._next(loop, worker)
+                if isinstance(message, dict):
+                    break
+                if on_piece is not None:
+                    _, status, headers, piece = message
+                    await on_piece(status, headers, piece)
+            response: dict[str, Any] = message
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
             log.error("HTTP worker %s died; starting another", worker.process.pid)
             worker.close()
@@ -195,6 +206,24 @@ class WorkerPool:
         finally:
             self.idle.put_nowait(worker)
         return response
+
+    @staticmethod
+    async def _next(loop: asyncio.AbstractEventLoop, worker: _Worker) -> Any:
+        """The worker's next message, waited for in the event loop."""
+        fd = worker.conn.fileno()
+        readable = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, ready)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+            os.set_blocking(fd, True)  # the answer may be bigger than the pipe's buffer
+        return pickle.loads(worker.conn.recv_bytes())
 
     def _replacement(self) -> _Worker:
         worker = _Worker(self.ctx, self.settings)
@@ -242,6 +271,12 @@ class FrontDoor:
                 return await self._get_file(scope, send)
             if method == "PUT" and path.startswith("/uploads/") and path.count("/") == 3:
                 return await self._put_part(scope, receive, send)
+            if webapp.is_web_path(method, path):
+                return await self._web(scope, send)
+            if method == "GET" and path == "/metrics":  # every process's figures, admins only
+                headers = {k: v[-1] for k, v in _headers(scope).items()}
+                loop = asyncio.get_running_loop()
+                return await self._send(send, *await loop.run_in_executor(None, scrape, headers))
             if path == "/health" and self.starting is not None:
                 body = json.dumps({"status": "starting", "detail": self.starting}).encode()
                 return await self._send(send, 503, body, {"Content-Type": "application/json"})
@@ -363,6 +398,26 @@ class FrontDoor:
             return
         await self._send(send, 200, b"", {"ETag": f'"{etag}"'})
 
+    # --- CloudFront's role: the web app's files --------------------------------------------------
+    async def _web(self, scope: Scope, send: Send) -> None:
+        headers = webapp.security_headers(self.blobs.base_url)
+        target = webapp.resolve(scope["path"])
+        if target is None:
+            body = b"not found (the web app is built by `make install`)"
+            return await self._send(send, 404, body, {**headers, "Content-Type": "text/plain"})
+        body = await asyncio.get_running_loop().run_in_executor(None, target.read_bytes)
+        headers = {
+            **headers,
+            "Content-Type": webapp.content_type(target),
+            "Cache-Control": "no-cache",
+        }
+        if scope["method"] == "HEAD":
+            headers["Content-Length"] = str(len(body))
+            raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            await send({"type": "http.response.start", "status": 200, "headers": raw})
+            return await send({"type": "http.response.body", "body": b""})
+        await self._send(send, 200, body, headers)
+
     # --- API Gateway's role --------------------------------------------------------------------
     async def _function(self, scope: Scope, receive: Receive, send: Send) -> None:
         length = self._length(scope)
@@ -391,10 +446,30 @@ class FrontDoor:
         if target == "proxy" and scope["method"] == "POST":  # a sync wait happens here
             headers[DEFER_HEADER] = ["1"]
         event = api_gateway_event(scope["method"], raw_path, headers, b"".join(parts), client[0])
+        started = gone = False
+
+        async def on_piece(status: int, piece_headers: dict[str, str], piece: bytes) -> None:
+            nonlocal started, gone
+            if gone:  # the client left: the function's answer is still read to its end
+                return
+            try:
+                if not started:  # no Content-Length: uvicorn sends the body chunked
+                    raw = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                           for k, v in piece_headers.items()]  # fmt: skip
+                    await send({"type": "http.response.start", "status": status, "headers": raw})
+                    started = True
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            except OSError:
+                gone = True
+
         try:
-            response = await self._call(target, event, self.inflight.caller(headers))
+            response = await self._call(target, event, self.inflight.caller(headers), on_piece)
         except FunctionError:
+            if started:  # the status is out: end the body short
+                return await send({"type": "http.response.body", "body": b""})
             return await self._error(send, 502, "function_error", "the function's process died")
+        if started:  # streamed: the answer repeats the pieces whole
+            return await send({"type": "http.response.body", "body": b""})
         if response is None:
             refusal = {
                 "error": "too_many_requests",
@@ -412,14 +487,16 @@ class FrontDoor:
         out.pop("content-length", None)
         await self._send(send, int(response["statusCode"]), body, out)
 
-    async def _call(self, target: str, event: dict[str, Any], caller: str) -> dict[str, Any] | None:
+    async def _call(
+        self, target: str, event: dict[str, Any], caller: str, on_piece: OnPiece | None = None
+    ) -> dict[str, Any] | None:
         """The function's answer; a sync wait it handed over is done here, in the event loop,
         then the request is replayed to render the answer. None: the caller holds too many
         processes already."""
         with self.inflight.hold(caller) as allowed:
             if not allowed:
                 return None
-            response = await self.pool.call(target, event)
+            response = await self.pool.call(target, event, on_piece)
         answered = {k.lower(): v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
         answered.update({k.lower(): v for k, v in (response.get("headers") or {}).items()})
         waiting = answered.get(WAIT_TASK_HEADER)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from sdcore import composition
 from sdcore.adapters.local.fleet import ProcessWorkerFleet
+from sdcore.adapters.local.metrics import metrics_dir
+from sdcore.adapters.local.metrics import reset as reset_metrics
 from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.runtime import LocalContext
 from sdcore.errors import NotFoundError
@@ -98,6 +100,8 @@ class Stack:
         from control_function.app import lambda_handler as control_handler
 
         self.control_handler = control_handler
+        # this run's figures only (every process of the stack writes there: /metrics)
+        reset_metrics(metrics_dir(settings.data_dir))
         composition.use_settings(settings)  # this process's functions and threads
         self.svc = composition.get_services()
         fleet = self.svc.fleet

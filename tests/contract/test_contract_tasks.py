@@ -218,6 +218,23 @@ def test_list_by_status_oldest_first(ports):
     assert ports.tasks.list_by_status(TaskStatus.FAILED) == []
 
 
+def test_list_created_since_newest_first_within_the_bound(ports):
+    for i, created in enumerate([1003.0, 1001.0, 1002.0, 999.0]):
+        ports.tasks.create(make_task(f"t{i}", created_at=created))
+    ports.tasks.transition("t2", TaskTransition.between({TaskStatus.QUEUED}, TaskStatus.RUNNING))
+
+    queued = ports.tasks.list_created_since(TaskStatus.QUEUED, 1000.0, limit=10)
+
+    assert [t.task_id for t in queued] == ["t0", "t1"]  # t3 is older, t2 is running
+    assert [t.task_id for t in ports.tasks.list_created_since(TaskStatus.QUEUED, 0, 2)] == [
+        "t0",
+        "t1",
+    ]
+    assert [t.task_id for t in ports.tasks.list_created_since(TaskStatus.RUNNING, 1002.0, 5)] == [
+        "t2"
+    ]
+
+
 def test_a_record_over_dynamodbs_item_limit_is_refused_clearly(ports):
     if ports.backend == "local":
         pytest.skip("SQLite has no item size limit")

@@ -67,11 +67,13 @@ def test_proxy_and_admin_routes():
         ("POST", "/batches/{batchId}/cancellation"),
         ("POST", "/simple/txt2img"),
         ("GET", "/simple/tasks/{taskId}"),
+        ("POST", "/prompts/assist"),
         ("ANY", "/sdapi/v1/{proxy+}"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),
     }
     assert routes("AdminFunction") == {
+        ("GET", "/admin/stats"),
         ("POST", "/admin/models"),
         ("POST", "/admin/models/import"),
         ("POST", "/admin/models/{name}/complete"),
@@ -116,7 +118,7 @@ def test_model_jobs_queue_outlasts_the_admin_function_and_uploads_expire():
     assert sqs_event["Properties"]["Queue"] == {"Fn::GetAtt": ["ModelJobQueue", "Arn"]}
     assert int(queues["ModelJobQueue"]["VisibilityTimeout"]) >= 6 * int(admin["Timeout"])
     assert "RedrivePolicy" in queues["ModelJobQueue"]
-    [bucket] = resources("AWS::S3::Bucket").values()
+    bucket = resources("AWS::S3::Bucket")["Bucket"]  # the data bucket (WebBucket: the web app)
     rules = bucket["LifecycleConfiguration"]["Rules"]
     [abort] = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
     assert abort["Status"] == "Enabled" and "Prefix" not in abort

@@ -193,6 +193,70 @@ def test_bad_input_is_a_422_naming_the_field(api: httpx.Client) -> None:
     assert api.post("/tasks/nope/cancellation").status_code == 404
 
 
+def _scrape(client: httpx.Client) -> dict[str, list[tuple[dict[str, str], float]]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            samples.setdefault(s.name, []).append((s.labels, s.value))
+    return samples
+
+
+def _total(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float:
+    return sum(v for got, v in samples.get(name, []) if labels.items() <= got.items())
+
+
+def test_a_burst_shows_in_metrics_and_admin_stats(stack: RunningStack) -> None:
+    with httpx.Client(base_url=stack.url, timeout=120, headers=stack.admin_headers) as admin:
+        before = _total(_scrape(admin), "sd_tasks_succeeded_total", model="demo")
+        with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as api:
+            # metrics name users and models: an admin's only
+            assert api.get("/metrics").status_code == 403
+            assert httpx.get(f"{stack.url}/metrics").status_code == 401
+            # Given a burst of three tasks and a refused request
+            ids = [
+                api.post("/txt2img", json={"prompt": "burst", "steps": 2, "seed": n},
+                         headers={"Request-Type": "async"}).json()["taskId"]
+                for n in range(3)
+            ]  # fmt: skip
+            assert api.post("/txt2img", json={"steps": "many"}).status_code == 422
+            assert all(_wait(api, task_id)["status"] == "succeeded" for task_id in ids)
+
+        # Then /metrics shows them, summed over the stack's processes, with their labels
+        demo = {"model": "demo", "fleet": "local"}
+        deadline = time.monotonic() + 30
+        while True:  # the gauges come with control's next schedule tick
+            samples = _scrape(admin)
+            if "sd_tasks_waiting" in samples or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert _total(samples, "sd_tasks_succeeded_total", **demo) - before >= 3
+        assert _total(samples, "sd_tasks_submitted_total", model="demo", kind="txt2img") >= 3
+        assert _total(samples, "sd_queue_wait_seconds_count", **demo) >= 3
+        assert _total(samples, "sd_run_seconds_count", status="succeeded", **demo) >= 3
+        assert _total(samples, "sd_end_to_end_seconds_bucket", le="+Inf", **demo) >= 3
+        assert _total(samples, "sd_sampling_steps_per_second_count", **demo) >= 3
+        assert _total(samples, "sd_cold_starts_total", function="inference") >= 1
+        assert _total(samples, "sd_model_loads_total", outcome="loaded", **demo) >= 1
+        assert _total(samples, "sd_http_client_errors_total", route="/txt2img", status="422") >= 1
+        assert _total(samples, "sd_slot_cap", model="all") >= 1
+        assert "sd_tasks_waiting" in samples
+
+        # and /admin/stats counts them and their latencies from the task records
+        stats = admin.get("/admin/stats").json()
+        hour = stats["windows"][0]
+        assert hour["window"] == "hour" and not hour["truncated"]
+        assert hour["total"]["succeeded"] >= 3 and hour["total"]["submitted"] >= 3
+        [model] = [m for m in hour["models"] if m["model"] == "demo"]
+        assert model["fleet"] == "local" and model["queueWaitSeconds"]["count"] >= 3
+        assert model["runSeconds"]["p95"] is not None
+
+
 def test_restart_keeps_finished_results(stack: RunningStack) -> None:
     with httpx.Client(base_url=stack.url, timeout=120, headers=stack.headers) as api:
         body = api.post("/txt2img", json={"prompt": "keep me", "steps": 2}).json()

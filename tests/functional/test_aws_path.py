@@ -148,7 +148,10 @@ def _control_batch(clients: dict[str, Any], queue_url: str) -> dict[str, Any]:
 
 
 def test_proxy_control_inference_on_aws_adapters(
-    aws: dict[str, Any], tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    aws: dict[str, Any],
+    tiny_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from proxy_function.app import lambda_handler as proxy
 
@@ -216,6 +219,49 @@ def test_proxy_control_inference_on_aws_adapters(
     assert progress["progress"] == 1.0 and progress["state"]["samplingSteps"] == 3
     models = {m["name"]: m for m in _http(proxy, "GET", "/models")[1]}
     assert models["demo"]["status"] == "loaded"
+    # and each function wrote the task's metrics to its log as EMF records, with their
+    # dimensions (the handlers flush them at the end of each invocation)
+    emitted, totals = _emf_metrics(capsys.readouterr().out)
+    # and the totals the alarms read, written again with no dimensions
+    assert totals == {"queue_wait_seconds", "tasks_succeeded"}
+    assert emitted["tasks_submitted"] == {("kind", "txt2img"), ("model", "demo")}
+    demo_lambda = {("fleet", "lambda"), ("model", "demo")}
+    for name in ("tasks_started", "queue_wait_seconds", "tasks_succeeded",
+                 "sampling_steps_per_second", "model_load_seconds"):  # fmt: skip
+        assert emitted[name] == demo_lambda, name
+    for name in ("run_seconds", "end_to_end_seconds"):
+        assert emitted[name] == demo_lambda | {("status", "succeeded")}, name
+    assert emitted["model_loads"] == demo_lambda | {("outcome", "loaded")}
+    assert emitted["model_cache_misses"] == {("type", "checkpoint")}
+    assert emitted["verification_seconds"] == {("type", "checkpoint"), ("outcome", "verified")}
+    assert emitted["upload_bytes"] == {("type", "checkpoint")}
+    # and the admin summary reads the task from DynamoDB's status index (within admin's role)
+    from admin_function.app import lambda_handler as admin
+
+    status, stats = _http(admin, "GET", "/admin/stats")
+    assert status == 200, stats
+    hour = stats["windows"][0]["total"]
+    assert (hour["submitted"], hour["succeeded"], hour["runSeconds"]["count"]) == (1, 1, 1)
+    assert stats["windows"][0]["models"][0]["fleet"] == "lambda"
+
+
+def _emf_metrics(out: str) -> tuple[dict[str, set[tuple[str, str]]], set[str]]:
+    """Each metric in the EMF records of `out`, with its dimensions and their values, and the
+    metrics also written with no dimensions (the totals)."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    totals: set[str] = set()
+    for line in out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        record = json.loads(line)
+        [spec] = record["_aws"]["CloudWatchMetrics"]
+        [dimensions] = spec["Dimensions"]
+        for metric in spec["Metrics"]:
+            if dimensions:
+                found[metric["Name"]] = {(d, record[d]) for d in dimensions}
+            else:
+                totals.add(metric["Name"])
+    return found, totals
 
 
 def test_over_the_cap_waits_and_cancelled_never_runs(
@@ -249,8 +295,11 @@ def test_over_the_cap_waits_and_cancelled_never_runs(
         assert _http(proxy, "GET", f"/tasks/{task_id}/result")[1]["status"] == "queued"
     assert _http(proxy, "GET", f"/tasks/{third}/result")[1]["status"] == "cancelled"
 
-    # the schedule's reaper finds nothing lost
-    assert control(load("schedule.json"), Context()) == {"reaped": [], "swept": [], "unloaded": []}
+    # the schedule's reaper finds nothing lost; the gauges see the two tasks waiting, the
+    # first holding the slot it was dispatched with
+    scheduled = control(load("schedule.json"), Context())
+    assert scheduled == {"reaped": [], "swept": [], "unloaded": [],
+                         "load": {"slots": 1, "waiting": 2, "running": 0}}  # fmt: skip
 
     # deleting the model removes its function
     assert _http(admin, "DELETE", "/admin/models/demo")[0] == 200

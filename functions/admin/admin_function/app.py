@@ -6,10 +6,13 @@ with `{"bootstrap": "admin"}` it creates a new deployment's first admin key."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -18,15 +21,19 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sdcore.adapters.xray import traced
 from sdcore.api.auth import auth_middleware
 from sdcore.api.errors import register_error_handlers
 from sdcore.api.routes import admin
-from sdcore.composition import get_services
+from sdcore.composition import get_services, observed
 from sdcore.errors import DomainError
 from sdcore.usecases.auth import bootstrap_admin
 from sdcore.usecases.model_jobs import run_job
 
 logger = Logger(service="admin")
+# the shared package's lines in this JSON format, with the keys of the handling
+logging.getLogger("sdcore")
+copy_config_to_registered_loggers(source_logger=logger, include={"sdcore"})
 app = APIGatewayRestResolver(enable_validation=True)
 app.use(middlewares=[auth_middleware])
 app.include_router(admin.router)
@@ -42,7 +49,12 @@ def job_handler(record: SQSRecord) -> str:
     return outcome
 
 
-@logger.inject_lambda_context(clear_state=True)
+# the request's id is the lines' correlation_id; X-Ray only in Lambda (no daemon elsewhere)
+@logger.inject_lambda_context(
+    clear_state=True, correlation_id_path=correlation_paths.API_GATEWAY_REST
+)
+@traced("admin")
+@observed("admin")
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "Records" in event:  # the job queue
         return process_partial_response(

@@ -7,9 +7,11 @@ resource) deletes the inference functions it created."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -20,8 +22,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from control_function.stack import handle_stack_event, is_stack_event
+from sdcore.adapters.xray import traced
 from sdcore.api.responses import TaskResult
-from sdcore.composition import get_services
+from sdcore.composition import get_services, observed
 from sdcore.domain.models import Task
 from sdcore.services import Services
 from sdcore.usecases.control import (
@@ -31,11 +34,15 @@ from sdcore.usecases.control import (
     end_failed_invocation,
     reap_lost,
 )
+from sdcore.usecases.measure import record_load
 from sdcore.usecases.model_jobs import job_dead_lettered, reconcile_loaded, sweep_uploads
 from sdcore.usecases.notify import deliver_webhook
 from sdcore.usecases.tasks import outcome
 
 logger = Logger(service="control")
+# the shared package's lines in this JSON format, with the keys of the handling (its task id)
+logging.getLogger("sdcore")
+copy_config_to_registered_loggers(source_logger=logger, include={"sdcore"})
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
@@ -51,6 +58,14 @@ def _dead_letter(record: SQSRecord) -> bool:
 
 
 def record_handler(record: SQSRecord) -> str:
+    # a batch holds up to 10 tasks: each record is a handling (and a subsegment) of its own
+    tracing = get_services().tracing
+    tracing.begin()
+    with tracing.span("record"):
+        return _handle_record(record)
+
+
+def _handle_record(record: SQSRecord) -> str:
     body = json.loads(record.body)
     if "requestPayload" in body:  # an inference function's failed invocation (its destination)
         outcome = end_failed_invocation(get_services(), body)
@@ -78,6 +93,8 @@ def record_handler(record: SQSRecord) -> str:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@traced("control")
+@observed("control")
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_stack_event(event):  # CloudFormation's FleetCleanup: the stack is being deleted
         return handle_stack_event(get_services(), event)
@@ -87,6 +104,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "reaped": reap_lost(svc),  # tasks whose worker was lost
             "swept": sweep_uploads(svc),  # abandoned uploads and dead model jobs
             "unloaded": reconcile_loaded(svc),  # models no worker holds any more
+            "load": record_load(svc),  # the gauges: slots, waiting and running tasks
         }
     records = event.get("Records") or [{}]
     if records[0].get("EventSource") == "aws:sns":  # a SageMaker endpoint's invocation report

@@ -6,12 +6,15 @@ serves SageMaker's container contract too: `inference_function.serve` hands its 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from sdcore.composition import get_services
+from sdcore.adapters.xray import traced
+from sdcore.composition import get_services, observed
 from sdcore.domain.models import Lease
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import NotFoundError
@@ -20,6 +23,9 @@ from sdcore.usecases.inference import abandon_task, run_task
 from sdcore.usecases.model_cache import load_engine
 
 logger = Logger(service="inference")
+# the shared package's lines in this JSON format, with the keys of the handling (its task id)
+logging.getLogger("sdcore")
+copy_config_to_registered_loggers(source_logger=logger, include={"sdcore"})
 _engine: Engine | None = None
 _loaded: str | None = None  # the sha256 of the version `_engine` holds
 
@@ -46,10 +52,12 @@ def engine() -> Engine:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@traced("inference")
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle(event)
 
 
+@observed("inference")
 def handle(event: dict[str, Any]) -> dict[str, Any]:
     """One event, from either entry point: Lambda's handler or SageMaker's `/invocations`
     (`inference_function.serve`)."""
@@ -57,6 +65,8 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         engine()  # a failure is reported by the first task, which tries again
         return {"warm": True}
     svc = get_services()
+    # the load below is this task's too (its span and lines carry the id)
+    svc.tracing.about(event["taskId"], svc.settings.model_name)
     lease = Lease.model_validate(event["lease"]) if event.get("lease") else None
     try:
         loaded = engine()

@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.models import (
 from sdcore.api.routes import (
     account,
     admin,
+    assist,
     controlnet,
     native,
     simple,
@@ -44,6 +45,7 @@ for _router in (
     controlnet.router,
     templates.router,
     simple.router,
+    assist.router,
     admin.router,
 ):
     docs.include_router(_router)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+from collections.abc import Callable
+from functools import lru_cache, wraps
+from typing import Any, TypeVar, cast
 
 from sdcore.clock import Clock, IdFactory
+from sdcore.metric_names import COLD_STARTS
 from sdcore.ports import WorkerFleet
+from sdcore.ports.assistant import ChatModel, Translator
 from sdcore.ports.censor import Censor
 from sdcore.services import Services
 from sdcore.settings import Settings, get_settings
@@ -29,6 +32,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from sdcore.adapters.local.db import Database
     from sdcore.adapters.local.fleet import ProcessWorkerFleet
     from sdcore.adapters.local.idempotency import SqlitePersistenceLayer
+    from sdcore.adapters.local.metrics import PrometheusMetrics, metrics_dir
     from sdcore.adapters.local.queue import SqliteQueue
     from sdcore.adapters.local.stores import (
         SqliteFunctionStore,
@@ -38,6 +42,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         SqliteUserStore,
     )
     from sdcore.adapters.local.templates import SqliteBatchStore, SqliteTemplateStore
+    from sdcore.adapters.local.tracing import LogTracing
     from sdcore.usecases.control import worker_gone
 
     db = Database(settings.data_dir / "state.db")
@@ -53,6 +58,8 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         blobs=FileBlobStore(settings.data_dir, settings.base_url, now=clock.now),
         fleet=fleet,
         users=SqliteUserStore(db),
+        metrics=PrometheusMetrics(metrics_dir(settings.data_dir)),
+        tracing=LogTracing(),
         idempotency=SqlitePersistenceLayer(db),
         clock=clock,
         ids=ids,
@@ -60,6 +67,8 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         censor=_censor(settings),
         templates=SqliteTemplateStore(db),
         batches=SqliteBatchStore(db),
+        chat=_chat(settings),
+        translator=_translator(),
     )
     # a worker process this one spawned died holding tasks: they are lost now, not when their
     # heartbeat goes stale (the reaper stays for what no parent sees)
@@ -84,7 +93,9 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         SageMakerAsyncFleet,
         SqsQueue,
     )
+    from sdcore.adapters.aws.metrics import EmfMetrics
     from sdcore.adapters.aws.template_store import DynamoDBBatchStore, DynamoDBTemplateStore
+    from sdcore.adapters.xray import XRayTracing
 
     dynamodb = boto3.client("dynamodb")
     sqs = boto3.client("sqs")
@@ -126,6 +137,8 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         ),
         fleet=FleetRouter(fleets, functions, models, settings),
         users=DynamoDBUserStore(dynamodb, settings.users_table),
+        metrics=EmfMetrics(settings.metrics_namespace),
+        tracing=XRayTracing(),
         idempotency=DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
         clock=clock,
         ids=ids,
@@ -134,6 +147,8 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         # in the users table, under prefixes of their own (adapters/aws/template_store.py)
         templates=DynamoDBTemplateStore(dynamodb, settings.users_table),
         batches=DynamoDBBatchStore(dynamodb, settings.users_table),
+        chat=_chat(settings),
+        translator=_translator(),
     )
 
 
@@ -151,22 +166,98 @@ def _censor(settings: Settings) -> Censor | None:
     return OpenNsfwCensor()
 
 
+def _chat(settings: Settings) -> ChatModel | None:
+    """The prompt assistant's language model SD_LLM names (None when off); nothing is
+    connected until it is first asked.
+
+    Raises ValueError for a model (or an OpenAI-compatible base URL) not given."""
+    if settings.llm == "off":
+        return None
+    if not settings.llm_model:
+        raise ValueError(f"SD_LLM={settings.llm} needs SD_LLM_MODEL")
+    if settings.llm == "bedrock":
+        from botocore.config import Config
+
+        from sdcore.adapters.llm.bedrock import BedrockChat
+
+        # one try per call, each read bounded: BedrockChat retries within one deadline
+        config = Config(
+            read_timeout=settings.llm_timeout_s,
+            connect_timeout=min(settings.llm_timeout_s, 5),
+            retries={"total_max_attempts": 1},
+        )
+        client = LazyClient("bedrock-runtime", config=config)
+        return BedrockChat(client, settings.llm_model, settings.llm_timeout_s, settings.llm_retries)
+    if not settings.llm_base_url:
+        raise ValueError("SD_LLM=openai needs SD_LLM_BASE_URL")
+    from sdcore.adapters.llm.openai_compat import OpenAICompatibleChat
+
+    key: str | Callable[[], str] = settings.llm_api_key
+    if settings.llm_api_key_secret:
+        from sdcore.adapters.aws.secret import SecretValue
+
+        key = SecretValue(LazyClient("secretsmanager"), settings.llm_api_key_secret)
+    return OpenAICompatibleChat(
+        settings.llm_base_url,
+        settings.llm_model,
+        settings.llm_timeout_s,
+        settings.llm_retries,
+        api_key=key,
+    )
+
+
+def _translator() -> Translator | None:
+    """The offline Chinese-to-English translator, where its dictionary is installed (None
+    elsewhere: a request asking for `translate` is refused); it loads on first use."""
+    from sdcore.adapters.zh.translator import OfflineTranslator
+
+    return OfflineTranslator() if OfflineTranslator.installed() else None
+
+
 class LazyClient:
     """A boto3 client made when first used."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, config: Any = None) -> None:
         self._service = service
+        self._config = config
         self._client: Any = None
 
     def __getattr__(self, name: str) -> Any:
         if self._client is None:
             import boto3
 
-            self._client = boto3.client(self._service)
+            self._client = boto3.client(self._service, config=self._config)
         return getattr(self._client, name)
 
 
 _given: Settings | None = None
+_warm: set[str] = set()  # the functions this execution environment has served an event of
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def observed(function: str) -> Callable[[Handler], Handler]:
+    """A function's entry point, measured: its execution environment's first event counts as a
+    cold start, and the metrics the event's use cases recorded are flushed when it ends (on
+    AWS: written to the log as EMF records), whether it raised or not. What the last event
+    was about (its task id on the log lines and trace) is forgotten when it starts."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            svc = get_services()
+            svc.tracing.begin()  # the last event's task id is not this one's
+            metrics = svc.metrics
+            if function not in _warm:
+                _warm.add(function)
+                metrics.count(COLD_STARTS, function=function)
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                metrics.flush()
+
+        return cast(Handler, measured)
+
+    return decorate
 
 
 @lru_cache(maxsize=1)

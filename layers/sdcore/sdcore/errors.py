@@ -72,3 +72,8 @@ class WaitDeferred(DomainError):
         super().__init__(f"waiting for task {task_id}")
         self.task_id = task_id
         self.wait_s = wait_s
+
+
+class LLMError(DomainError):
+    """The prompt assistant's language model failed or answered nothing usable, after its
+    retries (502)."""

@@ -16,8 +16,11 @@ from sdcore.ports import (
     UserStore,
     WorkerFleet,
 )
+from sdcore.ports.assistant import ChatModel, Translator
 from sdcore.ports.censor import Censor
+from sdcore.ports.metrics import Metrics
 from sdcore.ports.templates import BatchStore, TemplateStore
+from sdcore.ports.tracing import Tracing
 from sdcore.settings import Settings
 
 
@@ -34,6 +37,10 @@ class Services:
     clock: Clock
     ids: IdFactory
     users: UserStore
+    # counters, distributions and gauges (sdcore.metric_names), recorded by the use cases
+    metrics: Metrics
+    # what a handling is about (the task id on its trace and log lines) and its spans
+    tracing: Tracing
     # a Powertools idempotency persistence layer (DynamoDB on AWS, SQLite locally)
     idempotency: Any = None
     # model jobs (verify an upload, import from a URL), consumed by the admin function
@@ -43,3 +50,6 @@ class Services:
     # users' and shared templates, and the batches that ran them
     templates: TemplateStore | None = None
     batches: BatchStore | None = None
+    # the prompt assistant's LLM (SD_LLM) and its offline translator (Chinese to English)
+    chat: ChatModel | None = None
+    translator: Translator | None = None

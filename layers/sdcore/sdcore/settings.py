@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     queue_url: str = ""
     # model jobs (verify an upload, import from a URL): a queue the admin function consumes
     jobs_queue_url: str = ""
+    # the CloudWatch namespace of the metrics the functions emit (docs/observability.md)
+    metrics_namespace: str = "SDServerless"
     # queues whose messages control reads as dead letters (comma-separated queue names): each
     # ends what it was about, with the reason
     dead_letter_queues: str = ""
@@ -125,6 +127,34 @@ class Settings(BaseSettings):
     # which classifier: open_nsfw on onnxruntime in the inference function, or Rekognition
     censor_backend: Literal["opennsfw", "rekognition"] = "opennsfw"
     censor_inputs: bool = False  # judge init images too (over the threshold: no task)
+
+    # --- the prompt assistant (POST /prompts/assist) -----------------------------------------
+    # which language model writes prompts: Amazon Bedrock's Converse API, any OpenAI-compatible
+    # chat endpoint (hosted, vLLM, Ollama...), or none (off: the offline translator and the
+    # template's prompt skeleton)
+    llm: Literal["off", "bedrock", "openai"] = "off"
+    # the model: a Bedrock model or inference-profile id, or the endpoint's model name
+    llm_model: str = ""
+    # an OpenAI-compatible API's base URL, up to and including its /v1
+    # (https://api.openai.com/v1, http://127.0.0.1:11434/v1)
+    llm_base_url: str = ""
+    # its key (sent as Authorization: Bearer); empty: none (local servers). An environment
+    # variable: keep it out of files under version control
+    llm_api_key: str = ""
+    # on AWS, the name of a Secrets Manager secret holding that key instead (its SecretString),
+    # read when first needed: the key stays out of the function's configuration
+    llm_api_key_secret: str = ""
+    # the seconds one assist may wait for the model, retries included: checked as pieces come
+    # and before each retry; one read may overrun it (docs/configuration.md). API Gateway ends
+    # a call at 29 s
+    llm_timeout_s: float = Field(
+        20.0, gt=0, validation_alias=_env("SD_LLM_TIMEOUT", "llm_timeout_s")
+    )
+    # further tries after a throttling, 429 or 5xx answer, or a timeout, with back-off
+    llm_retries: int = Field(2, ge=0, le=5)
+    # what a generation request that does not say `translate` gets: its prompts' Chinese put
+    # into English by the offline translator before encoding (cjk), or sent as written (off)
+    translate: Literal["off", "cjk"] = "off"
 
     # --- tasks and control -------------------------------------------------------------------
     default_model: str = "demo"

@@ -13,6 +13,7 @@ from PIL import Image
 
 from sdcore.adapters.local.blobs import FileBlobStore
 from sdcore.adapters.local.db import Database
+from sdcore.adapters.local.metrics import PrometheusMetrics
 from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.stores import (
     SqliteFunctionStore,
@@ -21,6 +22,7 @@ from sdcore.adapters.local.stores import (
     SqliteTaskStore,
     SqliteUserStore,
 )
+from sdcore.adapters.local.tracing import LogTracing
 from sdcore.clock import Clock, IdFactory
 from sdcore.domain.models import (
     FunctionChanges,
@@ -148,6 +150,8 @@ def svc(tmp_path: Path) -> Services:
         blobs=FileBlobStore(tmp_path, "http://127.0.0.1:1"),
         fleet=RecordingFleet(),
         users=SqliteUserStore(db),
+        metrics=PrometheusMetrics(tmp_path / "metrics"),
+        tracing=LogTracing(),
         clock=clock,
         ids=IdFactory(),
         censor=ScriptedCensor(),

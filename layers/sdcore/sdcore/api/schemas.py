@@ -140,6 +140,12 @@ class _GenerationBody(_Body):
         "also take them as alwayson_scripts.controlnet.args); see docs/generation.md",
     )
 
+    translate: bool | None = Field(
+        None,
+        description="put the Chinese of the prompts into English (offline, word by word) before "
+        "encoding; the infotext keeps what was written. Unset: the deployment's SD_TRANSLATE",
+    )
+
     script_name: str | None = Field(None, max_length=64, description="GET /sdapi/v1/scripts")
     script_args: list[Any] = Field(default_factory=list, max_length=32, description="its values")
 
@@ -219,7 +225,10 @@ class _GenerationBody(_Body):
         submission = super().to_submission(model)
         controls = self._controls(submission.params.kind)
         return dataclasses.replace(
-            submission, control_images=controls.images, control_paths=controls.paths
+            submission,
+            control_images=controls.images,
+            control_paths=controls.paths,
+            translate=self.translate,
         )
 
     def _common(self, kind: TaskKind) -> dict[str, Any]:

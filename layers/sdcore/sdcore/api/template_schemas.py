@@ -143,6 +143,16 @@ class TemplateView(BaseModel):
         )
 
 
+_TRANSLATE = (
+    "put the Chinese of the prompts into English before encoding (as the request field "
+    "`translate`; unset: the template's, else the deployment's SD_TRANSLATE)"
+)
+
+
+def _with_translate(overrides: dict[str, Any], translate: bool | None) -> dict[str, Any]:
+    return overrides if translate is None else {**overrides, "translate": translate}
+
+
 class RunBody(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"prompt": "a red fox"}]}
@@ -154,6 +164,11 @@ class RunBody(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="request fields that replace the template's"
     )
+    translate: bool | None = Field(None, description=_TRANSLATE)
+
+    def all_overrides(self) -> dict[str, Any]:
+        """`overrides`, with `translate` when given."""
+        return _with_translate(self.overrides, self.translate)
 
 
 class BatchBody(BaseModel):
@@ -170,6 +185,11 @@ class BatchBody(BaseModel):
         default_factory=dict,
         description="request fields applied to every template's request (not `prompt`)",
     )
+    translate: bool | None = Field(None, description=_TRANSLATE)
+
+    def all_overrides(self) -> dict[str, Any]:
+        """`overrides`, with `translate` when given."""
+        return _with_translate(self.overrides, self.translate)
 
 
 class BatchTask(BaseModel):

@@ -64,6 +64,10 @@ def wire_parameters(task: Task) -> dict[str, Any]:
             hr_negative_prompt=p.hr_negative_prompt,
             denoising_strength=p.denoising_strength,
         )
+    if p.original_prompt is not None or p.original_negative_prompt is not None:
+        # the prompts above are the translation (`translate`) of these
+        out.update(original_prompt=p.original_prompt,
+                   original_negative_prompt=p.original_negative_prompt)  # fmt: skip
     if p.script is not None:  # its plan (jobs, grids) is in the task's params
         out["script_name"] = p.script.name
     if p.kind is TaskKind.IMG2IMG:

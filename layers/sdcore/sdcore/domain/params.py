@@ -78,6 +78,10 @@ class GenerationParams(BaseModel):
     hr_scheduler: str = ""  # "": the first pass's schedule type
     hr_prompt: str = ""  # "": the first pass's prompt
     hr_negative_prompt: str = ""  # "": the first pass's negative prompt
+    # the prompts as the caller wrote them, when their Chinese was translated before encoding
+    # (`translate`); the infotext records them beside the translation
+    original_prompt: str | None = None
+    original_negative_prompt: str | None = None
     # webui options a generation applies (see sdcore.webui.options): the seed offset of the
     # sampler's later noise (ancestral and SDE steps); where the starting noise is drawn
     # (None: this service's default, the CPU, and not written into the infotext)

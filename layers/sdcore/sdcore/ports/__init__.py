@@ -105,6 +105,10 @@ class TaskStore(ABC):
         """Tasks in `status`, oldest first."""
 
     @abstractmethod
+    def list_created_since(self, status: TaskStatus, since: float, limit: int) -> list[Task]:
+        """Tasks in `status` created at or after `since`, newest first, at most `limit`."""
+
+    @abstractmethod
     def list_by_owner(
         self,
         owner: str,

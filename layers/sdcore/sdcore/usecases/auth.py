@@ -23,6 +23,7 @@ from sdcore.errors import (
     OverCapError,
     over_active_limit,
 )
+from sdcore.metric_names import THROTTLED
 from sdcore.services import Services
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -150,6 +151,7 @@ def check_rate(svc: Services, principal: Principal) -> None:
     window = int(now // 60)
     count = svc.users.hit(f"{principal.user}#{window}", (window + 2) * 60)
     if count > limit:  # over on this minute alone: until it ends
+        svc.metrics.count(THROTTLED, limit="rate", user=principal.user)
         raise OverCapError(
             f"over {limit} requests per minute", max(1, math.ceil((window + 1) * 60 - now))
         )
@@ -158,6 +160,7 @@ def check_rate(svc: Services, principal: Principal) -> None:
     if previous * covered + count > limit:
         # when the last minute's share has shrunk enough for this request
         free_at = window * 60 + 60 * (1 - (limit - count) / previous)
+        svc.metrics.count(THROTTLED, limit="rate", user=principal.user)
         raise OverCapError(f"over {limit} requests per minute", max(1, math.ceil(free_at - now)))
 
 
@@ -166,6 +169,7 @@ def check_queue_quota(svc: Services, principal: Principal) -> None:
     since = svc.clock.now() - 86400  # tasks older than a day are ended by the reaper or TTL
     active = svc.tasks.count_active(principal.user, since)
     if active >= svc.settings.max_queued_per_user:
+        svc.metrics.count(THROTTLED, limit="queue", user=principal.user)
         raise OverCapError(
             over_active_limit(active, svc.settings.max_queued_per_user), retry_after_s=5
         )

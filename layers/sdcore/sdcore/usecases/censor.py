@@ -14,6 +14,7 @@ from PIL import Image, ImageFilter
 
 from sdcore.domain.models import UserChanges
 from sdcore.errors import InvalidInputError, NotFoundError
+from sdcore.metric_names import CENSOR_BLOCKS
 from sdcore.services import Services
 
 MODES = ("off", "flag", "blur", "block")  # weakest first
@@ -90,6 +91,9 @@ def judge_outputs(svc: Services, images: list[Image.Image], mode: str) -> Judged
         "scores": scores,
         "flagged": over,
     }
+    if over and mode in ("blur", "block"):
+        action = "blurred" if mode == "blur" else "blocked"
+        svc.metrics.count(CENSOR_BLOCKS, len(over), stage="output", action=action)
     if mode == "blur":
         record["blurred"] = over
         out = [blur(im) if i in over else im for i, im in enumerate(images)]
@@ -111,6 +115,7 @@ def judge_inputs(svc: Services, images: list[Image.Image], mode: str) -> dict[st
     scores = _scores(svc, images)
     over = [i for i, s in enumerate(scores) if s >= threshold]
     if over and mode in ("blur", "block"):
+        svc.metrics.count(CENSOR_BLOCKS, len(over), stage="input", action="refused")
         raise InvalidInputError(
             "init_images",
             f"refused by the NSFW censor (image {over[0]} scored {scores[over[0]]:.2f}, "

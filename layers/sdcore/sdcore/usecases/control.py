@@ -54,11 +54,13 @@ def dispatch_task(svc: Services, task_id: str, waits: int = 0) -> Outcome:
     re-queue. A dispatched high task counts as waiting until its worker starts it (a cold start
     at most), so normal tasks may wait that long too.
     """
+    svc.tracing.about(task_id)
     try:
         task = svc.tasks.get(task_id)
     except NotFoundError:
         log.warning("message for unknown task %s dropped", task_id)
         return Outcome.ENDED
+    svc.tracing.about(task_id, task.model)
     if task.status is not TaskStatus.QUEUED:
         return Outcome.ENDED
     if task.cancel_requested:

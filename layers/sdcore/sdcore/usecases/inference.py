@@ -23,10 +23,12 @@ from sdcore.domain.models import (
     TaskStatus,
 )
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
+from sdcore.metric_names import QUEUE_WAIT, STEPS_PER_SECOND, TASKS_STARTED
 from sdcore.ports import ControlInput, Engine, EngineInputs, NetworkFile, StepAction, StepInfo
 from sdcore.services import Services
 from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
 from sdcore.usecases.control import WAKE_ON_RELEASE
+from sdcore.usecases.measure import fleet_of
 from sdcore.usecases.model_cache import network_file
 from sdcore.usecases.networks import (
     INTERROGATOR_TYPES,
@@ -215,12 +217,14 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
 
     A duplicate delivery of a task already running or finished changes nothing.
     """
+    svc.tracing.about(task_id)
     try:
         task = svc.tasks.get(task_id)
     except NotFoundError:
         if lease:
             svc.slots.release(lease)
         return TaskStatus.FAILED
+    svc.tracing.about(task_id, task.model)
     if task.status is TaskStatus.QUEUED and task.cancel_requested:
         end_task(svc, task_id, task.cancel(svc.clock.now()))
     try:
@@ -230,6 +234,10 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
         if current.status.terminal and lease:
             svc.slots.release(lease)
         return current.status
+    labels = {"model": task.model, "fleet": fleet_of(svc, task.model)}
+    svc.metrics.count(TASKS_STARTED, **labels)
+    waited = (task.started_at or task.created_at) - task.created_at
+    svc.metrics.observe(QUEUE_WAIT, max(0.0, waited), **labels)
     try:
         with _Heartbeat(svc, task_id, lease, every_s=max(1.0, svc.settings.heartbeat_stale_s / 6)):
             return _execute(svc, engine, task)
@@ -251,7 +259,14 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
         inputs = _load_inputs(svc, task)
         mode = censor_mode(svc, task.owner)
         judged_inputs = judge_inputs(svc, [*inputs.init_images], mode)
-        result = engine.run(task.params, inputs, progress)
+        ran_from = svc.clock.now()
+        with svc.tracing.span("pipeline"):
+            result = engine.run(task.params, inputs, progress)
+        ran_s = svc.clock.now() - ran_from
+        if progress.steps_seen and ran_s > 0:
+            fleet = fleet_of(svc, task.model)
+            rate = progress.steps_seen / ran_s
+            svc.metrics.observe(STEPS_PER_SECOND, rate, model=task.model, fleet=fleet)
         if progress.timed_out:
             reason = f"time limit: ran longer than {progress.limit_s:g} s (SD_TASK_TIME_LIMIT)"
             _end(svc, task, TaskStatus.FAILED, TaskChanges(error=reason))
@@ -298,6 +313,7 @@ def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
 
 def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) -> TaskStatus:
     """End a dispatched task that cannot run here (its model failed to load)."""
+    svc.tracing.about(task_id)
     try:
         task = svc.tasks.get(task_id)
         end_task(svc, task_id, task.fail(reason, svc.clock.now()))

@@ -19,8 +19,16 @@ from sdcore.domain.models import (
     ModelType,
 )
 from sdcore.errors import ConflictError
+from sdcore.metric_names import (
+    CACHE_EVICTIONS,
+    CACHE_HITS,
+    CACHE_MISSES,
+    MODEL_LOAD_TIME,
+    MODEL_LOADS,
+)
 from sdcore.ports import Engine, EngineFactory, NetworkFile
 from sdcore.services import Services
+from sdcore.usecases.measure import fleet_of
 from sdcore.usecases.networks import resolve_network
 
 log = logging.getLogger(__name__)
@@ -102,8 +110,11 @@ def _local_copy(svc: Services, model: Model) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".used").touch()  # the cache's recency: least recently used entries go first
     blob, downloaded = _fetch(svc, model.key, cache / "model.bin")
+    svc.metrics.count(CACHE_MISSES if downloaded else CACHE_HITS, type=model.type.value)
     if downloaded:
-        evict(svc.settings.model_cache_dir, cache, svc.settings.model_cache_bytes)
+        evicted = evict(svc.settings.model_cache_dir, cache, svc.settings.model_cache_bytes)
+        if evicted:
+            svc.metrics.count(CACHE_EVICTIONS, len(evicted))
     if model.format in (ModelFormat.SAFETENSORS, ModelFormat.PICKLE):
         # the engine tells the formats by suffix (a pickle loads only when allowed)
         suffix = "ckpt" if model.format is ModelFormat.PICKLE else "safetensors"
@@ -141,17 +152,26 @@ def load_engine(svc: Services, model_name: str, make: EngineFactory) -> Engine:
     NotFoundError, ConflictError
         The model is gone, or not usable.
     """
-    path, name, sha256, config_dir = materialise(svc, model_name)
-    svc.models.update(model_name, ModelChanges(status=ModelStatus.LOADING))
-    engine = make(
-        path,
-        name,
-        sha256,
-        config_dir=config_dir,
-        device=svc.settings.device,
-        allow_pickle=svc.settings.allow_pickle,
-    )
-    engine.load()
+    labels = {"model": model_name, "fleet": fleet_of(svc, model_name)}
+    started = svc.clock.now()
+    try:
+        with svc.tracing.span("model load"):
+            path, name, sha256, config_dir = materialise(svc, model_name)
+            svc.models.update(model_name, ModelChanges(status=ModelStatus.LOADING))
+            engine = make(
+                path,
+                name,
+                sha256,
+                config_dir=config_dir,
+                device=svc.settings.device,
+                allow_pickle=svc.settings.allow_pickle,
+            )
+            engine.load()
+    except BaseException:
+        svc.metrics.count(MODEL_LOADS, outcome="failed", **labels)
+        raise
+    svc.metrics.count(MODEL_LOADS, outcome="loaded", **labels)
+    svc.metrics.observe(MODEL_LOAD_TIME, svc.clock.now() - started, **labels)
     svc.models.update(model_name, ModelChanges(status=ModelStatus.LOADED))
     log.info("loaded model %s from %s", model_name, path)
     return engine

@@ -31,6 +31,7 @@ from sdcore.guards.modelfiles import (
     inspect_stream,
 )
 from sdcore.guards.netguard import stream_url
+from sdcore.metric_names import UPLOAD_BYTES, VERIFICATION_TIME
 from sdcore.services import Services
 from sdcore.usecases.models import (
     BUSY,
@@ -86,7 +87,7 @@ def run_job(svc: Services, body: dict[str, Any]) -> str:
     try:
         if job == "import":
             pending = _download(svc, model, pending)
-        return _verify(svc, model, pending)
+        return _measured_verify(svc, model, pending)
     except _Ended:
         return "failed"
     except StaleWriteError:
@@ -130,6 +131,19 @@ def _download(svc: Services, model: Model, pending: PendingVersion) -> PendingVe
 
 class _Ended(Exception):
     """The job ended with its reason recorded on the model."""
+
+
+def _measured_verify(svc: Services, model: Model, pending: PendingVersion) -> str:
+    """`_verify`, timed; a verified version's size recorded."""
+    started = svc.clock.now()
+    with svc.tracing.span("verify upload"):
+        outcome = _verify(svc, model, pending)
+    kind = model.type.value
+    seconds = svc.clock.now() - started
+    svc.metrics.observe(VERIFICATION_TIME, seconds, type=kind, outcome=outcome)
+    if outcome == "verified":
+        svc.metrics.observe(UPLOAD_BYTES, svc.blobs.size(pending.key), type=kind)
+    return outcome
 
 
 def _verify(svc: Services, model: Model, pending: PendingVersion) -> str:

@@ -10,7 +10,9 @@ from typing import Any
 
 from sdcore.domain.models import Task, TaskTransition
 from sdcore.errors import NotFoundError, StaleWriteError
+from sdcore.metric_names import WEBHOOK_DELIVERIES
 from sdcore.services import Services
+from sdcore.usecases.measure import record_end
 from sdcore.webhooks import MAX_ATTEMPTS, WebhookError, backoff_s, deliver
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ def end_task(svc: Services, task_id: str, change: TaskTransition) -> Task | None
 
 def task_ended(svc: Services, task: Task) -> None:
     """Call after any transition into a terminal state: queues the webhook delivery, if any.
-    Delivery runs in control, off the path that ended the task."""
+    Delivery runs in control, off the path that ended the task. Records the end's metrics."""
+    record_end(svc, task)
     if task.webhook and task.status.terminal:
         svc.queue.send({"webhook": task.task_id, "attempt": 1})
 
@@ -43,6 +46,12 @@ def task_ended(svc: Services, task: Task) -> None:
 def deliver_webhook(svc: Services, task_id: str, attempt: int, render: Render) -> str:
     """One delivery attempt of the body `render` makes; on failure a later one is queued with
     backoff. Returns what happened: delivered, retrying, gave-up or dropped."""
+    outcome = _deliver(svc, task_id, attempt, render)
+    svc.metrics.count(WEBHOOK_DELIVERIES, outcome=outcome.replace("-", "_"))
+    return outcome
+
+
+def _deliver(svc: Services, task_id: str, attempt: int, render: Render) -> str:
     try:
         task = svc.tasks.get(task_id)
         secret = svc.users.get(task.owner).webhook_secret

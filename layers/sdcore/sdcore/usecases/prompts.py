@@ -7,7 +7,9 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from sdcore.errors import InvalidInputError
 from sdcore.guards.prompt_filter import FilterCache, load_terms_from_blob, load_terms_from_file
+from sdcore.metric_names import PROMPT_REFUSALS
 from sdcore.services import Services
 
 # the Services it was made for (weakly: an id() can be reused by the next Services once the
@@ -38,4 +40,8 @@ def check_prompts(svc: Services, body: Any) -> None:
     for field in FIELDS:
         text = getattr(body, field, None)
         if text:
-            cache.check(field, text)
+            try:
+                cache.check(field, text)
+            except InvalidInputError:
+                svc.metrics.count(PROMPT_REFUSALS, field=field)
+                raise

@@ -21,6 +21,7 @@ from sdcore.domain.models import (
 )
 from sdcore.errors import ConflictError, InvalidInputError, NotFoundError, OverCapError
 from sdcore.guards.netguard import check_url, fetch_url
+from sdcore.metric_names import TASKS_SUBMITTED, THROTTLED
 from sdcore.services import Services
 from sdcore.usecases.auth import Principal, check_queue_quota
 from sdcore.usecases.controlnet import check_controls
@@ -37,6 +38,7 @@ from sdcore.usecases.tasks import (
     scoped_task_id,
     wait_for_task,
 )
+from sdcore.usecases.translation import translate_prompts
 from sdcore.webui.generation_rules import check_generation
 
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -210,6 +212,7 @@ def submit_task(
     control_images = control_images or {}
     check_controls(svc, params, model, control_paths or [], set(control_images), mask is not None)
     task_id = task_id or svc.ids.new_id()
+    svc.tracing.about(task_id, model.name)
     keys = _store_inputs(svc, owner, is_admin, task_id, images + ([mask] if mask else []))
     if control_images:  # stored under the task's inputs too, each in its unit
         stored = _store_inputs(svc, owner, is_admin, f"{task_id}/controlnet",
@@ -243,8 +246,10 @@ def submit_task(
         return svc.tasks.get(task_id)
     except OverCapError:
         svc.blobs.delete_prefix(f"inputs/{owner}/{task_id}/")  # nothing half-written
+        svc.metrics.count(THROTTLED, limit="queue", user=owner)
         raise
     svc.queue.send({"taskId": task_id}, priority=priority)
+    svc.metrics.count(TASKS_SUBMITTED, model=model.name, kind=params.kind.value)
     return task
 
 
@@ -270,6 +275,8 @@ class Submission:
     # ControlNet units' images ((unit, "image" | "mask") -> input) and each unit's wire path
     control_images: dict[tuple[int, str], ImageInput] = dataclasses.field(default_factory=dict)
     control_paths: list[str] = dataclasses.field(default_factory=list)
+    # put the prompts' Chinese into English before encoding (None: as SD_TRANSLATE says)
+    translate: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -290,7 +297,8 @@ def submit(
     Raises
     ------
     InvalidInputError
-        A blocked prompt, a bad Idempotency-Key, and what `submit_task` refuses.
+        A blocked prompt (as written or translated), `translate` with no translator, a bad
+        Idempotency-Key, and what `submit_task` refuses.
     OverCapError
         The caller has too many tasks queued or running.
     NotFoundError, ConflictError
@@ -300,6 +308,10 @@ def submit(
     if resumed is not None:  # replayed after the front door waited: the task exists
         return get_task(svc, resumed, None if who.is_admin else who.user)
     check_prompts(svc, request.params)
+    params = translate_prompts(svc, request.params, request.translate)
+    if params is not request.params:  # the filter judges the translation too
+        check_prompts(svc, params)
+        request = dataclasses.replace(request, params=params)
 
     def run() -> str:
         check_queue_quota(svc, who)

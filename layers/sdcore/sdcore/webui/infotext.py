@@ -109,6 +109,10 @@ def generation_infotext(
         ("RNG", rng if rng not in (None, "GPU") else None),
         ("Tiling", True if params.tiling else None),
         ("Mask blur", params.mask_blur if inpaint else None),
+        # what the caller wrote, when the prompt lines hold its translation (`translate`); a
+        # paste takes the prompt lines, so a pasted infotext is not translated again
+        ("Original prompt", params.original_prompt),
+        ("Original negative prompt", params.original_negative_prompt),
         *extra,
         # the sampler writes them, after the fields known before it runs
         ("Eta", eta if eta != 1 and sampler in ETA_SAMPLERS else None),

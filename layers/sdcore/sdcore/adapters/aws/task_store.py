@@ -301,6 +301,27 @@ class DynamoDBTaskStore(TaskStore):
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return out[:limit]
 
+    def list_created_since(self, status: TaskStatus, since: float, limit: int) -> list[Task]:
+        out: list[Task] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#st = :s AND createdAt >= :since",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": status.value},
+                ":since": serialize(float(since)),
+            },
+            "ScanIndexForward": False,
+        }
+        while len(out) < limit:
+            resp = self.client.query(Limit=limit - len(out), **kwargs)
+            out.extend(self.codec.record(item) for item in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                break
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return out[:limit]
+
     def list_by_owner(
         self,
         owner: str,

@@ -113,6 +113,14 @@ class SqliteTaskStore(TaskStore):
         )
         return [Task.model_validate_json(r[0]) for r in rows]
 
+    def list_created_since(self, status: TaskStatus, since: float, limit: int) -> list[Task]:
+        rows = self.db.conn().execute(
+            "SELECT data FROM tasks WHERE status=? AND created_at>=? "
+            "ORDER BY created_at DESC LIMIT ?",
+            (status.value, since, limit),
+        )
+        return [Task.model_validate_json(r[0]) for r in rows]
+
     def list_by_owner(
         self,
         owner: str,

@@ -32,16 +32,19 @@ from sdcore.api.responses import (
 from sdcore.api.routes.common import (
     ADMIN_FUNCTIONS,
     ADMIN_MODELS,
+    ADMIN_STATS,
     ADMIN_USERS,
     documented,
     json_body,
 )
+from sdcore.api.stats_schemas import StatsBody
 from sdcore.composition import get_services
 from sdcore.domain.models import ModelType
 from sdcore.ports import UploadedPart
 from sdcore.usecases import auth as auth_cases
 from sdcore.usecases import functions as function_cases
 from sdcore.usecases import models as model_cases
+from sdcore.usecases.stats import task_stats
 
 router = APIGatewayRouter()
 
@@ -192,3 +195,13 @@ def update_functions(body: FunctionsUpdateBody) -> list[FunctionInfo]:
 def delete_functions(body: FunctionsDeleteBody) -> list[str]:
     """Delete the listed models' functions (the next task for a model creates its function)."""
     return function_cases.delete_functions(get_services(), body.models)
+
+
+@documented(router.get, "/admin/stats", tags=[ADMIN_STATS])
+def stats() -> StatsBody:
+    """Task counts and latencies per model over the last hour and day.
+
+    Computed from the task records (statuses, models, timestamps): at most `scanLimit` tasks
+    of each status are read; a window with more says `truncated`.
+    """
+    return StatsBody.of(task_stats(get_services()))

@@ -15,10 +15,12 @@ TASKS = "tasks"
 MODELS = "models"
 TEMPLATES = "templates"
 SIMPLE = "simple"
+PROMPTS = "prompts"
 WEBUI = "webui"
 ADMIN_MODELS = "admin: models"
 ADMIN_FUNCTIONS = "admin: functions"
 ADMIN_USERS = "admin: users"
+ADMIN_STATS = "admin: stats"
 
 TAGS = [
     {"name": "health", "description": "Readiness."},
@@ -27,10 +29,12 @@ TAGS = [
     {"name": MODELS, "description": "The registered models and their status."},
     {"name": TEMPLATES, "description": "Saved requests; batches of them compared in a grid."},
     {"name": SIMPLE, "description": "A small API for app front ends, in one envelope."},
+    {"name": PROMPTS, "description": "The prompt assistant: a few words to an English prompt."},
     {"name": WEBUI, "description": "AUTOMATIC1111 webui-compatible API: clients work unchanged."},
     {"name": ADMIN_MODELS, "description": "Upload, import, rename and delete models."},
     {"name": ADMIN_FUNCTIONS, "description": "The inference functions, one per checkpoint."},
     {"name": ADMIN_USERS, "description": "Users and their API keys."},
+    {"name": ADMIN_STATS, "description": "Task counts and latencies, last hour and day."},
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

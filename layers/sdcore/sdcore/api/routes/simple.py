@@ -35,6 +35,9 @@ class SimpleTxt2Img(BaseModel):
     height: int | None = Field(None, ge=64, le=2048, multiple_of=8)
     style: str | None = Field(None, pattern=TEMPLATE_NAME, description="a template's name")
     count: int | None = Field(None, ge=1, le=8, description="how many pictures")
+    translate: bool | None = Field(
+        None, description="put the Chinese of the prompts into English first (unset: the default)"
+    )
 
     def fields(self) -> dict[str, Any]:
         """The request fields given, in the native API's words."""
@@ -43,6 +46,7 @@ class SimpleTxt2Img(BaseModel):
             "width": self.width,
             "height": self.height,
             "batch_size": self.count,
+            "translate": self.translate,
         }
         return {k: v for k, v in given.items() if v is not None}
 

@@ -123,7 +123,7 @@ def run_template(name: str, body: RunBody) -> Response[TaskResult | TaskAccepted
             body.prompt,
             template_submission,
             init_images=body.init_images,
-            overrides=body.overrides,
+            overrides=body.all_overrides(),
             idempotency=Idempotency(key, sent) if key is not None else None,
             wait_s=svc.settings.sync_timeout_s if request_type == "sync" else 0,
         )
@@ -154,7 +154,7 @@ def create_batch(body: BatchBody) -> Response[BatchView]:
         folder=body.folder,
         init_images=body.init_images,
         grid=body.grid,
-        overrides=body.overrides,
+        overrides=body.all_overrides(),
         idempotency=Idempotency(key, body.model_dump(mode="json")) if key is not None else None,
     )
     return Response(202, content_types.APPLICATION_JSON, BatchView.of(state))

@@ -1,0 +1,1 @@
+"""The offline Chinese-to-English translator of prompts (opencc, jieba, CC-CEDICT)."""
