@@ -305,7 +305,9 @@ def test_sdxl_lora_on_unet_and_both_text_encoders(xl: DiffusersEngine, tmp_path:
     zero = pixels(xl.run(gen(prompt="a red circle <lora:detail:0>"), inputs, Steps()).images[0])
     one = pixels(xl.run(gen(prompt="a red circle <lora:detail:1>"), inputs, Steps()).images[0])
     after = pixels(xl.run(gen(), EngineInputs(), Steps()).images[0])
-    assert np.array_equal(zero, base) and np.array_equal(after, base)
+    # a PEFT-wrapped layer (weight 0, or switched off) runs the same weights through another
+    # kernel path: on some CPUs (AVX-512/AMX here) that rounds a pixel one level apart
+    assert np.abs(zero - base).max() <= 1 and np.abs(after - base).max() <= 1
     assert np.abs(one - base).mean() > 1
 
 
