@@ -7,7 +7,7 @@ SD_DATA_DIR ?= ./local-data
 export HF_HUB_OFFLINE := 1
 export PYTHONPATH := $(CURDIR)/layers/sdcore:$(CURDIR)/local:$(CURDIR)/functions/proxy:$(CURDIR)/functions/admin:$(CURDIR)/functions/control:$(CURDIR)/functions/inference
 
-.PHONY: install run test lint format validate-template build clean bench docs
+.PHONY: install browser run test lint format validate-template build clean bench docs
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,22 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python tests/data/fetch_photos.py
 	touch $@
 
-install: $(BIN)/.installed
+# the web app (web/): npm ci when the lock changes, the build when a source does
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/build.mjs web/tsconfig.json
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run --silent build
+
+# Debian's chromium for the browser tests, through apt where that needs no password (.ci/run
+# runs it beside the install instead: BROWSER_INSTALL=true)
+BROWSER_INSTALL ?= bash scripts/install-browser.sh
+browser:
+	$(BROWSER_INSTALL)
+
+install: browser $(BIN)/.installed web/dist/index.html
 
 run: install
 	SD_DATA_DIR=$(SD_DATA_DIR) PORT=$(PORT) $(BIN)/python -m sdlocal.stack
@@ -59,7 +74,7 @@ docs: install
 	$(BIN)/mkdocs serve --strict
 
 clean:
-	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache site
+	rm -rf $(VENV) .venv-sam .pytest_cache .ruff_cache site web/node_modules web/dist
 
 bench: install
 	$(BIN)/python -m benchmarks.sync_latency

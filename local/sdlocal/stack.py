@@ -166,6 +166,7 @@ def _announce(stack: Stack, settings: Settings, created: dict[str, str] | None) 
     else:
         print(f"  API keys: {settings.data_dir / 'credentials.json'}", flush=True)
     user_key = credentials(settings.data_dir).get("user_key", "<user key>")
+    print(f"  open {stack.base_url}/ in a browser and sign in with the user key: {user_key}")
     print(
         f"  try: curl -s -X POST {stack.base_url}/txt2img -H 'Content-Type: application/json' "
         f"-H 'Authorization: Bearer {user_key}' "
