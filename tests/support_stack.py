@@ -129,3 +129,14 @@ class RunningStack:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def wait_for_result(client: httpx.Client, task_id: str, timeout: float = 180) -> dict:
+    """The task's result once it has ended (a sync request answered 202 on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict = client.get(f"/tasks/{task_id}/result").json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not end within {timeout} s")
