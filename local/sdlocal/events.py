@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sdcore.adapters.local.queue import SqliteQueue
 from sdcore.adapters.local.runtime import LocalContext
-from sdcore.ports import Message, Queue
+from sdcore.ports import Message
 
 log = logging.getLogger("sdlocal.events")
 
@@ -47,14 +48,14 @@ class EventSource(threading.Thread):
     def __init__(
         self,
         name: str,
-        queue: Queue,
+        queue: SqliteQueue,
         handler: Handler,
         *,
         function: str,
         batch_size: int = 10,
         visibility_s: float = 60.0,
         retry_after_s: float | None = None,
-        idle_wait_s: float = 0.02,
+        idle_wait_s: float = 0.25,
         tick: Callable[[], None] | None = None,
         tick_every_s: float = 5.0,
     ) -> None:
@@ -67,19 +68,22 @@ class EventSource(threading.Thread):
 
     def run(self) -> None:
         next_tick = 0.0
-        while not self.stop_event.is_set():
-            try:
-                if self.tick is not None and time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + self.tick_every_s
-                    self.tick()
-                messages = self.queue.receive(self.batch_size, visibility_s=self.visibility_s)
-                if not messages:
-                    self.stop_event.wait(self.idle_wait_s)
-                    continue
-                self._deliver(messages)
-            except Exception:
-                log.exception("%s loop error", self.name)
-                self.stop_event.wait(1)
+        # woken by a message sent (or woken) on the queue; `idle_wait_s` is only the fallback
+        # for messages whose delay ends (back-offs) and for a ring that was lost
+        with self.queue.listener() as bell:
+            while not self.stop_event.is_set():
+                try:
+                    if self.tick is not None and time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + self.tick_every_s
+                        self.tick()
+                    messages = self.queue.receive(self.batch_size, visibility_s=self.visibility_s)
+                    if not messages:
+                        bell.wait(self.idle_wait_s)
+                        continue
+                    self._deliver(messages)
+                except Exception:
+                    log.exception("%s loop error", self.name)
+                    self.stop_event.wait(1)
 
     def _deliver(self, messages: list[Message]) -> None:
         event = sqs_event(messages, self.name)
@@ -93,4 +97,5 @@ class EventSource(threading.Thread):
 
     def stop(self, timeout: float = 10) -> None:
         self.stop_event.set()
+        self.queue.ring()  # out of its wait now
         self.join(timeout=timeout)

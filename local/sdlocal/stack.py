@@ -112,13 +112,13 @@ class Stack:
         # control: the task queue, and its schedule (reaper, sweep, loaded models), after which
         # functions with invocations waiting and no process get one (after a restart, or a
         # worker that idled out just as work arrived)
+        assert isinstance(self.svc.queue, SqliteQueue) and isinstance(self.svc.jobs, SqliteQueue)
         self.control = EventSource("tasks", self.svc.queue, control_handler, function="control",
                                    tick=self._schedule)  # fmt: skip
         # model jobs (verify uploads, imports) one at a time; a job cut short by a restart is
         # delivered again after a minute (jobs are safe to repeat), a failed one after 5 s
-        assert isinstance(self.svc.queue, SqliteQueue) and isinstance(self.svc.jobs, SqliteQueue)
         self.jobs = EventSource("model-jobs", self.svc.jobs, admin_handler, function="admin",
-                                batch_size=1, retry_after_s=5, idle_wait_s=0.05)  # fmt: skip
+                                batch_size=1, retry_after_s=5)  # fmt: skip
         # messages that failed again and again: control ends what each was about
         self.dead_letters = [
             EventSource(

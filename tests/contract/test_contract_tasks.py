@@ -6,6 +6,7 @@ import pytest
 
 from sdcore.domain.models import (
     GenerationParams,
+    Lease,
     Task,
     TaskChanges,
     TaskKind,
@@ -476,3 +477,108 @@ def test_a_create_cancelled_by_a_concurrent_transaction_is_tried_again(ports):
         ports.tasks.create(make_task("a1", owner="alice"), active_limit=1)
     assert ids(ports.tasks.list_by_owner("alice")) == ["a0"]
     assert len(calls) == 4  # two cancelled, the create, the refused one
+
+
+# --- claim_queued: a worker taking a queued task into its batch ---------------------------------
+
+
+def _start(now: float = 1001.0) -> TaskTransition:
+    return make_task().start(now, None)
+
+
+def test_claim_queued_starts_a_queued_undispatched_task(ports):
+    ports.tasks.create(make_task(priority=1))
+
+    claimed = ports.tasks.claim_queued("t1", _start())
+
+    assert claimed is not None
+    assert (claimed.status, claimed.started_at, claimed.attempts) == (TaskStatus.RUNNING, 1001, 1)
+    assert claimed.lease is None
+    assert ports.tasks.get("t1") == claimed
+    # no longer a waiting high-priority task
+    assert ports.tasks.count_waiting_high(0) == 0
+
+
+def test_claim_queued_is_refused_the_second_time(ports):
+    ports.tasks.create(make_task())
+
+    assert ports.tasks.claim_queued("t1", _start(1001.0)) is not None
+    assert ports.tasks.claim_queued("t1", _start(1002.0)) is None  # running now
+    assert ports.tasks.get("t1").started_at == 1001.0
+
+
+def test_claim_queued_refuses_a_dispatched_task(ports):
+    # Given a task control has handed to a function (its slot lease recorded)
+    ports.tasks.create(make_task())
+    lease = Lease(task_id="t1", model="demo", slots=["g#t1", "m#t1"], expires_at=2000.0)
+    assert ports.tasks.update_while("t1", TaskStatus.QUEUED, make_task().dispatched(1000.5, lease))
+
+    assert ports.tasks.claim_queued("t1", _start()) is None
+    task = ports.tasks.get("t1")
+    assert (task.status, task.lease) == (TaskStatus.QUEUED, lease)
+
+
+def test_claim_queued_refuses_a_cancel_requested_task(ports):
+    ports.tasks.create(make_task())
+    ports.tasks.request_cancel("t1")
+
+    assert ports.tasks.claim_queued("t1", _start()) is None
+    assert ports.tasks.get("t1").status is TaskStatus.QUEUED
+
+
+def test_claim_queued_refuses_a_running_or_missing_task(ports):
+    ports.tasks.create(make_task())
+    ports.tasks.transition("t1", _start())
+
+    assert ports.tasks.claim_queued("t1", _start(1005.0)) is None
+    assert ports.tasks.get("t1").started_at == 1001.0
+    assert ports.tasks.claim_queued("nope", _start()) is None
+
+
+def test_claim_queued_takes_a_retried_task_whose_dispatch_was_cleared(ports):
+    # Given a task that ran, lost its worker and went back to the queue (requeue clears the
+    # dispatch and the lease)
+    lease = Lease(task_id="t1", model="demo", slots=["g#t1"], expires_at=2000.0)
+    ports.tasks.create(make_task())
+    ports.tasks.update_while("t1", TaskStatus.QUEUED, make_task().dispatched(1000.5, lease))
+    running = ports.tasks.transition("t1", make_task().start(1001.0, lease))
+    ports.tasks.transition("t1", running.requeue("worker lost (attempt 1)"))
+
+    claimed = ports.tasks.claim_queued("t1", running.start(1010.0, None))
+
+    assert claimed is not None and claimed.attempts == 2 and claimed.lease is None
+
+
+def test_claim_queued_only_starts_a_queued_task(ports):
+    ports.tasks.create(make_task())
+    with pytest.raises(ValueError):
+        ports.tasks.claim_queued("t1", make_task().cancel(1001.0))
+    assert ports.tasks.get("t1").status is TaskStatus.QUEUED
+
+
+def test_claim_queued_is_won_once_under_a_race_of_two_claimers(ports):
+    if ports.backend == "aws":
+        pytest.skip(
+            "moto's in-process DynamoDB is not thread-safe; there the claim is one conditional "
+            "update (the second claim above is refused by its condition)"
+        )
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    for n in range(20):
+        ports.tasks.create(make_task(f"r{n:02d}"))
+    gate = threading.Barrier(2)
+
+    def claimer() -> list[bool]:
+        won = []
+        for n in range(20):
+            gate.wait(timeout=10)  # both claim the same task at the same moment
+            won.append(ports.tasks.claim_queued(f"r{n:02d}", _start()) is not None)
+        return won
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(claimer), pool.submit(claimer)
+        wins = [x + y for x, y in zip(a.result(), b.result(), strict=True)]
+
+    assert wins == [1] * 20  # every task claimed exactly once
+    assert len(ports.tasks.list_by_status(TaskStatus.RUNNING, limit=50)) == 20

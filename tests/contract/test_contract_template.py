@@ -148,6 +148,7 @@ def test_table_keys_are_what_the_adapters_use():
         "byStatus": ["status", "createdAt"],
         "byOwner": ["owner", "createdAt"],
         "byWaitingHigh": ["waitingHigh", "createdAt"],
+        "byParked": ["parkedIn", "parkedRank"],  # adapters/aws/parked.py
     }
     ttl = {
         n: t["TimeToLiveSpecification"]["AttributeName"]

@@ -279,7 +279,8 @@ def test_over_the_cap_waits_and_cancelled_never_runs(
     third = _http(proxy, "POST", "/txt2img", {"prompt": "c"}, async_)[1]["taskId"]
     assert _http(proxy, "POST", f"/tasks/{third}/cancellation")[1]["status"] == "cancelled"
 
-    # per-checkpoint cap 1: one is dispatched, one re-queued, the cancelled one ends
+    # per-checkpoint cap 1: one is dispatched, one parked (no message left), the cancelled
+    # one ends
     assert _control_batch(clients, names["TaskQueue"])["failed"] == set()
     slots = clients["dynamodb"].scan(TableName=names["SlotsTable"])["Items"]
     holders = {s["taskId"]["S"] for s in slots}
@@ -290,7 +291,9 @@ def test_over_the_cap_waits_and_cancelled_never_runs(
     waiting = int(attrs["ApproximateNumberOfMessages"]) + int(
         attrs["ApproximateNumberOfMessagesDelayed"]
     )
-    assert waiting == 1
+    assert waiting == 0
+    parked = clients["dynamodb"].scan(TableName=names["TasksTable"], IndexName="byParked")
+    assert [i["taskId"]["S"] for i in parked["Items"]] == list({first, second} - holders)
     for task_id in (first, second):
         assert _http(proxy, "GET", f"/tasks/{task_id}/result")[1]["status"] == "queued"
     assert _http(proxy, "GET", f"/tasks/{third}/result")[1]["status"] == "cancelled"

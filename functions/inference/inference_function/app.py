@@ -16,9 +16,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from sdcore.adapters.xray import traced
 from sdcore.composition import get_services, observed
 from sdcore.domain.models import Lease
+from sdcore.engine import threads
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.errors import NotFoundError
 from sdcore.ports import Engine
+from sdcore.settings import Settings
 from sdcore.usecases.inference import abandon_task, run_task
 from sdcore.usecases.model_cache import load_engine
 
@@ -40,6 +42,7 @@ def engine() -> Engine:
     current = svc.models.get(name).sha256
     if _engine is None or _loaded != current:
         _engine = None  # let the old weights go before the new ones load
+        _share_cores(svc.settings)
         try:
             _engine = load_engine(svc, name, DiffusersEngine)
         except NotFoundError:
@@ -49,6 +52,17 @@ def engine() -> Engine:
             logger.info("reloaded updated model", extra={"model": name, "sha256": current})
         _loaded = getattr(_engine, "model_hash", current)
     return _engine
+
+
+def _share_cores(settings: Settings) -> None:
+    """On the local stack the workers of every checkpoint share one machine: each run takes
+    its share of the cores by the invocations running now (see sdcore.engine.threads). On AWS
+    an execution environment runs one task: its threads stay as they are."""
+    if settings.backend == "local":
+        # imported here: a Lambda function never loads the local adapters
+        from sdcore.adapters.local.runtime import RunningInvocations
+
+        threads.configure(RunningInvocations(settings.data_dir).count)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -74,5 +88,6 @@ def handle(event: dict[str, Any]) -> dict[str, Any]:
         logger.exception("model failed to load", extra={"taskId": event["taskId"]})
         status = abandon_task(svc, event["taskId"], lease, f"model failed to load: {exc}")
         return {"taskId": event["taskId"], "status": status.value}
+    threads.fit()  # this task's share of the cores, from its start (local stack)
     status = run_task(svc, loaded, event["taskId"], lease)
     return {"taskId": event["taskId"], "status": status.value}

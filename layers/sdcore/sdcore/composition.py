@@ -33,6 +33,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
     from sdcore.adapters.local.fleet import ProcessWorkerFleet
     from sdcore.adapters.local.idempotency import SqlitePersistenceLayer
     from sdcore.adapters.local.metrics import PrometheusMetrics, metrics_dir
+    from sdcore.adapters.local.parked import SqliteParkedTasks
     from sdcore.adapters.local.queue import SqliteQueue
     from sdcore.adapters.local.stores import (
         SqliteFunctionStore,
@@ -69,6 +70,7 @@ def _build_local(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         batches=SqliteBatchStore(db),
         chat=_chat(settings),
         translator=_translator(),
+        parked=SqliteParkedTasks(db),
     )
     # a worker process this one spawned died holding tasks: they are lost now, not when their
     # heartbeat goes stale (the reaper stays for what no parent sees)
@@ -94,6 +96,7 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         SqsQueue,
     )
     from sdcore.adapters.aws.metrics import EmfMetrics
+    from sdcore.adapters.aws.parked import DynamoDBParkedTasks
     from sdcore.adapters.aws.template_store import DynamoDBBatchStore, DynamoDBTemplateStore
     from sdcore.adapters.xray import XRayTracing
 
@@ -149,6 +152,8 @@ def _build_aws(settings: Settings, clock: Clock, ids: IdFactory) -> Services:
         batches=DynamoDBBatchStore(dynamodb, settings.users_table),
         chat=_chat(settings),
         translator=_translator(),
+        # on the task items themselves, in a sparse index of the tasks table
+        parked=DynamoDBParkedTasks(dynamodb, settings.tasks_table),
     )
 
 

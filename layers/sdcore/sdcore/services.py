@@ -19,6 +19,7 @@ from sdcore.ports import (
 from sdcore.ports.assistant import ChatModel, Translator
 from sdcore.ports.censor import Censor
 from sdcore.ports.metrics import Metrics
+from sdcore.ports.parking import ParkedTasks
 from sdcore.ports.templates import BatchStore, TemplateStore
 from sdcore.ports.tracing import Tracing
 from sdcore.settings import Settings
@@ -53,3 +54,6 @@ class Services:
     # the prompt assistant's LLM (SD_LLM) and its offline translator (Chinese to English)
     chat: ChatModel | None = None
     translator: Translator | None = None
+    # tasks over a cap, woken when a slot of theirs frees (usecases/control.py); None (services
+    # a test builds by hand): such a task is re-queued with a back-off instead
+    parked: ParkedTasks | None = None

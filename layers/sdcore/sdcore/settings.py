@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     default_model: str = "demo"
     max_concurrency: int = Field(2, ge=0)  # 0 pauses dispatch: tasks are accepted and wait
     max_per_model: int = Field(1, ge=1)
+    # dynamic batching: a worker that takes a task also takes queued compatible tasks of its
+    # checkpoint, up to this many images in all, and runs them as one pipeline call (1: off)
+    max_batch: int = Field(1, ge=1)
     # most pixel-steps a task may run on a CPU function (width x height x steps x images, hires
     # pass included; 0: no limit). Locally, 24 SD 1.5 images of 512x512 at 20 steps. On AWS
     # template.yaml sets 3: a guided step takes 33.8 s on 2 cores here in fp32

@@ -42,6 +42,7 @@ from safetensors.torch import load_file
 from sdcore.domain.controlnet import ControlMode, ControlUnit
 from sdcore.domain.models import GenerationParams
 from sdcore.engine.depth import DepthEstimators
+from sdcore.engine.threads import shared
 from sdcore.errors import InvalidInputError
 from sdcore.ports import ControlInput, EngineInputs, NetworkFile
 from sdcore.webui.control_maps import ControlMap, detect, fit, pixel_perfect_res
@@ -309,7 +310,9 @@ class ControlRun:
 
 def controlled(pipe: Any, callback: Callable[..., Any], hires: bool = False) -> Callable[..., Any]:
     """`callback` (the step reporter) for a pipeline call, counting the pass's steps for the
-    task's ControlNet units when it has any."""
+    task's ControlNet units when it has any; torch's threads are sized to what runs now as
+    the call starts and between its steps (`threads.shared`)."""
+    callback = shared(callback)
     run: ControlRun | None = getattr(pipe.unet, _ACTIVE, None)
     if run is None:
         return callback

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from sdcore.domain.models import GenerationParams, TaskKind
+from sdcore.engine.batch import (
+    Member,
+    generate_batch,
+    groups,
+    prepare_all,
+    shared_inputs,
+    sub_batches,
+)
 from sdcore.engine.checkpoints import peak_memory_mb, pick_device
 from sdcore.engine.controlnet import ControlNetCache
 from sdcore.engine.extras import FaceRestorer, restore_faces, upscale
@@ -28,8 +38,8 @@ from sdcore.engine.removal import remove
 from sdcore.engine.report import resample_info
 from sdcore.engine.segmenters import SegmenterCache
 from sdcore.engine.upscalers import UpscalerCache
-from sdcore.errors import InvalidInputError
-from sdcore.ports import Engine, EngineInputs, EngineResult, StepCallback
+from sdcore.errors import DomainError, InvalidInputError
+from sdcore.ports import BatchItem, Engine, EngineInputs, EngineResult, StepCallback
 from sdcore.webui.infotext import build_infotext
 from sdcore.webui.samplers import NO_UPSCALER
 
@@ -165,16 +175,94 @@ class DiffusersEngine(Engine):
                 lambda: self._upscalers.models(params, inputs, self.device),
                 (self.model_name, self.model_hash, self.device),
             )
-        for name, _visibility in params.face_restorers:  # each picture, after decoding
-            file = inputs.face_restorers[name]
-            result.images = self._faces.restore(
-                file, "restore_faces", self.device, result.images, params.codeformer_weight
-            )
+        self._restore_faces(params, inputs, result)
         if control is not None:  # the control maps asked for, after the pictures
             maps = control.maps()
             result.images.extend(maps)
             result.infotexts.extend("" for _ in maps)
         return result
+
+    def _restore_faces(
+        self, params: GenerationParams, inputs: EngineInputs, result: EngineResult
+    ) -> None:
+        for name, _visibility in params.face_restorers:  # each picture, after decoding
+            file = inputs.face_restorers[name]
+            result.images = self._faces.restore(
+                file, "restore_faces", self.device, result.images, params.codeformer_weight
+            )
+
+    def run_batch(self, items: Sequence[BatchItem]) -> list[EngineResult | DomainError]:
+        """Generate tasks of equal `batch_key` as one pipeline call each group
+        (`sdcore.engine.batch`): one answer per item, in order, each as `run` gives it alone
+        (its pictures equal up to float rounding) with `info["batch"]`: `size` (tasks in its
+        call), `images` (pictures in its call), `calls` (the calls its group took: tasks whose
+        prompts have more 75-token chunks run in a call of their own).
+
+        Per task: its own progress (job 0 of 1); a STOP drops that task (`interrupted`, no
+        pictures) and the call goes on for the others; a SKIP ends that task's pass there (its
+        latents are kept as they were and decoded with the others', so it gets the partial
+        pictures its lone run gives; a skip in the first pass of a hires fix leaves its
+        second pass out). A task that cannot share a call exactly (`batch.groups`) runs alone
+        through `run`; a DomainError from one task is its answer, the others still run.
+        """
+        answers: list[EngineResult | DomainError | None] = [None] * len(items)
+        found, alone = groups(self.model, items)
+        for group in found:
+            for i, answer in zip(group, self._run_group([items[i] for i in group]), strict=True):
+                answers[i] = answer
+        for i in alone:
+            answers[i] = self._run_alone(items[i])
+        return [a for a in answers if a is not None]
+
+    def _run_alone(self, item: BatchItem) -> EngineResult | DomainError:
+        try:
+            return self.run(item.params, item.inputs, item.on_step)
+        except DomainError as exc:
+            return exc
+
+    def _run_group(self, items: list[BatchItem]) -> list[EngineResult | DomainError]:
+        model, first = self.model, items[0]
+        pipes = [model.txt2img, model.img2img, model.inpaint]
+        stack = ExitStack()
+        try:  # the key makes the LoRA tags equal: the first prompt's switch on everyone's
+            stack.enter_context(model.networks.applied(first.params.prompt, shared_inputs(items),
+                                                       pipes))  # fmt: skip
+        except DomainError:  # a file that does not fit: each task alone, with its own answer
+            return [self._run_alone(item) for item in items]
+        with stack:
+            answers = prepare_all(model, items)
+            calls = sub_batches([m for m in answers if isinstance(m, Member)])
+            done = {id(m): r for call in calls for m, r in zip(call, self._call(call, len(calls)),
+                                                               strict=True)}  # fmt: skip
+        out: list[EngineResult | DomainError] = []
+        for answer in answers:
+            result = done[id(answer)] if isinstance(answer, Member) else answer
+            if isinstance(answer, Member) and isinstance(result, EngineResult):
+                try:  # after decoding, per task, as `run` does
+                    self._restore_faces(answer.item.params, answer.item.inputs, result)
+                except DomainError as exc:
+                    result = exc
+            out.append(result)
+        return out
+
+    def _call(self, call: list[Member], calls: int) -> list[EngineResult | DomainError]:
+        """One pipeline call of the group's `calls`; a DomainError (from the settings the
+        tasks share, e.g. the hires upscaler's file) is every task's answer."""
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        params, inputs = call[0].item.params, call[0].item.inputs
+        identity = (self.model_name, self.model_hash, self.device)
+        try:
+            results = generate_batch(self.model, params, call,
+                                     lambda: self._upscalers.models(params, inputs, self.device),
+                                     identity)  # fmt: skip
+        except DomainError as exc:
+            return [exc for _ in call]
+        peak = round(peak_memory_mb(self.device), 1)
+        for result in results:
+            result.info["peak_memory_mb"] = peak
+            result.info["batch"]["calls"] = calls
+        return list(results)
 
     def _interrogate(self, params: GenerationParams, inputs: EngineInputs) -> EngineResult:
         """A caption or tags of the task's image, in `info["caption"]`; no pictures."""

@@ -22,7 +22,14 @@ from sdcore.engine.jobs import Job, prepare_job
 from sdcore.engine.k_samplers import bound
 from sdcore.engine.model import LoadedModel
 from sdcore.engine.noise import image_noise
-from sdcore.engine.report import RunFacts, Seeds, StepReporter, generation_info, infotexts
+from sdcore.engine.report import (
+    ImageSeeds,
+    RunFacts,
+    Seeds,
+    StepReporter,
+    generation_info,
+    infotexts,
+)
 from sdcore.engine.schedulers import make_scheduler
 from sdcore.engine.scripts import run_script
 from sdcore.engine.tiling import tiled
@@ -66,9 +73,13 @@ def generate(
     for job_no in range(params.batches):
         part = slice(job_no * params.batch_size, (job_no + 1) * params.batch_size)
         progress.start_job(job_no)
-        batch = denoise(model, job, params, seeds, part, (sampler, schedule), embeds, progress)
-        if job.hires is not None:
-            batch = second_pass(model, job.hires, batch, params, seeds, part, embeds, progress,
+        images_seeds = seeds.images(part)
+        batch = denoise(model, job, params, images_seeds, (sampler, schedule), embeds, progress)
+        if job.hires is not None and (progress.stopped or progress.skipped):
+            batch = first_pictures(model, job.hires, batch)  # no second pass
+        elif job.hires is not None:
+            hires = hires_embeds(model, job.hires, params, embeds)
+            batch = second_pass(model, job.hires, batch, params, images_seeds, hires, progress,
                                 upscalers)  # fmt: skip
         images.extend(paste_back(job, batch))
         if progress.stopped:
@@ -102,7 +113,7 @@ def _first_seed(seed: int, total: int, field: str) -> int:
 
 
 def draw_noise(
-    pipe: Any, shape: tuple[int, int, int], params: GenerationParams, seeds: Seeds, part: slice
+    pipe: Any, shape: tuple[int, int, int], params: GenerationParams, seeds: ImageSeeds
 ) -> tuple[torch.Tensor, list[torch.Generator]]:
     """Each image's starting noise from its own seed (and variation seed): one generator per
     image, so image i is the same whatever the batch size; on the CPU (so whatever the device
@@ -123,7 +134,7 @@ def draw_noise(
             device,
             nv,
         )  # fmt: skip
-        for s, v in zip(seeds.seeds[part], seeds.subseeds[part], strict=True)
+        for s, v in zip(seeds.seeds, seeds.subseeds, strict=True)
     ]
     noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
     return noise, [g for _, g in drawn]
@@ -149,18 +160,18 @@ def denoise(
     model: LoadedModel,
     job: Job,
     params: GenerationParams,
-    seeds: Seeds,
-    part: slice,
+    seeds: ImageSeeds,
     sampler: tuple[str, str],
     embeds: dict[str, torch.Tensor],
-    progress: StepReporter,
+    progress: Callable[..., Any],
 ) -> Any:
     """One job's pipeline call: latents when the hires fix upscales in latent space, else
-    pictures."""
+    pictures. `embeds` hold one prompt (repeated for every image) or one row per image;
+    `progress` is the `callback_on_step_end`."""
     pipe = job.pipe
     noise, generators = draw_noise(pipe, _latent_shape(pipe, job.width, job.height), params,
-                                   seeds, part)  # fmt: skip
-    scheduler = make_scheduler(*sampler, model.scheduler_config, seeds.seeds[part], model.sdxl,
+                                   seeds)  # fmt: skip
+    scheduler = make_scheduler(*sampler, model.scheduler_config, seeds.seeds, model.sdxl,
                                eta=params.eta_ancestral, s_noise=params.s_noise)  # fmt: skip
     kwargs = dict(job.kwargs)
     if params.kind is TaskKind.TXT2IMG or (job.inpaint and job.kwargs["strength"] >= 1):
@@ -176,7 +187,7 @@ def denoise(
         **embeds,
         num_inference_steps=params.steps,
         guidance_scale=params.guidance,
-        num_images_per_prompt=len(generators),
+        num_images_per_prompt=_per_prompt(generators, embeds),
         generator=generators,
         callback_on_step_end=controlled(pipe, progress),
         output_type="latent" if job.hires is not None and job.hires.latent else "pil",
@@ -190,19 +201,15 @@ def second_pass(
     plan: HiresPlan,
     first: Any,
     params: GenerationParams,
-    seeds: Seeds,
-    part: slice,
+    seeds: ImageSeeds,
     embeds: dict[str, torch.Tensor],
-    progress: StepReporter,
+    progress: Callable[..., Any],
     upscalers: UpscalerModels,
 ) -> list[Image.Image]:
     """The hires fix's second pass: the first pass's latents (or pictures) upscaled, then
     img2img at the larger size with fresh noise from the same seeds, as the webui does, with
-    the plan's sampler and, when they differ, the hires prompts (their `<lora:...>` tags are
-    not applied: the first pass's LoRAs stay on). A stopped or skipped job has none: its
-    pictures are the first pass's."""
-    if progress.stopped or progress.skipped:
-        return model.decode(first) if plan.latent else list(first)
+    the plan's sampler and `embeds` (`hires_embeds`). A stopped or skipped job has none: its
+    pictures are the first pass's (`first_pictures`)."""
     pipe = model.img2img
     if plan.latent:
         image: Any = plan.upscale_latents(first, int(pipe.vae_scale_factor))
@@ -211,15 +218,10 @@ def second_pass(
         image = [plan.upscale_image(im, upscaler) for im in first]
     if plan.steps == 0:  # denoising strength 0: the upscaled first pass, as the webui keeps it
         return model.decode(image) if plan.latent else image
-    prompts = plan.prompts(params)
-    if prompts is not None:
-        embeds = model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(
-            pipe.device, pipe.unet.dtype
-        )
     noise, generators = draw_noise(pipe, _latent_shape(pipe, plan.width, plan.height), params,
-                                   seeds, part)  # fmt: skip
+                                   seeds)  # fmt: skip
     scheduler = make_scheduler(plan.sampler, plan.schedule, model.scheduler_config,
-                               seeds.seeds[part], model.sdxl, eta=params.eta_ancestral,
+                               seeds.seeds, model.sdxl, eta=params.eta_ancestral,
                                s_noise=params.s_noise)  # fmt: skip
     use_noise(scheduler, noise)
     pipe.scheduler = scheduler
@@ -229,12 +231,36 @@ def second_pass(
         strength=plan.strength,
         num_inference_steps=plan.steps,
         guidance_scale=params.guidance,
-        num_images_per_prompt=len(generators),
+        num_images_per_prompt=_per_prompt(generators, embeds),
         generator=generators,
         callback_on_step_end=controlled(pipe, progress, hires=True),
         output_type="pil",
     )
     return list(out.images)
+
+
+def hires_embeds(
+    model: LoadedModel, plan: HiresPlan, params: GenerationParams, embeds: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The second pass's prompt embeddings: the first pass's, or the hires prompts' when they
+    differ (their `<lora:...>` tags are not applied: the first pass's LoRAs stay on)."""
+    prompts = plan.prompts(params)
+    if prompts is None:
+        return embeds
+    pipe = model.img2img
+    return model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(
+        pipe.device, pipe.unet.dtype
+    )
+
+
+def first_pictures(model: LoadedModel, plan: HiresPlan, first: Any) -> list[Image.Image]:
+    """The first pass's pictures, for a job that ends before the hires fix's second pass."""
+    return model.decode(first) if plan.latent else list(first)
+
+
+def _per_prompt(generators: list[torch.Generator], embeds: dict[str, torch.Tensor]) -> int:
+    """`num_images_per_prompt`: 1 where `embeds` have a row per image (a batched call)."""
+    return len(generators) // int(embeds["prompt_embeds"].shape[0])
 
 
 def paste_back(job: Job, batch: Any) -> list[Image.Image]:

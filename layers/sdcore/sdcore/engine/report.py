@@ -40,6 +40,13 @@ class StepReporter:
         self._last = None  # the gap to the first step holds setup and decoding, not a step
 
     def __call__(self, pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.report(pipe, i, kwargs.get("latents")):
+            pipe._interrupt = True
+        return kwargs
+
+    def report(self, pipe: Any, i: int, latents: Any) -> bool:
+        """Step `i` of `pipe`'s loop to the callback (`latents`: this task's images', for the
+        preview); whether the task's pass ends here (a STOP, or the first SKIP of a job)."""
         now = time.perf_counter()
         if self._last is not None:
             self._durations.append(now - self._last)
@@ -53,17 +60,17 @@ class StepReporter:
             job_count=self.job_count,
             elapsed_s=now - self.started,
             step_s=sum(self._durations) / len(self._durations) if self._durations else None,
-            preview=_preview(pipe, kwargs.get("latents")),
+            preview=_preview(pipe, latents),
         )
         action = self.on_step(info)
         if action == StepAction.SKIP and not self.skipped:
-            pipe._interrupt = True
             self.skipped = True
             self.skipped_jobs.append(self.job_no)
-        elif action == StepAction.STOP:
-            pipe._interrupt = True
+            return True
+        if action == StepAction.STOP:
             self.stopped = True
-        return kwargs
+            return True
+        return False
 
 
 def _preview(pipe: Any, latents: Any) -> Any:
@@ -95,6 +102,20 @@ class Seeds:
     @property
     def subseeds(self) -> list[int]:
         return [self.subseed + i for i in range(self.total)]
+
+    def images(self, part: slice) -> ImageSeeds:
+        """The seeds of the images `part` (one job)."""
+        return ImageSeeds(self.seeds[part], self.subseeds[part], self.resize_from)
+
+
+@dataclass(frozen=True)
+class ImageSeeds:
+    """The seeds of the images of one pipeline call, in order: a job of one task, or the
+    images of several tasks run as one call (`sdcore.engine.batch`)."""
+
+    seeds: list[int]
+    subseeds: list[int]
+    resize_from: tuple[int, int] | None
 
 
 @dataclass(frozen=True)

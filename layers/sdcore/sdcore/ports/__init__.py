@@ -28,6 +28,9 @@ from sdcore.domain.models import (
     UserChanges,
 )
 from sdcore.ports.engine import (
+    BatchItem as BatchItem,
+)
+from sdcore.ports.engine import (
     ControlInput as ControlInput,
 )
 from sdcore.ports.engine import (  # noqa: F401 (the engine port, re-exported)
@@ -53,6 +56,12 @@ from sdcore.ports.engine import (
 )
 from sdcore.ports.engine import (
     StepInfo as StepInfo,
+)
+from sdcore.ports.parking import (
+    ParkedTask as ParkedTask,
+)
+from sdcore.ports.parking import (
+    ParkedTasks as ParkedTasks,
 )
 
 
@@ -95,6 +104,19 @@ class TaskStore(ABC):
     def update_running(self, task_id: str, changes: TaskChanges) -> bool:
         """Set progress/heartbeat fields only while the task is running; False otherwise."""
         return self.update_while(task_id, TaskStatus.RUNNING, changes)
+
+    @abstractmethod
+    def claim_queued(self, task_id: str, change: TaskTransition) -> Task | None:
+        """Apply `change` (a queued task's start) only while the task is queued, not handed to
+        a function by control (no `dispatched_at`, no lease) and not asked to cancel, checked
+        and written atomically: a worker taking a queued task along into its batch. Returns
+        the task as written; None when any of that does not hold (or there is no such task).
+
+        Raises
+        ------
+        ValueError
+            `change` does not start from `queued`, or ends the task (a claim only starts one).
+        """
 
     @abstractmethod
     def request_cancel(self, task_id: str) -> Task:
@@ -269,9 +291,10 @@ class Queue(ABC):
 
     def wake(self, count: int) -> int:
         """Make up to `count` delayed, never-received messages deliverable now (highest priority,
-        earliest first); return how many. Control calls it when a slot frees, so tasks waiting
-        out a back-off start at once. SQS cannot shorten a delay: there (this default) waiting
-        tasks are picked up when their back-off ends."""
+        earliest first); return how many. Control calls it when a slot frees and there is no
+        parked store (`Services.parked`: tasks over a cap are parked and woken instead), so
+        tasks waiting out a back-off start at once. SQS cannot shorten a delay: there (this
+        default) waiting tasks are picked up when their back-off ends."""
         return 0
 
 

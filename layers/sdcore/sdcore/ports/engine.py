@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from sdcore.domain.models import GenerationParams
+from sdcore.errors import DomainError
 
 # --- the engine ------------------------------------------------------------------------------
 
@@ -102,6 +103,15 @@ class EngineResult:
     interrupted: bool = False
 
 
+@dataclass
+class BatchItem:
+    """One task of a batch run (`Engine.run_batch`): its parameters, inputs and step callback."""
+
+    params: GenerationParams
+    inputs: EngineInputs
+    on_step: StepCallback
+
+
 class Engine(ABC):
     """One loaded checkpoint. `load` once per execution environment, `run` per task."""
 
@@ -114,6 +124,24 @@ class Engine(ABC):
         self, params: GenerationParams, inputs: EngineInputs, on_step: StepCallback
     ) -> EngineResult:
         """Generate. Raises InvalidInputError for parameters the model cannot honour."""
+
+    def run_batch(self, items: Sequence[BatchItem]) -> list[EngineResult | DomainError]:
+        """Generate several tasks whose `sdcore.webui.batching.batch_key` is equal, as one
+        pipeline call where the engine can (this default runs them one after the other).
+
+        One answer per item, in order: its result, or the DomainError it raised (the others
+        still run). Each item's callback gets that item's own progress; a STOP from one ends
+        that item only (its result `interrupted`, its images dropped) while the others finish.
+        Each image comes from its own seed's generator and noise, so an item's pictures equal
+        those of `run` alone, up to float rounding.
+        """
+        out: list[EngineResult | DomainError] = []
+        for item in items:
+            try:
+                out.append(self.run(item.params, item.inputs, item.on_step))
+            except DomainError as exc:
+                out.append(exc)
+        return out
 
 
 class EngineFactory(Protocol):

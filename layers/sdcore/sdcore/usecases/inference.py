@@ -24,10 +24,20 @@ from sdcore.domain.models import (
 )
 from sdcore.errors import DomainError, NotFoundError, StaleWriteError
 from sdcore.metric_names import QUEUE_WAIT, STEPS_PER_SECOND, TASKS_STARTED
-from sdcore.ports import ControlInput, Engine, EngineInputs, NetworkFile, StepAction, StepInfo
+from sdcore.ports import (
+    BatchItem,
+    ControlInput,
+    Engine,
+    EngineInputs,
+    EngineResult,
+    NetworkFile,
+    StepAction,
+    StepInfo,
+)
 from sdcore.services import Services
+from sdcore.usecases.batching import batch_record, claim_riders
 from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
-from sdcore.usecases.control import WAKE_ON_RELEASE
+from sdcore.usecases.control import slot_freed
 from sdcore.usecases.measure import fleet_of
 from sdcore.usecases.model_cache import network_file
 from sdcore.usecases.networks import (
@@ -46,10 +56,13 @@ PREVIEW_MAX_SIDE = 128  # px, the longest side of a live preview
 
 
 class _Heartbeat:
-    """Keeps the task's heartbeat and slot lease fresh while it runs, off the diffusion loop."""
+    """Keeps the heartbeats of the tasks running (a batch's: all of them) and the slot lease
+    fresh, off the diffusion loop."""
 
-    def __init__(self, svc: Services, task_id: str, lease: Lease | None, every_s: float) -> None:
-        self.svc, self.task_id, self.lease, self.every_s = svc, task_id, lease, every_s
+    def __init__(
+        self, svc: Services, task_ids: list[str], lease: Lease | None, every_s: float
+    ) -> None:
+        self.svc, self.task_ids, self.lease, self.every_s = svc, task_ids, lease, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -57,11 +70,12 @@ class _Heartbeat:
         while not self._stop.wait(self.every_s):
             now = self.svc.clock.now()
             try:
-                self.svc.tasks.update_running(self.task_id, TaskChanges(heartbeat_at=now))
+                for task_id in self.task_ids:  # an ended task's beat is refused: harmless
+                    self.svc.tasks.update_running(task_id, TaskChanges(heartbeat_at=now))
                 if self.lease is not None:
                     self.svc.slots.renew(self.lease, now + self.svc.settings.lease_s)
             except Exception:  # a missed beat is harmless; the next one retries
-                log.exception("heartbeat of task %s failed", self.task_id)
+                log.exception("heartbeat of tasks %s failed", self.task_ids)
 
     def __enter__(self) -> _Heartbeat:
         self._thread.start()
@@ -212,10 +226,20 @@ def _end(svc: Services, task: Task, to: TaskStatus, changes: TaskChanges | None 
         log.warning("task %s was ended by someone else before it finished", task.task_id)
 
 
+def _started(svc: Services, task: Task) -> None:
+    labels = {"model": task.model, "fleet": fleet_of(svc, task.model)}
+    svc.metrics.count(TASKS_STARTED, **labels)
+    waited = (task.started_at or task.created_at) - task.created_at
+    svc.metrics.observe(QUEUE_WAIT, max(0.0, waited), **labels)
+
+
 def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -> TaskStatus:
     """Run one dispatched task to its end. Returns the status it ended in.
 
-    A duplicate delivery of a task already running or finished changes nothing.
+    With SD_MAX_BATCH over 1 the task takes along queued compatible tasks of its checkpoint
+    (`usecases.batching.claim_riders`) and runs them all in one `Engine.run_batch` call under
+    its lease: one slot for the batch, released once when every task of it has ended. A
+    duplicate delivery of a task already running or finished changes nothing.
     """
     svc.tracing.about(task_id)
     try:
@@ -223,6 +247,7 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
     except NotFoundError:
         if lease:
             svc.slots.release(lease)
+            slot_freed(svc, lease.model)
         return TaskStatus.FAILED
     svc.tracing.about(task_id, task.model)
     if task.status is TaskStatus.QUEUED and task.cancel_requested:
@@ -233,19 +258,32 @@ def run_task(svc: Services, engine: Engine, task_id: str, lease: Lease | None) -
         current = svc.tasks.get(task_id)
         if current.status.terminal and lease:
             svc.slots.release(lease)
+            slot_freed(svc, lease.model)
         return current.status
-    labels = {"model": task.model, "fleet": fleet_of(svc, task.model)}
-    svc.metrics.count(TASKS_STARTED, **labels)
-    waited = (task.started_at or task.created_at) - task.created_at
-    svc.metrics.observe(QUEUE_WAIT, max(0.0, waited), **labels)
+    _started(svc, task)
     try:
-        with _Heartbeat(svc, task_id, lease, every_s=max(1.0, svc.settings.heartbeat_stale_s / 6)):
-            return _execute(svc, engine, task)
+        riders = _riders(svc, task)
+        for rider in riders:
+            _started(svc, rider)
+        batch = batch_record(task, riders) if riders else None
+        runs = [_Run(svc, t, batch) for t in (task, *riders)]
+        every_s = max(1.0, svc.settings.heartbeat_stale_s / 6)
+        with _Heartbeat(svc, [run.task.task_id for run in runs], lease, every_s=every_s):
+            return _execute(svc, engine, runs)[0]
     finally:
         if lease:
             svc.slots.release(lease)
-            # tasks waiting out a back-off get the freed slot now, where the queue allows
-            svc.queue.wake(WAKE_ON_RELEASE)
+            slot_freed(svc, lease.model)  # a parked task gets the freed slot now
+
+
+def _riders(svc: Services, leader: Task) -> list[Task]:
+    """The queued tasks the leader takes along; none when looking for them failed (the leader
+    then runs alone: a rider claimed before the failure is retried by the reaper)."""
+    try:
+        return claim_riders(svc, leader)
+    except Exception:
+        log.exception("task %s found no tasks to batch with: it runs alone", leader.task_id)
+        return []
 
 
 def censor_mode(svc: Services, owner: str) -> str:
@@ -253,62 +291,124 @@ def censor_mode(svc: Services, owner: str) -> str:
     return strictest(svc.settings.censor, user_censor(svc, owner))
 
 
-def _execute(svc: Services, engine: Engine, task: Task) -> TaskStatus:
-    progress = _Progress(svc, task)
-    try:
-        inputs = _load_inputs(svc, task)
-        mode = censor_mode(svc, task.owner)
-        judged_inputs = judge_inputs(svc, [*inputs.init_images], mode)
+class _Run:
+    """One task on its way through the engine, alone or in a batch: its step callback, its
+    inputs once loaded, and its batch's record (None: it runs alone)."""
+
+    def __init__(self, svc: Services, task: Task, batch: dict[str, Any] | None) -> None:
+        self.task, self.batch = task, batch
+        self.progress = _Progress(svc, task)  # its time limit counts from here
+        self.inputs = EngineInputs()
+        self.mode = "off"
+        self.judged_inputs: dict[str, Any] | None = None
+
+    def prepare(self, svc: Services) -> None:
+        """Load its inputs and judge its input images (raises what the loading raises)."""
+        self.inputs = _load_inputs(svc, self.task)
+        self.mode = censor_mode(svc, self.task.owner)
+        self.judged_inputs = judge_inputs(svc, [*self.inputs.init_images], self.mode)
+
+    def end(self, svc: Services, to: TaskStatus, changes: TaskChanges | None = None) -> TaskStatus:
+        """End the task as `to`; a batched task's info records its batch (merged with what the
+        engine said of it), whatever the end."""
+        if self.batch is not None:
+            fields = changes.fields() if changes else {}
+            info = dict(fields.get("info", self.task.info))
+            info["batch"] = {**(info.get("batch") or {}), **self.batch}
+            changes = TaskChanges(**{**fields, "info": info})
+        _end(svc, self.task, to, changes)
+        return to
+
+    def fail(self, svc: Services, exc: BaseException) -> TaskStatus:
+        if isinstance(exc, DomainError):
+            return self.end(svc, TaskStatus.FAILED, TaskChanges(error=str(exc)))
+        log.error("task %s failed", self.task.task_id, exc_info=exc)
+        return self.end(svc, TaskStatus.FAILED, TaskChanges(error=f"{type(exc).__name__}: {exc}"))
+
+
+def _execute(svc: Services, engine: Engine, runs: list[_Run]) -> list[TaskStatus]:
+    """Run the tasks (one: `Engine.run`; several: one `Engine.run_batch` call) and end each as
+    it would end alone. A task whose inputs fail to load fails alone; the others run."""
+    ended: dict[int, TaskStatus] = {}
+    ready: list[tuple[int, _Run]] = []
+    for n, run in enumerate(runs):
+        try:
+            run.prepare(svc)
+            ready.append((n, run))
+        except Exception as exc:
+            ended[n] = run.fail(svc, exc)
+    if ready:
         ran_from = svc.clock.now()
-        with svc.tracing.span("pipeline"):
-            result = engine.run(task.params, inputs, progress)
+        answers = _generate(svc, engine, [run for _, run in ready])
         ran_s = svc.clock.now() - ran_from
-        if progress.steps_seen and ran_s > 0:
-            fleet = fleet_of(svc, task.model)
-            rate = progress.steps_seen / ran_s
-            svc.metrics.observe(STEPS_PER_SECOND, rate, model=task.model, fleet=fleet)
-        if progress.timed_out:
-            reason = f"time limit: ran longer than {progress.limit_s:g} s (SD_TASK_TIME_LIMIT)"
-            _end(svc, task, TaskStatus.FAILED, TaskChanges(error=reason))
-            return TaskStatus.FAILED
-        if result.interrupted or progress.cancelled:
-            _end(svc, task, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
-            return TaskStatus.CANCELLED
-        judged = judge_outputs(svc, result.images, mode)
-        censored = {**judged.record, **(judged_inputs or {})}
-        if judged.blocked_all:
-            reason = f"blocked by the NSFW censor: every picture scored {judged.record['scores']}"
-            _end(svc, task, TaskStatus.FAILED, TaskChanges(error=reason, info={"censor": censored}))
-            return TaskStatus.FAILED
-        infotexts = [result.infotexts[i] for i in judged.kept]
-        keys, md5s = [], []
-        for n, (image, infotext) in enumerate(zip(judged.images, infotexts, strict=True)):
-            key = f"outputs/{task.owner or 'anonymous'}/{task.task_id}/{n}.png"
-            data = png_bytes(image, infotext)
-            svc.blobs.put(key, data, "image/png")
-            keys.append(key)
-            md5s.append(hashlib.md5(data).hexdigest())
-        done = TaskChanges(
-            images=keys,
-            image_md5=md5s,
-            # which execution environment ran it: a checkpoint stays loaded in its worker
-            info={
-                **result.info,
-                **({"infotexts": infotexts} if "infotexts" in result.info else {}),
-                "worker_pid": os.getpid(),
-                **({"censor": censored} if censored else {}),
-            },
-            **progress.final(),
-        )
-        _end(svc, task, TaskStatus.SUCCEEDED, done)
-        return TaskStatus.SUCCEEDED
-    except DomainError as exc:
-        _end(svc, task, TaskStatus.FAILED, TaskChanges(error=str(exc)))
-        return TaskStatus.FAILED
-    except Exception as exc:
-        log.exception("task %s failed", task.task_id)
-        _end(svc, task, TaskStatus.FAILED, TaskChanges(error=f"{type(exc).__name__}: {exc}"))
-        return TaskStatus.FAILED
+        for (n, run), answer in zip(ready, answers, strict=True):
+            if isinstance(answer, BaseException):
+                ended[n] = run.fail(svc, answer)
+                continue
+            try:
+                ended[n] = _finish(svc, run, answer, ran_s)
+            except Exception as exc:
+                ended[n] = run.fail(svc, exc)
+    return [ended[n] for n in range(len(runs))]
+
+
+def _generate(
+    svc: Services, engine: Engine, runs: list[_Run]
+) -> list[EngineResult | BaseException]:
+    """The engine's answer for each task: its result, or what it raised."""
+    try:
+        with svc.tracing.span("pipeline"):
+            if len(runs) == 1:
+                run = runs[0]
+                return [engine.run(run.task.params, run.inputs, run.progress)]
+            items = [BatchItem(run.task.params, run.inputs, run.progress) for run in runs]
+            answers: list[EngineResult | BaseException] = list(engine.run_batch(items))
+            if len(answers) != len(items):
+                raise RuntimeError(f"the engine answered {len(answers)} of {len(items)} tasks")
+            return answers
+    except Exception as exc:  # the whole call failed: every task of it fails with the reason
+        return [exc] * len(runs)
+
+
+def _finish(svc: Services, run: _Run, result: EngineResult, ran_s: float) -> TaskStatus:
+    """End a task the engine answered: censor, PNGs with their infotext, the end transition."""
+    task, progress = run.task, run.progress
+    if progress.steps_seen and ran_s > 0:
+        rate = progress.steps_seen / ran_s
+        fleet = fleet_of(svc, task.model)
+        svc.metrics.observe(STEPS_PER_SECOND, rate, model=task.model, fleet=fleet)
+    if progress.timed_out:
+        reason = f"time limit: ran longer than {progress.limit_s:g} s (SD_TASK_TIME_LIMIT)"
+        return run.end(svc, TaskStatus.FAILED, TaskChanges(error=reason))
+    if result.interrupted or progress.cancelled:
+        return run.end(svc, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
+    judged = judge_outputs(svc, result.images, run.mode)
+    censored = {**judged.record, **(run.judged_inputs or {})}
+    if judged.blocked_all:
+        reason = f"blocked by the NSFW censor: every picture scored {judged.record['scores']}"
+        changes = TaskChanges(error=reason, info={"censor": censored})
+        return run.end(svc, TaskStatus.FAILED, changes)
+    infotexts = [result.infotexts[i] for i in judged.kept]
+    keys, md5s = [], []
+    for n, (image, infotext) in enumerate(zip(judged.images, infotexts, strict=True)):
+        key = f"outputs/{task.owner or 'anonymous'}/{task.task_id}/{n}.png"
+        data = png_bytes(image, infotext)
+        svc.blobs.put(key, data, "image/png")
+        keys.append(key)
+        md5s.append(hashlib.md5(data).hexdigest())
+    done = TaskChanges(
+        images=keys,
+        image_md5=md5s,
+        # which execution environment ran it: a checkpoint stays loaded in its worker
+        info={
+            **result.info,
+            **({"infotexts": infotexts} if "infotexts" in result.info else {}),
+            "worker_pid": os.getpid(),
+            **({"censor": censored} if censored else {}),
+        },
+        **progress.final(),
+    )
+    return run.end(svc, TaskStatus.SUCCEEDED, done)
 
 
 def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) -> TaskStatus:
@@ -321,4 +421,5 @@ def abandon_task(svc: Services, task_id: str, lease: Lease | None, reason: str) 
         pass
     if lease:
         svc.slots.release(lease)
+        slot_freed(svc, lease.model)
     return TaskStatus.FAILED

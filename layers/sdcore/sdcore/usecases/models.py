@@ -37,6 +37,7 @@ from sdcore.errors import (
 from sdcore.guards.netguard import check_url
 from sdcore.ports import UploadedPart
 from sdcore.services import Services
+from sdcore.usecases.control import unpark_model
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +443,9 @@ def delete_model(svc: Services, name: str) -> Model:
     the cached copies. Raises NotFoundError."""
     model = svc.models.get(name)
     svc.fleet.delete(name)
-    return _forget(svc, model)
+    deleted = _forget(svc, model)
+    unpark_model(svc, name)  # its waiting tasks end now, saying why, instead of never
+    return deleted
 
 
 def not_ready(svc: Services) -> str | None:

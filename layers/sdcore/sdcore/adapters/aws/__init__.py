@@ -6,6 +6,7 @@ from sdcore.adapters.aws.fleet_router import FleetRouter
 from sdcore.adapters.aws.function_store import DynamoDBFunctionStore
 from sdcore.adapters.aws.lambda_fleet import LambdaWorkerFleet, inference_environment
 from sdcore.adapters.aws.model_store import DynamoDBModelStore
+from sdcore.adapters.aws.parked import DynamoDBParkedTasks
 from sdcore.adapters.aws.s3 import S3BlobStore
 from sdcore.adapters.aws.sagemaker_fleet import SageMakerAsyncFleet
 from sdcore.adapters.aws.slot_store import DynamoDBSlotStore
@@ -16,6 +17,7 @@ from sdcore.adapters.aws.user_store import DynamoDBUserStore
 __all__ = [
     "DynamoDBFunctionStore",
     "DynamoDBModelStore",
+    "DynamoDBParkedTasks",
     "DynamoDBSlotStore",
     "DynamoDBTaskStore",
     "DynamoDBUserStore",

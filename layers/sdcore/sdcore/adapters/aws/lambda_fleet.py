@@ -39,6 +39,7 @@ _INHERITED = (
     "SD_URL_EXPIRES",
     "SD_ALLOW_PICKLE",
     "SD_TASK_TIME_LIMIT",
+    "SD_MAX_BATCH",  # a worker claims compatible queued tasks to run with its own
 )
 # Lambda's function State -> FunctionRecord.status. An Inactive function (idle for weeks) is
 # recreated by Lambda on its next invoke, so it is on its way back, not gone.

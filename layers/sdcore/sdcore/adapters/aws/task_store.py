@@ -133,7 +133,12 @@ class DynamoDBTaskStore(TaskStore):
         return self.codec.record(resp["Item"])
 
     def _conditional_update(
-        self, task_id: str, values: dict[str, Any], condition: str, params: dict[str, Any]
+        self,
+        task_id: str,
+        values: dict[str, Any],
+        condition: str,
+        params: dict[str, Any],
+        condition_names: dict[str, str] | None = None,
     ) -> Task:
         """Raises ClientError (ConditionalCheckFailedException carries the old item, if any)."""
         expression, names, values_ = update_expression(values)
@@ -142,7 +147,7 @@ class DynamoDBTaskStore(TaskStore):
             Key=self.codec.key(task_id),
             UpdateExpression=expression,
             ConditionExpression=condition,
-            ExpressionAttributeNames={**names, "#st": "status"},
+            ExpressionAttributeNames={**names, "#st": "status", **(condition_names or {})},
             ExpressionAttributeValues={**values_, **params},
             ReturnValues="ALL_NEW",
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -265,6 +270,25 @@ class DynamoDBTaskStore(TaskStore):
                 return False
             raise
         return True
+
+    def claim_queued(self, task_id: str, change: TaskTransition) -> Task | None:
+        if TaskStatus.QUEUED not in change.from_ or change.to.terminal:
+            raise ValueError(f"a claim starts a queued task, not {change.from_} -> {change.to}")
+        values = self.codec.fields({**change.changes.fields(), "status": change.to})
+        values[WAITING_HIGH] = None  # no longer waiting: out of the sparse index
+        # a None field is not stored: no dispatchedAt nor lease means control never handed it
+        condition = (
+            "#st = :queued AND attribute_not_exists(#da) AND attribute_not_exists(#ls)"
+            " AND (attribute_not_exists(#cr) OR #cr = :no)"
+        )
+        params = {":queued": {"S": TaskStatus.QUEUED.value}, ":no": {"BOOL": False}}
+        names = {"#da": "dispatchedAt", "#ls": "lease", "#cr": "cancelRequested"}
+        try:
+            return self._conditional_update(task_id, values, condition, params, names)
+        except ClientError as e:
+            if error_code(e) == "ConditionalCheckFailedException":
+                return None
+            raise
 
     def request_cancel(self, task_id: str) -> Task:
         condition, params = in_condition("#st", sorted(s.value for s in TERMINAL), "t")

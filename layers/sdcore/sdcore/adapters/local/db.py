@@ -66,6 +66,14 @@ CREATE TABLE IF NOT EXISTS messages (
     priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_visible ON messages (queue, visible_at);
+-- tasks over a cap, waiting for a slot of their checkpoint (adapters/local/parked.py)
+CREATE TABLE IF NOT EXISTS parked (
+    task_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parked_order ON parked (model, priority DESC, created_at, task_id);
 """
 
 

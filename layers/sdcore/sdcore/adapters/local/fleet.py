@@ -46,6 +46,11 @@ def invocation_queue(db: Database, name: str, now: Any = None) -> SqliteQueue:
     return SqliteQueue(db, f"fn:{name}", max_receives=3, **kwargs)
 
 
+def running_dir(data_dir: Path) -> Path:
+    """Where workers mark the invocations they run (see `runtime.RunningInvocations`)."""
+    return data_dir / "running"
+
+
 TOUCH_EVERY_S = 60.0
 
 
@@ -79,12 +84,11 @@ class ProcessWorkerFleet(WorkerFleet):
         env = {**os.environ, **admin_env, **self.settings.to_env(), "SD_MODEL_NAME": record.model}
         env["SD_EXTRA_ARGS"] = shlex.join(record.resources.get("extraArgs") or [])
         env.setdefault("HF_HUB_OFFLINE", "1")
-        # Workers share this machine's cores: up to max_concurrency run at once, so each gets its
-        # share of threads. Oversubscribed torch threads spin against each other (measured here:
-        # a 1-step 64x64 image took 0.05 s on 1 thread, up to 4.4 s with 2 workers x 2 threads).
-        # (max_concurrency 0 pauses dispatch: nothing runs, a worker started anyway gets them all)
-        share = max(1, (os.cpu_count() or 1) // max(1, self.settings.max_concurrency))
-        env.setdefault("OMP_NUM_THREADS", str(share))
+        # Workers share this machine's cores: each may use them all, and its engine takes its
+        # share of them, cores // tasks running now, as each run starts and between its steps
+        # (sdcore.engine.threads, told what runs by the inference function's start), so a lone
+        # task has every core and several never oversubscribe them. OMP_NUM_THREADS caps it.
+        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -109,6 +113,8 @@ class ProcessWorkerFleet(WorkerFleet):
         finish: hand it to `on_exit`. Messages a successor received since are not its."""
         proc.wait()
         exited = self.clock.now()
+        # dead mid-invocation, it left its mark of one running (see runtime.RunningInvocations)
+        (running_dir(self.settings.data_dir) / str(proc.pid)).unlink(missing_ok=True)
         if self.on_exit is None:
             return  # nobody to tell: they go to a new worker when their visibility ends
         try:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sdcore.adapters.local.db import Database
+from sdcore.adapters.local.doorbell import Listener, ring
 from sdcore.ports import Message, Queue
 
 
@@ -41,7 +42,21 @@ class SqliteQueue(Queue):
                 " VALUES (?,?,?,?,?,?)",
                 (message_id, self.name, json.dumps(body), now + delay_s, now, priority),
             )
+        if delay_s <= 0:
+            self.ring()  # its consumer takes it now, not at its next poll
         return message_id
+
+    @property
+    def bell(self) -> str:
+        return f"queue:{self.name}"
+
+    def ring(self) -> None:
+        """Wake this queue's consumers (see adapters/local/doorbell.py)."""
+        ring(self.db.path.parent, self.bell)
+
+    def listener(self) -> Listener:
+        """A consumer's wake-up: rung when a message is sent without delay or woken."""
+        return Listener(self.db.path.parent, self.bell)
 
     def receive(self, max_messages: int = 10, visibility_s: float = 30) -> list[Message]:
         now = self.now()
@@ -110,7 +125,10 @@ class SqliteQueue(Queue):
                 " ORDER BY priority DESC, visible_at LIMIT ?)",
                 (now, self.name, now, count),
             )
-            return cur.rowcount
+            woken = cur.rowcount
+        if woken:
+            self.ring()
+        return woken
 
     def depth(self) -> int:
         row = self.db.conn().execute("SELECT COUNT(*) FROM messages WHERE queue=?", (self.name,))

@@ -22,12 +22,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sdcore.adapters.local.db import Database
-from sdcore.adapters.local.fleet import invocation_queue
+from sdcore.adapters.local.fleet import _is_worker, invocation_queue, running_dir
 from sdcore.settings import Settings
 
 log = logging.getLogger("sdcore.runtime")
@@ -52,6 +54,41 @@ class LocalContext:
         return 900_000
 
 
+class RunningInvocations:
+    """Which of one local stack's workers run an invocation now: a file per running one,
+    `<data_dir>/running/<pid>`, made as it starts and removed as it ends (and by the fleet
+    when its worker dies mid-task). Cheap enough to read a few times a second: a listing of
+    at most SD_MAX_CONCURRENCY entries (~15 us with two, see benchmarks/thread_share.py)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.folder = running_dir(data_dir)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mine = self.folder / str(os.getpid())
+        mine.touch()
+        try:
+            yield
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def count(self) -> int:
+        """Invocations running now (this process's own among them); an entry of a process
+        that is no worker (any more) is not counted, and removed."""
+        try:
+            names = os.listdir(self.folder)
+        except FileNotFoundError:
+            return 0
+        live, me = 0, str(os.getpid())
+        for name in names:
+            if name == me or (name.isdigit() and _is_worker(int(name))):
+                live += 1
+            else:
+                (self.folder / name).unlink(missing_ok=True)
+        return live
+
+
 def load_handler(name: str) -> Handler:
     """`module.function` -> the function (importing the module: the init phase)."""
     module, _, function = name.rpartition(".")
@@ -59,28 +96,44 @@ def load_handler(name: str) -> Handler:
     return handler
 
 
+IDLE_POLL_S = 0.5  # an idle worker looks at its queue this often even when nothing rang
+
+
 def serve(settings: Settings, function: str, handler: Handler) -> None:
     """Warm up, then run the invocations of `function` until idle, orphaned or told to stop."""
     parent = os.getppid()
     queue = invocation_queue(Database(settings.data_dir / "state.db"), function)
+    invocations = RunningInvocations(settings.data_dir)
+    # an invocation rings the queue's bell: taken at once, not at the next poll (listening
+    # before the warm-up: one sent meanwhile has rung by the time it ends)
+    bell = queue.listener()
     try:
         handler(WARMUP, LocalContext(function_name=function))
     except Exception:
         log.exception("warm-up of %s failed; its invocations will report why", function)
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+    def stop(*_: object) -> None:
+        stopping.set()
+        queue.ring()  # out of the wait now
+
+    signal.signal(signal.SIGTERM, stop)
     last_work = time.monotonic()
-    while os.getppid() == parent and not stopping.is_set():
-        messages = queue.receive(1, visibility_s=settings.lease_s)
-        if not messages:
-            if time.monotonic() - last_work > settings.idle_s:
-                break
-            time.sleep(0.05)
-            continue
-        for message in messages:
-            handler(message.body, LocalContext(function_name=function))
-            queue.delete(message.receipt)
-        last_work = time.monotonic()
+    try:
+        while os.getppid() == parent and not stopping.is_set():
+            messages = queue.receive(1, visibility_s=settings.lease_s)
+            if not messages:
+                if time.monotonic() - last_work > settings.idle_s:
+                    break
+                bell.wait(IDLE_POLL_S)  # the fallback: a lost ring, the parent gone
+                continue
+            for message in messages:
+                with invocations.running():
+                    handler(message.body, LocalContext(function_name=function))
+                queue.delete(message.receipt)
+            last_work = time.monotonic()
+    finally:
+        bell.close()
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import builtins
 from typing import Any
 
 from sdcore.adapters.local.db import Database
+from sdcore.adapters.local.doorbell import ring
 from sdcore.domain.models import (
     ApiKey,
     FunctionRecord,
@@ -28,6 +29,8 @@ from sdcore.errors import (
     over_active_limit,
 )
 from sdcore.ports import FunctionStore, ModelStore, SlotStore, TaskStore, UserStore
+
+TASKS_BELL = "tasks"  # rung when a task ends (the front door's sync waits listen)
 
 
 class SqliteTaskStore(TaskStore):
@@ -81,7 +84,9 @@ class SqliteTaskStore(TaskStore):
                 raise StaleWriteError(f"task {task_id} is {task.status.value}")
             task = task.model_copy(update={**change.changes.fields(), "status": change.to})
             self._update(conn, task)
-            return task
+        if change.to.terminal:  # committed: the sync waits read it at once
+            ring(self.db.path.parent, TASKS_BELL)
+        return task
 
     def update_while(self, task_id: str, status: TaskStatus, changes: TaskChanges) -> bool:
         with self.db.write() as conn:
@@ -94,6 +99,23 @@ class SqliteTaskStore(TaskStore):
             task = Task.model_validate_json(row[0]).model_copy(update=changes.fields())
             self._update(conn, task)
             return True
+
+    def claim_queued(self, task_id: str, change: TaskTransition) -> Task | None:
+        if TaskStatus.QUEUED not in change.from_ or change.to.terminal:
+            raise ValueError(f"a claim starts a queued task, not {change.from_} -> {change.to}")
+        with self.db.write() as conn:  # BEGIN IMMEDIATE: the checks and the write are atomic
+            row = conn.execute(
+                "SELECT data FROM tasks WHERE task_id=? AND status=?",
+                (task_id, TaskStatus.QUEUED.value),
+            ).fetchone()
+            if row is None:
+                return None
+            task = Task.model_validate_json(row[0])
+            if task.dispatched_at is not None or task.lease is not None or task.cancel_requested:
+                return None
+            task = task.model_copy(update={**change.changes.fields(), "status": change.to})
+            self._update(conn, task)
+            return task
 
     def request_cancel(self, task_id: str) -> Task:
         with self.db.write() as conn:
