@@ -11,8 +11,8 @@ from typing import Any
 from sdcore.domain.models import Task, TaskStatus
 from sdcore.errors import NotFoundError
 from sdcore.services import Services
-from sdcore.usecases.submit import task_work
 from sdcore.webui.batching import batch_key
+from sdcore.webui.work import task_work
 
 log = logging.getLogger(__name__)
 
