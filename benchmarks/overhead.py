@@ -12,7 +12,8 @@ worker takes every core (its threads follow the tasks running). The HTTP time in
 everything a user waits for: HTTP, the proxy, the queue hop to control and the worker, prompt
 parsing and encoding, the PNG encode and store, and the sync wait.
 
-Run: .venv/bin/python -m benchmarks.overhead [--reps 5]. Writes benchmarks/results/overhead.json.
+Run: .venv/bin/python -m benchmarks.overhead [--reps 5] [--censor off]. Writes
+benchmarks/results/overhead.json (overhead_censor_off.json with `--censor off`).
 """
 
 from __future__ import annotations
@@ -83,12 +84,12 @@ class Direct:
         self.proc.wait(timeout=60)
 
 
-def measure(reps: int) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+def measure(reps: int, censor: str) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """HTTP and direct calls alternate, so drift in the machine's speed hits both alike."""
     http: dict[int, list[float]] = {size: [] for size in SIZES}
     plain: dict[int, list[float]] = {size: [] for size in SIZES}
     with tempfile.TemporaryDirectory() as tmp:
-        stack = RunningStack(Path(tmp), SD_IDLE_SECONDS="600").start()
+        stack = RunningStack(Path(tmp), SD_IDLE_SECONDS="600", SD_CENSOR=censor).start()
         direct = Direct()
         try:
             with httpx.Client(base_url=stack.url, timeout=600, headers=stack.headers) as api:
@@ -119,8 +120,11 @@ def measure(reps: int) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
+    # the stack's default NSFW censor (`flag`) scores every picture, which plain diffusers
+    # does not do: `off` measures the serving alone
+    parser.add_argument("--censor", default="flag", choices=("off", "flag", "blur", "block"))
     args = parser.parse_args()
-    http, plain = measure(args.reps)
+    http, plain = measure(args.reps, args.censor)
     runs = []
     for size in SIZES:
         h, d = statistics.median(http[size]), statistics.median(plain[size])
@@ -128,11 +132,12 @@ def main() -> None:
                      "http_sync_median_s": round(h, 3), "direct_diffusers_median_s": round(d, 3),
                      "ratio": round(h / d, 3)})  # fmt: skip
     write_result(
-        "overhead",
+        "overhead" if args.censor == "flag" else f"overhead_censor_{args.censor}",
         {
             "model": "demo (shipped demo-shapes checkpoint)",
             "sampler": "Euler",
             "cfg_scale": 7,
+            "censor": args.censor,
             "runs": runs,
             "goal": "ratio <= 1.05 at 64x64 and 512x512",
         },  # fmt: skip
