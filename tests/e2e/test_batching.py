@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support_stack import RunningStack
+from tests.support_stack import RunningStack, wait_for_result
 
 pytestmark = pytest.mark.slow
-TERMINAL = {"succeeded", "failed", "cancelled"}
 ASYNC = {"Request-Type": "async"}
 COLORS = ("red", "blue", "green", "purple")
 
@@ -32,16 +31,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url, headers=stack.headers, timeout=120) as client:
         yield client
     stack.stop()
-
-
-def _wait(api: httpx.Client, task_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = api.get(f"/tasks/{task_id}/result").json()
-        if body["status"] in TERMINAL:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not end within {timeout} s")
 
 
 def _pixels(api: httpx.Client, body: dict) -> np.ndarray:
@@ -72,7 +61,7 @@ def test_requests_queued_behind_the_only_slot_run_as_one_batch(api: httpx.Client
 
     # When the slot frees
     api.post(f"/tasks/{long_id}/cancellation")
-    done = [_wait(api, task_id) for task_id in ids]
+    done = [wait_for_result(api, task_id) for task_id in ids]
 
     # Then all four succeeded in one batch, which every one of them records
     assert [b["status"] for b in done] == ["succeeded"] * 4, [b["error"] for b in done]

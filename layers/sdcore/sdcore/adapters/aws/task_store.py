@@ -306,17 +306,9 @@ class DynamoDBTaskStore(TaskStore):
                 raise NotFoundError(f"task {task_id} not found") from None
             return self.codec.record(e.response["Item"])  # terminal: nothing to cancel
 
-    def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
-        # The index is eventually consistent: a task that just changed status may show up late.
+    def _query_tasks(self, kwargs: dict[str, Any], limit: int) -> list[Task]:
+        """Up to `limit` tasks of the query `kwargs`, page after page."""
         out: list[Task] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#st = :s",
-            "ExpressionAttributeNames": {"#st": "status"},
-            "ExpressionAttributeValues": {":s": {"S": status.value}},
-            "ScanIndexForward": True,
-        }
         while len(out) < limit:
             resp = self.client.query(Limit=limit - len(out), **kwargs)
             out.extend(self.codec.record(item) for item in resp.get("Items", []))
@@ -325,8 +317,19 @@ class DynamoDBTaskStore(TaskStore):
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
         return out[:limit]
 
+    def list_by_status(self, status: TaskStatus, limit: int = 100) -> list[Task]:
+        # The index is eventually consistent: a task that just changed status may show up late.
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#st = :s",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status.value}},
+            "ScanIndexForward": True,
+        }
+        return self._query_tasks(kwargs, limit)
+
     def list_created_since(self, status: TaskStatus, since: float, limit: int) -> list[Task]:
-        out: list[Task] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": STATUS_INDEX,
@@ -338,13 +341,7 @@ class DynamoDBTaskStore(TaskStore):
             },
             "ScanIndexForward": False,
         }
-        while len(out) < limit:
-            resp = self.client.query(Limit=limit - len(out), **kwargs)
-            out.extend(self.codec.record(item) for item in resp.get("Items", []))
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
-        return out[:limit]
+        return self._query_tasks(kwargs, limit)
 
     def list_by_owner(
         self,

