@@ -23,7 +23,7 @@ from PIL import Image
 from sdcore.domain.models import GenerationParams
 from sdcore.engine.jobs import Job, prepare_job
 from sdcore.engine.k_samplers import DPMAdaptive
-from sdcore.engine.model import LoadedModel
+from sdcore.engine.model import LoadedModel, placement
 from sdcore.engine.pipeline import (
     UpscalerModels,
     denoise,
@@ -155,7 +155,7 @@ def prepare(model: LoadedModel, item: BatchItem, started: float) -> Member:
     try:
         embeds = model.encoder.encode_pair(
             params.prompt, params.negative_prompt, params.clip_skip
-        ).kwargs(job.pipe.device, job.pipe.unet.dtype)
+        ).kwargs(*placement(job.pipe))
         hires = None if job.hires is None else hires_embeds(model, job.hires, params, embeds)
     finally:
         model.encoder.active_embeddings = loaded

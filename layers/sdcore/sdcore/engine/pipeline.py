@@ -20,7 +20,7 @@ from sdcore.engine.extras import Upscaler
 from sdcore.engine.hires import HiresPlan
 from sdcore.engine.jobs import Job, prepare_job
 from sdcore.engine.k_samplers import bound
-from sdcore.engine.model import LoadedModel
+from sdcore.engine.model import LoadedModel, placement
 from sdcore.engine.noise import image_noise
 from sdcore.engine.report import (
     ImageSeeds,
@@ -67,7 +67,7 @@ def generate(
     seeds = pick_seeds(params)
     embeds = model.encoder.encode_pair(
         params.prompt, params.negative_prompt, params.clip_skip
-    ).kwargs(job.pipe.device, job.pipe.unet.dtype)
+    ).kwargs(*placement(job.pipe))
     progress = StepReporter(on_step, params.batches, started)
     images: list[Image.Image] = []
     for job_no in range(params.batches):
@@ -119,7 +119,8 @@ def draw_noise(
     image, so image i is the same whatever the batch size; on the CPU (so whatever the device
     too) unless the webui's `randn_source` asks for the pipeline's device ("GPU") or for an
     NVIDIA GPU's numbers ("NV", drawn on the CPU; the sampler's later noise too)."""
-    device = pipe.device if params.randn_source == "GPU" else "cpu"
+    on, dtype = placement(pipe)
+    device = on if params.randn_source == "GPU" else "cpu"
     nv = params.randn_source == "NV"
     if nv:
         philox.install()
@@ -136,7 +137,7 @@ def draw_noise(
         )  # fmt: skip
         for s, v in zip(seeds.seeds, seeds.subseeds, strict=True)
     ]
-    noise = torch.stack([n for n, _ in drawn]).to(pipe.device, pipe.unet.dtype)
+    noise = torch.stack([n for n, _ in drawn]).to(on, dtype)
     return noise, [g for _, g in drawn]
 
 
@@ -248,9 +249,7 @@ def hires_embeds(
     if prompts is None:
         return embeds
     pipe = model.img2img
-    return model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(
-        pipe.device, pipe.unet.dtype
-    )
+    return model.encoder.encode_pair(*prompts, params.clip_skip).kwargs(*placement(pipe))
 
 
 def first_pictures(model: LoadedModel, plan: HiresPlan, first: Any) -> list[Image.Image]:
