@@ -56,6 +56,18 @@ def censored(local_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     return local_env
 
 
+def _one_task() -> tuple[dict[str, Any], np.ndarray]:
+    """An async task run by the inference handler: its `info.censor` and its picture."""
+    status, task = call("POST", "/txt2img", {"prompt": "x", "steps": 1}, {"Request-Type": "async"})
+    assert status == 202, task
+    out = inference_app.lambda_handler({"taskId": task["taskId"]}, Context())
+    assert out["status"] == "succeeded"
+    result = call("GET", f"/tasks/{task['taskId']}/result")[1]
+    key = result["images"][0]
+    picture = np.asarray(Image.open(io.BytesIO(get_services().blobs.get(key))), dtype=np.float32)
+    return result["info"]["censor"], picture
+
+
 def test_a_user_tightens_the_censor_and_their_picture_comes_back_blurred(censored: Path) -> None:
     assert call("GET", "/account")[1]["censor"] == {
         "deployment": "flag", "yours": None, "effective": "flag",
@@ -65,17 +77,17 @@ def test_a_user_tightens_the_censor_and_their_picture_comes_back_blurred(censore
     status, body = call("PUT", "/account/censor", {"censor": "blur"})
     assert status == 200 and body["censor"]["effective"] == "blur"
 
-    status, task = call("POST", "/txt2img", {"prompt": "x", "steps": 1}, {"Request-Type": "async"})
-    assert status == 202, task
-    out = inference_app.lambda_handler({"taskId": task["taskId"]}, Context())
-    assert out["status"] == "succeeded"
-    result = call("GET", f"/tasks/{task['taskId']}/result")[1]
-    record = result["info"]["censor"]
+    record, picture = _one_task()
     assert (record["mode"], record["classifier"], record["blurred"]) == ("blur", "open_nsfw", [0])
     assert 0 <= record["scores"][0] < 0.2  # a checkerboard: benign, as judged
-    key = result["images"][0]
-    picture = np.asarray(Image.open(io.BytesIO(get_services().blobs.get(key))), dtype=np.float32)
     assert picture.std() < 10  # the 0/255 checkerboard, blurred to grey
 
     # asking for less than the deployment's changes nothing: flag still applies
     assert call("PUT", "/account/censor", {"censor": "off"})[1]["censor"]["effective"] == "flag"
+
+
+def test_flag_records_the_real_classifiers_scores_after_the_task_ends(censored: Path) -> None:
+    record, picture = _one_task()
+    assert (record["mode"], record["classifier"], record["flagged"]) == ("flag", "open_nsfw", [0])
+    assert 0 <= record["scores"][0] < 0.2 and "blurred" not in record
+    assert picture.std() > 100  # the checkerboard as drawn: flag changes no picture

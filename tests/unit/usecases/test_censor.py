@@ -114,20 +114,51 @@ def test_input_images_are_judged_when_the_deployment_asks(svc: Services) -> None
     assert judge_inputs(svc, [Image.new("RGB", (8, 8))], "block") is None
 
 
-def test_a_classifier_failure_fails_the_task_never_returns_an_unjudged_picture(
-    svc: Services,
-) -> None:
+def test_flag_scores_after_the_task_is_answered(svc: Services) -> None:
+    # flag changes no picture: the task ends (its answer goes out) before the classifier runs
     svc.settings.censor = "flag"
+    seen: list[TaskStatus] = []
+    task_id, lease = dispatched(svc, batch_size=2)
 
-    class Broken(ScriptedCensor):
+    class Watching(ScriptedCensor):
         def scores(self, images):  # type: ignore[no-untyped-def]
-            raise RuntimeError("classifier unusable")
+            seen.append(svc.tasks.get(task_id).status)
+            return [0.9, 0.1]
 
-    svc.censor = Broken()
+    svc.censor = Watching()
+    assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.SUCCEEDED
+    assert seen == [TaskStatus.SUCCEEDED]
+    task = svc.tasks.get(task_id)
+    assert task.info["censor"]["scores"] == [0.9, 0.1] and task.info["censor"]["flagged"] == [0]
+    assert len(task.images) == 2 and task.info["worker_pid"] > 0  # the rest of info is kept
+
+
+class _Broken(ScriptedCensor):
+    def scores(self, images):  # type: ignore[no-untyped-def]
+        raise RuntimeError("classifier unusable")
+
+
+@pytest.mark.parametrize("mode", ["blur", "block"])
+def test_a_classifier_failure_fails_the_task_never_returns_an_unjudged_picture(
+    svc: Services, mode: str
+) -> None:
+    svc.settings.censor = mode
+    svc.censor = _Broken()
     task_id, lease = dispatched(svc)
     assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.FAILED
     task = svc.tasks.get(task_id)
     assert task.images == [] and "classifier unusable" in (task.error or "")
+
+
+def test_a_classifier_failure_in_flag_mode_is_recorded(svc: Services) -> None:
+    # flag returns every picture whatever the scores: they were answered before the failure
+    svc.settings.censor = "flag"
+    svc.censor = _Broken()
+    task_id, lease = dispatched(svc)
+    assert run_task(svc, ScriptedEngine(), task_id, lease) is TaskStatus.SUCCEEDED
+    task = svc.tasks.get(task_id)
+    assert len(task.images) == 1
+    assert task.info["censor"] == {"mode": "flag", "error": "RuntimeError: classifier unusable"}
 
 
 def test_blur_hides_detail() -> None:

@@ -3,20 +3,25 @@ only tighten it): `flag` records each picture's score, `blur` returns the pictur
 the threshold heavily blurred, `block` returns none of them (a task left with no picture fails
 with the reason). Input images are judged too when SD_CENSOR_INPUTS says so: over the threshold,
 `blur` and `block` refuse the task (a picture derived from a refused one is not made), `flag`
-records their scores."""
+records their scores.
+
+`flag` changes no picture, so its scores of a task's outputs are recorded just after the task
+has ended (`record_flags`): nobody's answer waits for the classifier."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, ImageFilter
 
-from sdcore.domain.models import UserChanges
+from sdcore.domain.models import TaskChanges, TaskStatus, UserChanges
 from sdcore.errors import InvalidInputError, NotFoundError
 from sdcore.metric_names import CENSOR_BLOCKS
 from sdcore.services import Services
 
+log = logging.getLogger(__name__)
 MODES = ("off", "flag", "blur", "block")  # weakest first
 
 
@@ -103,6 +108,24 @@ def judge_outputs(svc: Services, images: list[Image.Image], mode: str) -> Judged
         kept = [i for i in range(len(images)) if i not in over]
         return Judged([images[i] for i in kept], kept, record)
     return Judged(images, list(range(len(images))), record)
+
+
+def record_flags(svc: Services, task_id: str, images: list[Image.Image]) -> None:
+    """`flag` mode's scores of a succeeded task's pictures, merged into its `info.censor` (with
+    its input scores, if any). The pictures are out already: a classifier that fails is
+    recorded as `error` there, and logged."""
+    try:
+        record = judge_outputs(svc, images, "flag").record
+    except Exception as exc:
+        log.exception("the NSFW censor could not score task %s's pictures", task_id)
+        record = {"mode": "flag", "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        task = svc.tasks.get(task_id)
+    except NotFoundError:  # deleted meanwhile: nothing to record on
+        return
+    censor = {**record, **(task.info.get("censor") or {})}
+    info = {**task.info, "censor": censor}
+    svc.tasks.update_while(task_id, TaskStatus.SUCCEEDED, TaskChanges(info=info))
 
 
 def judge_inputs(svc: Services, images: list[Image.Image], mode: str) -> dict[str, Any] | None:

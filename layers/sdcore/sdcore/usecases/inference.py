@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PIL import Image
@@ -36,7 +37,13 @@ from sdcore.ports import (
 )
 from sdcore.services import Services
 from sdcore.usecases.batching import batch_record, claim_riders
-from sdcore.usecases.censor import judge_inputs, judge_outputs, strictest, user_censor
+from sdcore.usecases.censor import (
+    judge_inputs,
+    judge_outputs,
+    record_flags,
+    strictest,
+    user_censor,
+)
 from sdcore.usecases.control import slot_freed
 from sdcore.usecases.measure import fleet_of
 from sdcore.usecases.model_cache import network_file
@@ -328,7 +335,8 @@ class _Run:
 
 def _execute(svc: Services, engine: Engine, runs: list[_Run]) -> list[TaskStatus]:
     """Run the tasks (one: `Engine.run`; several: one `Engine.run_batch` call) and end each as
-    it would end alone. A task whose inputs fail to load fails alone; the others run."""
+    it would end alone. A task whose inputs fail to load fails alone; the others run. What
+    no answer waits for (`flag` mode's scores) is done once every task has ended."""
     ended: dict[int, TaskStatus] = {}
     ready: list[tuple[int, _Run]] = []
     for n, run in enumerate(runs):
@@ -341,14 +349,17 @@ def _execute(svc: Services, engine: Engine, runs: list[_Run]) -> list[TaskStatus
         ran_from = svc.clock.now()
         answers = _generate(svc, engine, [run for _, run in ready])
         ran_s = svc.clock.now() - ran_from
+        later: list[Callable[[], None]] = []
         for (n, run), answer in zip(ready, answers, strict=True):
             if isinstance(answer, BaseException):
                 ended[n] = run.fail(svc, answer)
                 continue
             try:
-                ended[n] = _finish(svc, run, answer, ran_s)
+                ended[n] = _finish(svc, run, answer, ran_s, later)
             except Exception as exc:
                 ended[n] = run.fail(svc, exc)
+        for step in later:
+            step()
     return [ended[n] for n in range(len(runs))]
 
 
@@ -370,8 +381,12 @@ def _generate(
         return [exc] * len(runs)
 
 
-def _finish(svc: Services, run: _Run, result: EngineResult, ran_s: float) -> TaskStatus:
-    """End a task the engine answered: censor, PNGs with their infotext, the end transition."""
+def _finish(
+    svc: Services, run: _Run, result: EngineResult, ran_s: float, later: list[Callable[[], None]]
+) -> TaskStatus:
+    """End a task the engine answered: censor, PNGs with their infotext, the end transition.
+    In `flag` mode the censor changes no picture, so the task ends first and its scores are
+    recorded after (`record_flags`, appended to `later`): its answer does not wait for them."""
     task, progress = run.task, run.progress
     if progress.steps_seen and ran_s > 0:
         rate = progress.steps_seen / ran_s
@@ -382,7 +397,8 @@ def _finish(svc: Services, run: _Run, result: EngineResult, ran_s: float) -> Tas
         return run.end(svc, TaskStatus.FAILED, TaskChanges(error=reason))
     if result.interrupted or progress.cancelled:
         return run.end(svc, TaskStatus.CANCELLED, TaskChanges(error=CANCELLED_BY_REQUEST))
-    judged = judge_outputs(svc, result.images, run.mode)
+    flag_after = run.mode == "flag" and bool(result.images)
+    judged = judge_outputs(svc, result.images, "off" if flag_after else run.mode)
     censored = {**judged.record, **(run.judged_inputs or {})}
     if judged.blocked_all:
         reason = f"blocked by the NSFW censor: every picture scored {judged.record['scores']}"
@@ -408,6 +424,8 @@ def _finish(svc: Services, run: _Run, result: EngineResult, ran_s: float) -> Tas
         },
         **progress.final(),
     )
+    if flag_after:
+        later.append(lambda: record_flags(svc, task.task_id, result.images))
     return run.end(svc, TaskStatus.SUCCEEDED, done)
 
 
