@@ -5,8 +5,15 @@ demo file is absent). The two ways alternate, a few repeats each; the medians ar
 images per second (and the fastest repeat's, the least disturbed by other work on a shared
 machine), with the largest pixel difference between the two ways' pictures.
 
+`--checkpoint sd15` runs them instead on a random-weight checkpoint of SD 1.5's real size
+(built in a subprocess as `benchmarks.full_size_load` builds it, fp16 on disk, loaded by the
+engine with no config given: fp32 on a CPU), e.g. at 512x512 with few steps where a CPU is
+slow; `--no-warmup` skips the warm-up calls there (minutes each on a CPU).
+
 Run: .venv/bin/python -m benchmarks.engine_batching [--tasks 8] [--repeats 5] [--device auto]
-Writes benchmarks/results/engine_batching.json.
+     [--checkpoint demo|sd15] [--size 64] [--steps 20] [--no-warmup]
+Writes benchmarks/results/engine_batching.json (`engine_batching_sd15_<size>_<steps>_steps.json`
+for sd15).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +34,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_result
+from benchmarks.full_size_load import BUILD
 from sdcore.domain.models import GenerationParams
 from sdcore.engine.diffusers_engine import DiffusersEngine
 from sdcore.ports import BatchItem, EngineInputs, EngineResult, StepInfo
@@ -36,8 +46,13 @@ CONFIG = REPO / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 
 
-def _engine(device: str) -> tuple[DiffusersEngine, str]:
-    if CHECKPOINT.exists():
+def _engine(device: str, checkpoint: str, root: Path) -> tuple[DiffusersEngine, str]:
+    if checkpoint == "sd15":
+        path = root / "sd15.safetensors"
+        subprocess.run([sys.executable, "-c", BUILD, "sd15", str(path)], check=True)
+        engine = DiffusersEngine(path, "sd15-size", "", config_dir=None, device=device)
+        name = "SD 1.5-size random weights (fp16 single file, config auto)"
+    elif CHECKPOINT.exists():
         engine = DiffusersEngine(CHECKPOINT, "demo", "", config_dir=CONFIG, device=device)
         name = "demo (shipped demo-shapes checkpoint)"
     else:
@@ -86,11 +101,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--checkpoint", choices=("demo", "sd15"), default="demo")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false")
     args = parser.parse_args()
-    engine, model = _engine(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine, model = _engine(args.device, args.checkpoint, Path(tmp))
     items = _items(args.tasks, args.size, args.steps)
-    _batched(engine, items)  # warm-up: the first call of a shape allocates and picks kernels
-    _alone(engine, items[:1])
+    if args.warmup:  # the first call of a shape allocates and picks kernels
+        _batched(engine, items)
+        _alone(engine, items[:1])
     seconds: dict[str, list[float]] = {"batched": [], "alone": []}
     last: dict[str, Any] = {}
     for _ in range(args.repeats):
@@ -103,11 +122,14 @@ def main() -> None:
     median = {way: statistics.median(s) for way, s in seconds.items()}
     batch_info = last["batched"][0].info["batch"]
     write_result(
-        "engine_batching",
+        "engine_batching"
+        if args.checkpoint == "demo"
+        else f"engine_batching_sd15_{args.size}_{args.steps}_steps",
         {
             "what": f"{args.tasks} txt2img tasks ({args.size}x{args.size}, {args.steps} Euler "
             "steps, CFG 7, own prompts and seeds) as one run_batch call vs one run each; "
-            f"median of {args.repeats} alternating repeats",
+            f"median of {args.repeats} alternating repeats"
+            + ("" if args.warmup else ", no warm-up call"),
             "model": model,
             "device": engine.device,
             "torch_threads": torch.get_num_threads(),

@@ -10,10 +10,14 @@ generator seeded 1, a PIL image out, with the machine's default torch threads (w
 skipped us would get). The stack runs with its defaults (`make run`'s caps): a lone task's
 worker takes every core (its threads follow the tasks running). The HTTP time includes
 everything a user waits for: HTTP, the proxy, the queue hop to control and the worker, prompt
-parsing and encoding, the PNG encode and store, and the sync wait.
+parsing and encoding, the PNG encode and store, and the sync wait. With the default censor
+(`flag`) the picture is scored after the answer: the direct call waits until the scores are
+recorded, so that work does not land on its time (it is not in the HTTP time either: the
+censor's own cost is `benchmarks.censor_cost`'s).
 
-Run: .venv/bin/python -m benchmarks.overhead [--reps 5] [--censor off]. Writes
-benchmarks/results/overhead.json (overhead_censor_off.json with `--censor off`).
+Run: .venv/bin/python -m benchmarks.overhead [--reps 5] [--rounds 1] [--censor off]
+[--sizes 64 512]. Writes benchmarks/results/overhead.json (overhead_censor_off.json with
+`--censor off`).
 """
 
 from __future__ import annotations
@@ -84,10 +88,12 @@ class Direct:
         self.proc.wait(timeout=60)
 
 
-def measure(reps: int, censor: str) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+def measure(
+    reps: int, censor: str, sizes: tuple[int, ...] = SIZES
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
     """HTTP and direct calls alternate, so drift in the machine's speed hits both alike."""
-    http: dict[int, list[float]] = {size: [] for size in SIZES}
-    plain: dict[int, list[float]] = {size: [] for size in SIZES}
+    http: dict[int, list[float]] = {size: [] for size in sizes}
+    plain: dict[int, list[float]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory() as tmp:
         stack = RunningStack(Path(tmp), SD_IDLE_SECONDS="600", SD_CENSOR=censor).start()
         direct = Direct()
@@ -102,13 +108,26 @@ def measure(reps: int, censor: str) -> tuple[dict[int, list[float]], dict[int, l
                     took = time.perf_counter() - start
                     assert resp.status_code == 200, resp.text
                     assert resp.json()["status"] == "succeeded", resp.text
+                    if censor == "flag":
+                        scored(resp.json()["taskId"])
                     return took
 
-                for size in SIZES:  # warm-ups, not counted
+                def scored(task_id: str) -> None:
+                    """Wait until the stack's work for the request is done: `flag` scores the
+                    picture after the answer, which would slow the direct call that follows."""
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        info = api.get(f"/tasks/{task_id}/result").json()["info"]
+                        if "censor" in info:
+                            return
+                        time.sleep(0.005)
+                    raise RuntimeError(f"task {task_id}'s censor scores were never recorded")
+
+                for size in sizes:  # warm-ups, not counted
                     over_http(size)
                     direct.run(size)
                 for _ in range(reps):
-                    for size in SIZES:
+                    for size in sizes:
                         http[size].append(over_http(size))
                         plain[size].append(direct.run(size))
         finally:
@@ -120,17 +139,27 @@ def measure(reps: int, censor: str) -> tuple[dict[int, list[float]], dict[int, l
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=5)
+    # each round is a fresh stack and a fresh diffusers process: a process's speed can differ
+    # by a few ms for its whole life (where its memory landed), which one pair would carry
+    parser.add_argument("--rounds", type=int, default=1)
     # the stack's default NSFW censor (`flag`) scores every picture, which plain diffusers
     # does not do: `off` measures the serving alone
     parser.add_argument("--censor", default="flag", choices=("off", "flag", "blur", "block"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     args = parser.parse_args()
-    http, plain = measure(args.reps, args.censor)
+    sizes = tuple(args.sizes)
+    rounds = [measure(args.reps, args.censor, sizes) for _ in range(args.rounds)]
     runs = []
-    for size in SIZES:
-        h, d = statistics.median(http[size]), statistics.median(plain[size])
-        runs.append({"size": f"{size}x{size}", "steps": 20, "repetitions": args.reps,
-                     "http_sync_median_s": round(h, 3), "direct_diffusers_median_s": round(d, 3),
-                     "ratio": round(h / d, 3)})  # fmt: skip
+    for size in sizes:
+        http = [t for h, _ in rounds for t in h[size]]
+        plain = [t for _, p in rounds for t in p[size]]
+        h, d = statistics.median(http), statistics.median(plain)
+        per_round = [round(statistics.median(h[size]) / statistics.median(p[size]), 3)
+                     for h, p in rounds]  # fmt: skip
+        runs.append({"size": f"{size}x{size}", "steps": 20, "rounds": args.rounds,
+                     "repetitions_per_round": args.reps, "http_sync_median_s": round(h, 3),
+                     "direct_diffusers_median_s": round(d, 3), "ratio": round(h / d, 3),
+                     "ratio_per_round": per_round})  # fmt: skip
     write_result(
         "overhead" if args.censor == "flag" else f"overhead_censor_{args.censor}",
         {

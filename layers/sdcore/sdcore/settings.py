@@ -165,9 +165,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(1, ge=1)
     # most pixel-steps a task may run on a CPU function (width x height x steps x images, hires
     # pass included; 0: no limit). Locally, 24 SD 1.5 images of 512x512 at 20 steps. On AWS
-    # template.yaml sets 3: a guided step takes 33.8 s on 2 cores here in fp32
-    # (benchmarks/work_per_image.py), so ~11 s on Lambda's 6 vCPUs if it scales with cores (not
-    # measured on AWS): ~4 min an image with its decode, 3 in about 12 of the function's 15 min
+    # template.yaml sets 3: a guided step takes 5.66 s on 2 cores here in fp32
+    # (benchmarks/work_per_image.py), ~2 s on Lambda's 6 vCPUs if it scales with cores (not
+    # measured on AWS): 3 images stay well inside the function's 15 min until measured there
     max_task_work: int = Field(512 * 512 * 20 * 24, ge=0)
     # the same on a SageMaker GPU endpoint (an invocation may run an hour): 100 such images, an
     # estimate from the work per image and a GPU's published fp16 rate (not measured on a GPU)
