@@ -12,8 +12,8 @@ slow; `--no-warmup` skips the warm-up calls there (minutes each on a CPU).
 
 Run: .venv/bin/python -m benchmarks.engine_batching [--tasks 8] [--repeats 5] [--device auto]
      [--checkpoint demo|sd15] [--size 64] [--steps 20] [--no-warmup]
-Writes benchmarks/results/engine_batching.json (`engine_batching_sd15_<size>_<steps>_steps.json`
-for sd15).
+Writes benchmarks/results/engine_batching.json (for sd15:
+`engine_batching_sd15_<size>_<tasks>_tasks_<steps>_steps.json`).
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
     write_result(
         "engine_batching"
         if args.checkpoint == "demo"
-        else f"engine_batching_sd15_{args.size}_{args.steps}_steps",
+        else f"engine_batching_sd15_{args.size}_{args.tasks}_tasks_{args.steps}_steps",
         {
             "what": f"{args.tasks} txt2img tasks ({args.size}x{args.size}, {args.steps} Euler "
             "steps, CFG 7, own prompts and seeds) as one run_batch call vs one run each; "
