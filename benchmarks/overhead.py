@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,58 +32,11 @@ from pathlib import Path
 import httpx
 
 from benchmarks.common import write_result
-from tests.support_stack import REPO, RunningStack
+from benchmarks.plain_diffusers import PROMPT, PlainDiffusers
+from tests.support_stack import RunningStack
 
 SIZES = (64, 512)
-PROMPT = "a red circle on a white background"
-
-DIRECT = """
-import json, sys, time
-import torch
-from diffusers import StableDiffusionPipeline
-from sdcore.engine.schedulers import make_scheduler
-ckpt, config, threads, prompt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-torch.set_num_threads(threads)
-pipe = StableDiffusionPipeline.from_single_file(ckpt, config=config, local_files_only=True,
-                                                torch_dtype=torch.float32)
-pipe.set_progress_bar_config(disable=True)
-base = dict(pipe.scheduler.config)
-print("ready", flush=True)
-for line in sys.stdin:  # one size per line: run once, answer the seconds it took
-    size = int(line)
-    pipe.scheduler = make_scheduler("Euler", "Automatic", base)
-    start = time.perf_counter()
-    pipe(prompt=prompt, num_inference_steps=20, guidance_scale=7.0, width=size, height=size,
-         generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
-    print(json.dumps(time.perf_counter() - start), flush=True)
-"""
-
-
-class Direct:
-    """Plain diffusers in its own process, alive beside the stack, one call per request."""
-
-    def __init__(self) -> None:
-        config = REPO / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", DIRECT, str(REPO / "models" / "demo-shapes.safetensors"),
-             str(config), str(os.cpu_count() or 1), PROMPT],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO / "layers" / "sdcore"),
-                 "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        assert self.proc.stdout.readline().strip() == "ready"
-
-    def run(self, size: int) -> float:
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.proc.stdin.write(f"{size}\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+THREADS = os.cpu_count() or 1  # the machine's default, what a user would get
 
 
 def measure(
@@ -96,7 +47,7 @@ def measure(
     plain: dict[int, list[float]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory() as tmp:
         stack = RunningStack(Path(tmp), SD_IDLE_SECONDS="600", SD_CENSOR=censor).start()
-        direct = Direct()
+        direct = PlainDiffusers()
         try:
             with httpx.Client(base_url=stack.url, timeout=600, headers=stack.headers) as api:
 
@@ -125,11 +76,11 @@ def measure(
 
                 for size in sizes:  # warm-ups, not counted
                     over_http(size)
-                    direct.run(size)
+                    direct.run(size, 20, THREADS)
                 for _ in range(reps):
                     for size in sizes:
                         http[size].append(over_http(size))
-                        plain[size].append(direct.run(size))
+                        plain[size].append(direct.run(size, 20, THREADS))
         finally:
             direct.close()
             stack.stop()

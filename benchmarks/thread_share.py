@@ -43,59 +43,12 @@ from typing import Any
 import httpx
 
 from benchmarks.common import write_result
+from benchmarks.plain_diffusers import CHECKPOINT, PROMPT, PlainDiffusers
 from sdlocal.client import upload_model
-from tests.support_stack import REPO, RunningStack
+from tests.support_stack import RunningStack
 
-PROMPT = "a red circle on a white background"
-CHECKPOINT = REPO / "models" / "demo-shapes.safetensors"
-CONFIG = REPO / "layers" / "sdcore" / "sdcore" / "configs" / "demo-shapes"
 CORES = os.cpu_count() or 1
 WAITS = "import sys; print(); sys.stdin.read()"  # a process that waits on its stdin
-
-DIRECT = """
-import json, sys, time
-import torch
-from diffusers import StableDiffusionPipeline
-from sdcore.engine.schedulers import make_scheduler
-ckpt, config, prompt = sys.argv[1], sys.argv[2], sys.argv[3]
-pipe = StableDiffusionPipeline.from_single_file(ckpt, config=config, local_files_only=True,
-                                                torch_dtype=torch.float32)
-pipe.set_progress_bar_config(disable=True)
-base = dict(pipe.scheduler.config)
-print("ready", flush=True)
-for line in sys.stdin:  # "size steps threads": run once, answer the seconds it took
-    size, steps, threads = map(int, line.split())
-    torch.set_num_threads(threads)
-    pipe.scheduler = make_scheduler("Euler", "Automatic", base)
-    start = time.perf_counter()
-    pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=7.0, width=size, height=size,
-         generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
-    print(json.dumps(time.perf_counter() - start), flush=True)
-"""
-
-
-class Direct:
-    """Plain diffusers in its own process, one call per request."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", DIRECT, str(CHECKPOINT), str(CONFIG), PROMPT],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO / "layers" / "sdcore"),
-                 "HF_HUB_OFFLINE": "1"},
-        )  # fmt: skip
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-
-    def run(self, size: int, steps: int, threads: int) -> float:
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self.proc.stdin.write(f"{size} {steps} {threads}\n")
-        self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        self.proc.wait(timeout=60)
 
 
 class Runnable:
@@ -242,7 +195,7 @@ def main() -> None:
         cost = count_cost(root)
         shared = Stack(root, "shared")
         fixed = Stack(root, "fixed", OMP_NUM_THREADS=str(half))
-        directs = [Direct(), Direct()]
+        directs = [PlainDiffusers(), PlainDiffusers()]
         try:
             for stack in (shared, fixed):  # warm-ups (loads), not counted
                 for model in ("demo", "demo-b"):
