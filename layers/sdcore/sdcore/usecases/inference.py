@@ -358,8 +358,11 @@ def _execute(svc: Services, engine: Engine, runs: list[_Run]) -> list[TaskStatus
                 ended[n] = _finish(svc, run, answer, ran_s, later)
             except Exception as exc:
                 ended[n] = run.fail(svc, exc)
-        for step in later:
-            step()
+        for step in later:  # the tasks have ended: a failure here is logged, never raised
+            try:
+                step()
+            except Exception:
+                log.exception("recording after the end of a batch's tasks failed")
     return [ended[n] for n in range(len(runs))]
 
 
